@@ -1,0 +1,204 @@
+r"""NT-Xent and its family in one module: standard, decoupled, debiased, hard-negative, supervised, CLIP.
+
+Standard NT-Xent (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations",
+eq. 1). Two views of N samples give M = 2N embeddings, L2-normalised, with
+:math:`s_{ik} = z_i^\top z_k / \tau`. For anchor i whose positive (its other view) is p(i):
+
+.. math::
+    \ell_i = -\log \frac{\exp(s_{i,p(i)})}{\sum_{k \ne i} \exp(s_{ik})}, \qquad
+    \mathcal{L} = \frac{1}{2N} \sum_{i=1}^{2N} \ell_i .
+
+The denominator runs over all 2N-1 other embeddings *including the positive*: that is SimCLR's definition, it
+makes :math:`\ell_i` a cross-entropy over a proper softmax (so :math:`\ell_i \ge 0`, and all-identical
+embeddings give exactly :math:`\log(2N-1)`), and the positive's own term damps the gradient once the positive
+dominates. Removing it gives the decoupled loss (Yeh et al. 2022, "Decoupled Contrastive Learning", eq. 3):
+:math:`\ell_i = -s_{i,p(i)} + \log\sum_{k \ne i, p(i)} \exp(s_{ik})`, which drops the "negative-positive
+coupling" factor of the gradient, can go below zero, and trains well with smaller batches.
+
+Other variants, all selected on the same module:
+
+* ``variant="debiased"`` (Chuang et al. 2020, "Debiased Contrastive Learning", eq. 6): with class prior
+  :math:`\tau^+` and :math:`Q` negatives, the negative sum is replaced by
+  :math:`Q g = \max\big(\frac{1}{1-\tau^+}(\sum_k e^{s_{ik}} - \tau^+ Q e^{s_{ip}}),\; Q e^{-1/\tau}\big)` and
+  :math:`\ell_i = -\log \frac{e^{s_{ip}}}{e^{s_{ip}} + Q g}`.
+* ``variant="hard"`` (Robinson et al. 2021, "Contrastive Learning with Hard Negative Samples", eq. 5 with the
+  importance weights of section 3): negatives reweighted by :math:`w_k = Q e^{\beta s_{ik}} / \sum_j e^{\beta
+  s_{ij}}` inside the debiased estimator above (``tau_plus=0`` by default gives pure hard-negative weighting;
+  ``beta=0`` gives back the debiased loss).
+* ``labels=`` (Khosla et al. 2020, "Supervised Contrastive Learning", eq. 2, the :math:`\mathcal{L}^{sup}_{out}`
+  form): every other embedding with the same label is a positive,
+  :math:`\ell_i = -\frac{1}{|P(i)|}\sum_{p \in P(i)} \log \frac{e^{s_{ip}}}{\sum_{k \ne i} e^{s_{ik}}}`.
+* A ``(V, N, D)`` tensor: all V views of a sample are positives of each other (the multi-view form of SupCon).
+* ``symmetric=True``: two towers (Radford et al. 2021, CLIP, fig. 3): anchors of modality a see only modality b
+  and vice versa, the mean of the a->b and b->a cross-entropies; no within-modality negatives.
+
+Anchors without a positive (a label seen once), or without a negative where the variant needs one (DCL,
+debiased and hard with a single label) are left out of the mean; a batch with none left gives a zero loss that
+still has a graph. Zero vectors stay zero after normalisation, so their cosine with everything is 0: they are
+equidistant from every other embedding and never produce NaN.
+
+Temperature is a float, or learnable as CLIP does: a log-scale parameter :math:`\log(1/\tau)`, with
+:math:`1/\tau` clamped to at most 100.
+
+Similarities and log-sum-exps are computed in fp32 even under bf16/fp16 autocast, masks use ``-inf``.
+``chunk_size`` selects the exact row-block path of :mod:`core.losses.chunked`. Under ``torch.distributed`` the
+embeddings are gathered with gradients and each rank computes only its own anchors' rows (open_clip's
+``local_loss``); see :meth:`NTXentLoss.forward` for how ranks' losses add up to the global loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.losses.chunked import chunked_loss_sum
+from core.losses.distributed import gather_no_grad, gather_with_grad, is_distributed
+from core.losses.objective import VARIANTS, Layout, Variant, VariantParams, block_losses
+
+MAX_INVERSE_TEMPERATURE = 100.0
+
+
+class NTXentLoss(nn.Module):
+    """NT-Xent (normalised temperature-scaled cross-entropy) and its variants; see the module docstring.
+
+    Args:
+        temperature: initial tau > 0; 1/tau is clamped to at most 100.
+        learnable_temperature: learn log(1/tau) as a parameter (CLIP).
+        variant: ``"ntxent"`` (SimCLR), ``"dcl"``, ``"debiased"`` or ``"hard"``.
+        tau_plus: class prior of the debiased and hard variants, in [0, 1); ``None`` means 0.1 for
+            ``debiased`` and 0 (pure hard-negative reweighting) for ``hard``.
+        beta: concentration of the hard-negative weights, >= 0.
+        symmetric: two towers: ``z_a`` and ``z_b`` are two modalities, negatives only across them.
+        chunk_size: rows per block of the exact memory-efficient path; ``None`` uses the dense path.
+        gather_distributed: gather embeddings from every rank when ``torch.distributed`` is initialised.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        *,
+        learnable_temperature: bool = False,
+        variant: Variant = "ntxent",
+        tau_plus: float | None = None,
+        beta: float = 1.0,
+        symmetric: bool = False,
+        chunk_size: int | None = None,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if tau_plus is None:
+            tau_plus = 0.1 if variant == "debiased" else 0.0
+        if not 0.0 <= tau_plus < 1.0:
+            raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+        log_scale = torch.tensor(math.log(min(1.0 / temperature, MAX_INVERSE_TEMPERATURE)))
+        if learnable_temperature:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale, persistent=False)
+        uses_prior = variant in ("debiased", "hard")
+        self.params = VariantParams(
+            variant=variant, tau_plus=tau_plus if uses_prior else 0.0, beta=beta if variant == "hard" else 0.0
+        )
+        self.symmetric = symmetric
+        self.chunk_size = chunk_size
+        self.gather_distributed = gather_distributed
+
+    @property
+    def scale(self) -> Tensor:
+        """Inverse temperature 1/tau, clamped to at most 100: ()."""
+        return self.log_scale.float().exp().clamp(max=MAX_INVERSE_TEMPERATURE)
+
+    @property
+    def temperature(self) -> float:
+        """Current temperature tau."""
+        return float(1.0 / self.scale.detach())
+
+    def forward(self, z_a: Tensor, z_b: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        """Mean loss over all anchors.
+
+        Args:
+            z_a: (N, D) first view, or (V, N, D) all V views with ``z_b`` omitted.
+            z_b: (N, D) second view (second modality with ``symmetric=True``).
+            labels: (N,) integer class of each sample, for the supervised (SupCon) form.
+
+        Returns:
+            () the loss. Under ``torch.distributed`` each rank returns ``world_size * (sum of its anchors'
+            losses) / (number of anchors on all ranks)``: the mean over ranks is the global-batch loss, and
+            with DDP's gradient averaging the parameter gradients equal those of the global-batch loss.
+        """
+        views = self._stack_views(z_a, z_b)  # (V, N, D)
+        V, N, _ = views.shape
+        if labels is not None and labels.shape != (N,):
+            raise ValueError(f"labels must have shape ({N},), got {tuple(labels.shape)}")
+        with torch.autocast(device_type=views.device.type, enabled=False):
+            # fp32 from here on: cosine, exp and log-sum-exp overflow or lose the positive in half precision.
+            z = F.normalize(views.to(torch.promote_types(views.dtype, torch.float32)), dim=-1).reshape(
+                V * N, -1
+            )  # (V*N, D) view-major
+            group = labels.long() if labels is not None else torch.arange(N, device=z.device)
+            group = group.repeat(V)  # (V*N,)
+            modality = torch.arange(V, device=z.device).repeat_interleave(N) if self.symmetric else None
+            anchors = torch.arange(V * N, device=z.device)
+            world, rank = 1, 0
+            if self.gather_distributed and is_distributed():
+                world, rank = dist.get_world_size(), dist.get_rank()
+                z, group, modality = self._gather(z, group, modality, labels is None, N * V)
+                anchors = anchors + rank * V * N
+            layout = Layout(group=group, modality=modality)
+            total, count = self._loss_sum(z, anchors, layout)
+            if world > 1:
+                count = count.clone()
+                dist.all_reduce(count)
+            return total * world / count.clamp(min=1)
+
+    def _stack_views(self, z_a: Tensor, z_b: Tensor | None) -> Tensor:
+        if z_b is None:
+            if z_a.dim() != 3 or z_a.shape[0] < 2:
+                raise ValueError(f"a single tensor must be (V, N, D) with V >= 2 views, got {tuple(z_a.shape)}")
+            views = z_a
+        else:
+            if z_a.dim() != 2 or z_a.shape != z_b.shape:
+                raise ValueError(
+                    f"z_a and z_b must both be (N, D) with the same shape, got {tuple(z_a.shape)} "
+                    f"and {tuple(z_b.shape)}"
+                )
+            views = torch.stack([z_a, z_b])
+        if self.symmetric and views.shape[0] != 2:
+            raise ValueError("symmetric=True takes exactly two modalities")
+        if views.shape[1] < 1:
+            raise ValueError("the batch is empty")
+        return views
+
+    def _gather(
+        self, z: Tensor, group: Tensor, modality: Tensor | None, unsupervised: bool, local_size: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        z = gather_with_grad(z)  # (world*V*N, D) rank-major, each rank's block view-major
+        if unsupervised:
+            # sample ids must be unique across ranks: offset each rank's ids by its rank
+            offsets = torch.arange(dist.get_world_size(), device=z.device).repeat_interleave(local_size)
+            group = gather_no_grad(group) + offsets * (int(group.max()) + 1)
+        else:
+            group = gather_no_grad(group)
+        if modality is not None:
+            modality = gather_no_grad(modality)
+        return z, group, modality
+
+    def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+        scale = self.scale
+        if self.chunk_size is not None:
+            return chunked_loss_sum(z, scale, anchors, layout, self.params, self.chunk_size)
+        s = (z[anchors] @ z.T) * scale  # (A, M): every anchor against the whole (global) batch
+        loss, ok = block_losses(s, anchors, layout, self.params, scale)
+        return loss.sum(), ok.sum()
