@@ -20,7 +20,7 @@ from core.losses.objective import Layout, VariantParams, block_losses
 
 
 def _block_sum(z: Tensor, scale: Tensor, rows: Tensor, layout: Layout, params: VariantParams) -> tuple[Tensor, Tensor]:
-    s = (z[rows] @ z.T) * scale  # (K, M) fp32 tile, the only quadratic tensor alive
+    s = (z[rows] * scale) @ z.T  # (K, M) fp32 tile, the only quadratic tensor alive
     loss, ok = block_losses(s, rows, layout, params, scale)
     return loss.sum(), ok.sum()
 

@@ -156,7 +156,11 @@ class NTXentLoss(nn.Module):
                 world, rank = dist.get_world_size(), dist.get_rank()
                 z, group, modality = self._gather(z, group, modality, labels is None, N * V)
                 anchors = anchors + rank * V * N
-            layout = Layout(group=group, modality=modality)
+            partner = None
+            if labels is None and V == 2 and not self.symmetric:
+                index = torch.arange(len(z), device=z.device)  # rank-major blocks of 2N, view-major inside
+                partner = index // (2 * N) * (2 * N) + (index % (2 * N) + N) % (2 * N)
+            layout = Layout(group=group, modality=modality, partner=partner)
             total, count = self._loss_sum(z, anchors, layout)
             if world > 1:
                 count = count.clone()
@@ -199,6 +203,6 @@ class NTXentLoss(nn.Module):
         scale = self.scale
         if self.chunk_size is not None:
             return chunked_loss_sum(z, scale, anchors, layout, self.params, self.chunk_size)
-        s = (z[anchors] @ z.T) * scale  # (A, M): every anchor against the whole (global) batch
+        s = (z[anchors] * scale) @ z.T  # (A, M): every anchor against the whole (global) batch
         loss, ok = block_losses(s, anchors, layout, self.params, scale)
         return loss.sum(), ok.sum()

@@ -31,10 +31,13 @@ class Layout:
             sample for unsupervised views, same label for SupCon).
         modality: (M,) int64 or None. With two towers (CLIP-style) an anchor only sees columns of the other
             modality; ``None`` means every other embedding is a candidate.
+        partner: (M,) int64 or None. When every embedding has exactly one positive (two views, no labels, one
+            modality) its index; lets the standard and decoupled losses skip building (R, M) masks.
     """
 
     group: Tensor
     modality: Tensor | None
+    partner: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def block_losses(
         ``(loss, ok)``: (R,) per-anchor losses with zeros where the anchor is excluded, and (R,) bool, False
         for anchors without a positive, or without a negative where the variant needs one.
     """
+    if layout.partner is not None and params.variant in ("ntxent", "dcl"):
+        return _one_positive(s, rows, layout.partner, params.variant == "dcl")
     M = s.shape[1]
     cols = torch.arange(M, device=s.device)
     g_row, g_col = layout.group[rows], layout.group
@@ -117,4 +122,21 @@ def block_losses(
         log_ng = torch.maximum(debiased, floor)  # (R, M)
         per_pair = torch.nn.functional.softplus(log_ng - s)  # -log(e^s / (e^s + Ng))
         loss = torch.where(pos, per_pair, torch.zeros_like(s)).sum(1) / n_pos_f
+    return torch.where(ok, loss, torch.zeros_like(loss)), ok
+
+
+def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
+    """Standard or decoupled loss when each anchor has one positive at a known column: no (R, M) masks."""
+    r = torch.arange(len(rows), device=s.device)
+    pos = s[r, partner[rows]] if decoupled else None  # (R,) copied out before the in-place masking below
+    minus_inf = torch.tensor(float("-inf"), dtype=s.dtype, device=s.device)
+    s = s.index_put_((r, rows), minus_inf)  # self; in place: the product's backward does not read s
+    if decoupled:
+        s = s.index_put_((r, partner[rows]), minus_inf)
+    has_negative = s.shape[1] > (3 if decoupled else 2)
+    ok = torch.full((len(rows),), has_negative, dtype=torch.bool, device=s.device)
+    if decoupled:
+        loss = torch.logsumexp(s, dim=1) - pos  # (R,)
+    else:  # fused log-softmax + gather: one (R, M) temporary fewer than logsumexp's backward
+        loss = torch.nn.functional.cross_entropy(s, partner[rows], reduction="none")
     return torch.where(ok, loss, torch.zeros_like(loss)), ok

@@ -1,0 +1,198 @@
+"""Forward+backward time and peak memory of NT-Xent implementations, each configuration in its own process.
+
+    python bench/loss.py                       # N in {256, 1k, 4k, 8k, 16k, 32k}, all implementations
+    python bench/loss.py --sizes 1024 4096 --impls ours_dense ours_chunked
+
+Implementations: this project's dense and chunked paths, the usual hand-written loss (similarity matrix,
+masked diagonal, cross-entropy over 2N rows), and pytorch-metric-learning's ``NTXentLoss`` when the optional
+``bench`` extra is installed. Each child caps its address space at ``--cap-gib`` more than it started with;
+an allocation past the cap is reported as ``oom``. Peak memory is the child's peak RSS minus its RSS before the
+loss ran (inputs already allocated). Writes JSON to ``bench/results/loss.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+D = 128
+SIZES = [256, 1024, 4096, 8192, 16384, 32768]
+IMPLS = ["ours_dense", "ours_chunked", "handwritten", "pytorch_metric_learning"]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _make(impl: str, tau: float, chunk: int):
+    import torch
+    import torch.nn.functional as F
+
+    if impl == "ours_dense":
+        from core.losses import NTXentLoss
+
+        loss = NTXentLoss(tau)
+        return lambda a, b: loss(a, b)
+    if impl == "ours_chunked":
+        from core.losses import NTXentLoss
+
+        loss = NTXentLoss(tau, chunk_size=chunk)
+        return lambda a, b: loss(a, b)
+    if impl == "handwritten":
+
+        def handwritten(a, b):
+            z = F.normalize(torch.cat([a, b]), dim=1)
+            n = a.shape[0]
+            sim = z @ z.T / tau
+            sim.fill_diagonal_(float("-inf"))
+            target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+            return F.cross_entropy(sim, target)
+
+        return handwritten
+    if impl == "pytorch_metric_learning":
+        from pytorch_metric_learning.losses import NTXentLoss as PML
+
+        loss = PML(temperature=tau)
+
+        def pml(a, b):
+            n = a.shape[0]
+            labels = torch.arange(n).repeat(2)  # both views of sample i share label i
+            return loss(torch.cat([a, b]), labels)
+
+        return pml
+    raise ValueError(impl)
+
+
+def child(impl: str, n: int, cap_gib: float, threads: int, chunk: int, repeats: int) -> dict:
+    """Run one configuration and return its measurements."""
+    import torch
+
+    torch.set_num_threads(threads)
+    limit = _vm_bytes() + int(cap_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, D, generator=gen).requires_grad_(True)
+    b = (a.detach() + 0.5 * torch.randn(n, D, generator=gen)).requires_grad_(True)
+    try:
+        fn = _make(impl, 0.1, chunk)
+    except ImportError as error:
+        return {"impl": impl, "n": n, "status": "unavailable", "error": str(error)}
+    times, value = [], float("nan")
+    base = _rss_mib()
+    try:
+        for _ in range(repeats):
+            a.grad = b.grad = None
+            start = time.perf_counter()
+            loss = fn(a, b)
+            loss.backward()
+            times.append(time.perf_counter() - start)
+            value = loss.item()
+            del loss
+    except (RuntimeError, MemoryError) as error:
+        if "memory" not in str(error).lower() and not isinstance(error, MemoryError):
+            raise
+        return {"impl": impl, "n": n, "status": "oom", "error": str(error).splitlines()[0][:200]}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return {
+        "impl": impl,
+        "n": n,
+        "status": "ok",
+        "seconds": sorted(times)[len(times) // 2],
+        "peak_extra_mib": round(peak, 1),
+        "loss": value,
+        "grad_sum": float(a.grad.double().abs().sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
+    parser.add_argument("--cap-gib", type=float, default=16.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=512, help="rows per block of the chunked path")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/loss.json"))
+    parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        n = int(args.child[1])
+        print(json.dumps(child(args.child[0], n, args.cap_gib, args.threads, args.chunk, 3 if n <= 4096 else 1)))
+        return
+
+    rows, failed = [], set()
+    for n in sorted(args.sizes):
+        for impl in args.impls:
+            if impl in failed:  # it ran out of memory at a smaller N already
+                rows.append({"impl": impl, "n": n, "status": "oom", "error": "out of memory at a smaller N"})
+                continue
+            cmd = [sys.executable, __file__, "--child", impl, str(n), "--cap-gib", str(args.cap_gib),
+                   "--threads", str(args.threads), "--chunk", str(args.chunk)]  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+                if lines:
+                    row = json.loads(lines[-1])
+                elif proc.returncode < 0 or "memory" in proc.stderr.lower():
+                    row = {"impl": impl, "n": n, "status": "oom", "error": f"killed (rc {proc.returncode})"}
+                else:
+                    row = {"impl": impl, "n": n, "status": "error", "error": proc.stderr.strip()[-300:]}
+            except subprocess.TimeoutExpired:
+                row = {"impl": impl, "n": n, "status": "timeout", "error": f"over {args.timeout:.0f} s"}
+            if row["status"] == "oom":
+                failed.add(impl)
+            rows.append(row)
+            print(_format(row), flush=True)
+    _check_agreement(rows)
+    result = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+        "d": D,
+        "dtype": "fp32",
+        "cap_gib": args.cap_gib,
+        "chunk": args.chunk,
+        "rows": rows,
+        "largest_n": {
+            impl: max((r["n"] for r in rows if r["impl"] == impl and r["status"] == "ok"), default=None)
+            for impl in args.impls
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["largest_n"]))
+
+
+def _check_agreement(rows: list[dict]) -> None:
+    """Every implementation must compute the same loss as ours_dense (or ours_chunked) at the same N."""
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        refs = [r for r in rows if r["n"] == row["n"] and r["impl"] in ("ours_dense", "ours_chunked")
+                and r["status"] == "ok"]  # fmt: skip
+        if refs:
+            row["agrees_with_ours"] = abs(row["loss"] - refs[0]["loss"]) <= 1e-4 * max(1.0, abs(refs[0]["loss"]))
+
+
+def _format(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['impl']:>24} N={row['n']:>6}  {row['status']}"
+    return (f"{row['impl']:>24} N={row['n']:>6}  {row['seconds']:8.3f} s  {row['peak_extra_mib']:9.1f} MiB  "
+            f"loss={row['loss']:.6f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
