@@ -1,0 +1,1 @@
+"""The REST API: datasets, jobs, models and OpenAI-compatible embeddings over ``core``."""

@@ -1,0 +1,121 @@
+"""Dataset rules: streamed, capped, hashed, validated uploads; owner-scoped reads; guarded deletes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import PurePath
+from typing import BinaryIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict, Invalid, NotFound, TooLarge
+from core.data.readers import FORMATS, DatasetError, ReadLimits, read_records
+from core.store.keys import Principal
+from core.store.settings import Settings
+from core.store.storage import Storage
+from core.store.tables import Dataset, Job
+
+CHUNK = 1 << 20
+
+
+def _format_of(filename: str | None, declared: str | None, modality: str) -> str:
+    fmt = declared or PurePath(filename or "").suffix.lower().lstrip(".")  # the name is a hint, never a path
+    if fmt not in FORMATS[modality]:
+        raise Invalid(
+            f"cannot tell the format: pass format= one of {list(FORMATS[modality])} for modality {modality!r}",
+            field="format",
+        )
+    return fmt
+
+
+def _stage(stream: BinaryIO, storage: Storage, limit: int):
+    staged = storage.staging()
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(staged, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the upload is larger than the limit of {limit} bytes", field="file")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged, size, digest.hexdigest()
+
+
+def create_dataset(
+    session: Session, storage: Storage, settings: Settings, principal: Principal, stream: BinaryIO,
+    filename: str | None, name: str | None, modality: str, fmt: str | None, label_column: str,
+) -> Dataset:  # fmt: skip
+    """Store and validate an upload; the row appears only once the file is complete and valid."""
+    fmt = _format_of(filename, fmt, modality)
+    staged, size, sha256 = _stage(stream, storage, settings.max_upload_bytes)
+    try:
+        if size == 0:
+            raise Invalid("the uploaded file is empty", field="file")
+        limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
+        try:
+            records = read_records(staged, modality, fmt, limits, label_column)
+        except DatasetError as error:
+            raise Invalid(str(error), field="file") from None
+        details = {"shape": list(_shape(records)), "paired": records.positives is not None,
+                   "label_names": (records.label_names or [])[:1000]}  # fmt: skip
+        key = storage.new_dataset_key(fmt)
+        storage.commit(staged, key)
+    finally:
+        staged.unlink(missing_ok=True)
+    dataset = Dataset(
+        owner=principal.owner, name=(name or PurePath(filename or "dataset").stem)[:256], modality=modality,
+        format=fmt, storage_key=key, size_bytes=size, sha256=sha256, num_records=len(records),
+        num_labels=len(records.label_names) if records.label_names else None, details=details,
+    )  # fmt: skip
+    session.add(dataset)
+    try:
+        session.commit()
+    except BaseException:
+        storage.delete(key)
+        raise
+    return dataset
+
+
+def _shape(records) -> tuple[int, ...]:  # noqa: ANN001 - Records
+    if records.vectors is not None:
+        return records.vectors.shape
+    if records.images is not None:
+        return records.images.shape
+    return (len(records),)
+
+
+def owned_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset:
+    """The dataset if the caller may see it; another owner's answers 404 like a missing one."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or (dataset.owner != principal.owner and not principal.is_admin):
+        raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+    return dataset
+
+
+def list_datasets(session: Session, principal: Principal, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    """The caller's datasets (everyone's for an admin), newest first."""
+    query = select(Dataset)
+    if not principal.is_admin:
+        query = query.where(Dataset.owner == principal.owner)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(Dataset.created_at.desc()).limit(limit).offset(offset)).all()
+    return list(rows), int(total or 0)
+
+
+def delete_dataset(session: Session, storage: Storage, principal: Principal, dataset_id: str) -> None:
+    """Delete a dataset no queued or running job uses."""
+    dataset = owned_dataset(session, principal, dataset_id)
+    active = session.scalar(
+        select(func.count()).where(Job.dataset_id == dataset.id, Job.status.in_(("queued", "running")))
+    )
+    if active:
+        raise Conflict(f"dataset {dataset_id} is used by {active} queued or running job(s); cancel them first")
+    key = dataset.storage_key
+    session.delete(dataset)
+    session.commit()
+    storage.delete(key)

@@ -1,0 +1,44 @@
+"""Deployed models in memory: loaded from storage on first use, at most ``size`` per API process (LRU)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from api.embeddings.batcher import MicroBatcher
+from core.inference import Embedder
+
+
+@dataclass
+class ServedModel:
+    embedder: Embedder
+    batcher: MicroBatcher
+
+
+class ModelCache:
+    """LRU of served models keyed by model version id."""
+
+    def __init__(self, size: int, max_batch: int, max_wait_ms: float) -> None:
+        self.size, self.max_batch, self.max_wait_ms = size, max_batch, max_wait_ms
+        self.models: OrderedDict[str, ServedModel] = OrderedDict()
+        self.lock = asyncio.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, version_id: str, checkpoint: Path) -> ServedModel:
+        """The served model of a version, loading it (in a thread) on a miss."""
+        async with self.lock:
+            served = self.models.get(version_id)
+            if served is not None:
+                self.models.move_to_end(version_id)
+                self.hits += 1
+                return served
+            self.misses += 1
+            embedder = await asyncio.to_thread(Embedder, checkpoint)
+            served = ServedModel(embedder, MicroBatcher(embedder.embed, self.max_batch, self.max_wait_ms))
+            self.models[version_id] = served
+            while len(self.models) > self.size:
+                self.models.popitem(last=False)
+            return served

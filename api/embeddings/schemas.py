@@ -1,0 +1,39 @@
+"""OpenAI-compatible embeddings bodies (https://platform.openai.com/docs/api-reference/embeddings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EmbeddingInput = str | list[str] | list[list[float]]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients may send fields we ignore (user, ...)
+
+    model: str = Field(min_length=1, max_length=128)
+    input: EmbeddingInput = Field(
+        description="Text models: a string or a list of strings. Vector models: a list of numeric lists. "
+        "Image models: a list of base64 PNG or JPEG strings."
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, le=65536, description="Truncate to this many and re-normalise.")
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage

@@ -1,0 +1,112 @@
+"""Embedding rules: resolve the deployed model, check and convert inputs, batch, format like OpenAI."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from starlette.concurrency import run_in_threadpool
+
+from api.embeddings.cache import ModelCache
+from api.embeddings.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, Usage
+from api.errors import Invalid
+from api.models.service import deployed_version
+from core.data.readers import DatasetError, ReadLimits, decode_image
+from core.inference import Embedder
+from core.store.db import session_factory
+from core.store.keys import Principal
+from core.store.settings import Settings
+from core.store.storage import Storage
+
+
+def _texts(raw, settings: Settings) -> list[str]:  # noqa: ANN001 - the request's input union
+    texts = [raw] if isinstance(raw, str) else raw
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise Invalid("this is a text model: input must be a string or a list of strings", field="input")
+    for index, text in enumerate(texts):
+        if not text:
+            raise Invalid(f"input[{index}] is an empty string", field="input")
+        if len(text) > settings.embed_max_chars:
+            raise Invalid(f"input[{index}] is longer than {settings.embed_max_chars} characters", field="input")
+    return texts
+
+
+def _vectors(raw, features: int) -> np.ndarray:  # noqa: ANN001
+    if isinstance(raw, str) or not raw or not all(isinstance(row, list) for row in raw):
+        raise Invalid("this is a vector model: input must be a list of numeric lists", field="input")
+    for index, row in enumerate(raw):
+        if len(row) != features:
+            raise Invalid(f"input[{index}] has {len(row)} values; the model takes {features}", field="input")
+        if not all(math.isfinite(v) for v in row):
+            raise Invalid(f"input[{index}] holds NaN or infinite values", field="input")
+    return np.asarray(raw, dtype=np.float32)
+
+
+def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa: ANN001
+    if isinstance(raw, str):
+        raw = [raw]
+    if not raw or not all(isinstance(item, str) for item in raw):
+        raise Invalid("this is an image model: input must be a list of base64 PNG or JPEG strings", field="input")
+    size = embedder.config.model.image_size
+    channels = embedder.spec.channels
+    limits = ReadLimits(max_image_pixels=settings.max_image_pixels)
+    out = np.empty((len(raw), channels, size, size), dtype=np.float32)
+    for index, item in enumerate(raw):
+        try:
+            data = base64.b64decode(item.split(",", 1)[-1], validate=True)  # data: URLs are accepted too
+            image = decode_image(data, limits, f"input[{index}]")
+        except (binascii.Error, ValueError) as error:
+            raise Invalid(str(error) if isinstance(error, DatasetError) else f"input[{index}] is not valid base64",
+                          field="input") from None  # fmt: skip
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]  # (1, C, H, W)
+        if tensor.shape[1] != channels:
+            tensor = tensor.mean(1, keepdim=True) if channels == 1 else tensor.expand(1, 3, *tensor.shape[2:])
+        out[index] = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+    return out
+
+
+def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Settings) -> tuple[list, int]:
+    """Checked model inputs and the usage count (tokens for text, inputs otherwise)."""
+    count = 1 if isinstance(body.input, str) else len(body.input)
+    if count > settings.embed_max_inputs:
+        raise Invalid(f"input has {count} items; at most {settings.embed_max_inputs} per request", field="input")
+    if embedder.modality == "text":
+        texts = _texts(body.input, settings)
+        tokens = embedder.model.backbone.tokenize(texts)["attention_mask"].sum().item()
+        return texts, int(tokens)
+    if embedder.modality == "vectors":
+        return list(_vectors(body.input, embedder.spec.features)), count
+    return list(_images(body.input, embedder, settings)), count
+
+
+def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
+    """A float list, or OpenAI's base64 of little-endian float32."""
+    if fmt == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return vector.tolist()
+
+
+async def create_embeddings(
+    body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage, cache: ModelCache
+) -> EmbeddingResponse:
+    """Embed the request's inputs with the deployed model it names."""
+
+    def lookup():
+        with session_factory(settings)() as session:
+            return deployed_version(session, principal, body.model)
+
+    version, key = await run_in_threadpool(lookup)
+    served = await cache.get(version.id, storage.path(key))
+    if body.dimensions is not None and body.dimensions > served.embedder.dim:
+        raise Invalid(f"dimensions must be at most {served.embedder.dim} for this model", field="dimensions")
+    inputs, usage = await run_in_threadpool(prepare_inputs, body, served.embedder, settings)
+    out = await served.batcher.submit(inputs)
+    if body.dimensions is not None:
+        out = F.normalize(out[:, : body.dimensions], dim=-1)
+    vectors = out.numpy()
+    data = [EmbeddingItem(index=i, embedding=encode(v, body.encoding_format)) for i, v in enumerate(vectors)]
+    return EmbeddingResponse(data=data, model=body.model, usage=Usage(prompt_tokens=usage, total_tokens=usage))

@@ -1,0 +1,91 @@
+"""Domain errors and the one place that maps them (and database outages) to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+log = logging.getLogger("embedtrain.api")
+
+
+class ServiceError(Exception):
+    """Base of the errors a service function raises for the caller to see."""
+
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.headers = message, field, headers
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+class Invalid(ServiceError):
+    status = 422
+
+
+class TooLarge(ServiceError):
+    status = 413
+
+
+class Unauthorized(ServiceError):
+    status = 401
+
+
+class RateLimited(ServiceError):
+    status = 429
+
+
+def error_body(status: int, message: str, field: str | None = None) -> dict:
+    """The JSON error shape of every 4xx/5xx answer (OpenAI-style ``error`` object)."""
+    return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
+
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found", 409: "conflict",
+          413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_exceeded",
+          503: "service_unavailable"}  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mappings: service errors by class, validation errors naming the field, outages as 503."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse(error_body(error.status, error.message, error.field), error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
+            problems.append({"field": ".".join(loc) or None, "message": item.get("msg", "invalid")})
+        first = problems[0] if problems else {"field": None, "message": "invalid request"}
+        body = error_body(422, f"{first['field']}: {first['message']}" if first["field"] else first["message"],
+                          first["field"])  # fmt: skip
+        body["error"]["details"] = problems
+        return JSONResponse(body, 422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(_: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(error).splitlines()[0])
+        body = error_body(503, "the database is unavailable; retry shortly")
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_: Request, error: DBAPIError) -> JSONResponse:
+        if error.connection_invalidated:
+            return JSONResponse(error_body(503, "the database connection was lost; retry shortly"), 503,
+                                headers={"Retry-After": "5"})  # fmt: skip
+        raise error

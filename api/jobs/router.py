@@ -1,0 +1,79 @@
+"""/v1/jobs: submit, list, read, cancel, metrics, checkpoints, events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.jobs import service
+from api.jobs.schemas import CheckpointRead, EventRead, JobCreate, JobMetrics, JobPage, JobRead, JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
+def submit_job(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    body: JobCreate,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> JobRead:
+    """Queue a training job."""
+    request.app.state.job_limiter.check(principal.key_id, "job submissions")
+    job, created = service.submit_job(session, settings, principal, body, idempotency_key,
+                                      getattr(request.state, "request_id", None))  # fmt: skip
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return service.to_read(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> JobPage:
+    """List jobs, optionally of one status."""
+    rows, total = service.list_jobs(session, principal, status, limit, offset)
+    return JobPage(items=[service.to_read(j) for j in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobRead:
+    """Read a job's status, progress and latest metrics."""
+    return service.to_read(service.owned_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
+def cancel_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobRead:
+    """Cancel a job (a running one stops within a few steps and keeps its last checkpoint)."""
+    return service.to_read(service.cancel_job(session, principal, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=JobMetrics)
+def get_metrics(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobMetrics:
+    """Every metric's full series."""
+    job = service.owned_job(session, principal, job_id)
+    return JobMetrics(job_id=job.id, series=service.metric_series(session, job))
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointRead])
+def get_checkpoints(session: SessionDep, principal: PrincipalDep, job_id: str) -> list[CheckpointRead]:
+    """The job's checkpoints, by step."""
+    job = service.owned_job(session, principal, job_id)
+    return [CheckpointRead.model_validate(c) for c in service.checkpoints(session, job)]
+
+
+@router.get("/{job_id}/events", response_model=list[EventRead])
+def get_events(session: SessionDep, principal: PrincipalDep, job_id: str) -> list[EventRead]:
+    """State changes and errors, in order."""
+    job = service.owned_job(session, principal, job_id)
+    return [EventRead.model_validate(e) for e in service.events(session, job)]

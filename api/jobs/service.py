@@ -1,0 +1,142 @@
+"""Job rules: submission (committed, then sent by task name), owner-scoped reads, cancellation."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.datasets.service import owned_dataset
+from api.errors import Invalid, NotFound
+from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress
+from core.store.broker import queue_for, send_train
+from core.store.jobs import add_event, mark_dispatched, request_cancel
+from core.store.keys import Principal
+from core.store.settings import Settings
+from core.store.tables import Checkpoint, Job, JobEvent, Metric
+
+log = logging.getLogger("embedtrain.api")
+
+
+def _check_fits(body: JobCreate, dataset) -> None:  # noqa: ANN001 - a Dataset row
+    config = body.config
+    if dataset.modality != config.data.modality:
+        raise Invalid(f"the dataset holds {dataset.modality} but config.data.modality is {config.data.modality!r}",
+                      field="config.data.modality")  # fmt: skip
+    n_train = dataset.num_records - int(round(dataset.num_records * config.data.val_fraction))
+    if n_train < config.train.batch_size:
+        raise Invalid(f"the training split has {n_train} records, fewer than one batch of {config.train.batch_size}; "
+                      "lower the batch size or upload more data", field="config.train.batch_size")  # fmt: skip
+    if config.data.use_labels and not dataset.num_labels:
+        raise Invalid("config.data.use_labels is true but the dataset has no labels", field="config.data.use_labels")
+    if getattr(config.augment, "mode", None) == "pairs" and not dataset.details.get("paired"):
+        raise Invalid("config.augment.mode is 'pairs' but the dataset has no anchor/positive columns",
+                      field="config.augment.mode")  # fmt: skip
+
+
+def submit_job(
+    session: Session, settings: Settings, principal: Principal, body: JobCreate, idempotency_key: str | None,
+    request_id: str | None,
+) -> tuple[Job, bool]:  # fmt: skip
+    """Create the job and send it to its queue; a repeated Idempotency-Key returns the first job."""
+    if idempotency_key:
+        existing = session.scalar(
+            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            return existing, False
+    dataset = owned_dataset(session, principal, body.dataset_id)
+    _check_fits(body, dataset)
+    job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=body.config.model_dump(mode="json"),
+              queue=queue_for(settings, body.config.train.device), idempotency_key=idempotency_key,
+              request_id=request_id)  # fmt: skip
+    session.add(job)
+    try:
+        session.flush()
+        add_event(session, job.id, "queued", f"queued on {job.queue}")
+        session.commit()  # committed before the message exists, so the worker always finds the row
+    except IntegrityError:
+        session.rollback()  # a concurrent request with the same Idempotency-Key won
+        existing = session.scalar(
+            select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
+        )
+        if existing is None:
+            raise
+        return existing, False
+    try:
+        send_train(settings, job.id, job.queue, request_id)
+        mark_dispatched(session, job.id)
+        session.commit()
+    except Exception as error:  # the broker is away: the job stays queued and the sweeper sends it later
+        session.rollback()
+        log.warning("job %s queued but not sent (%s); the sweeper will send it", job.id, type(error).__name__)
+    return job, True
+
+
+def owned_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """The job if the caller may see it; another owner's answers 404."""
+    job = session.get(Job, job_id)
+    if job is None or (job.owner != principal.owner and not principal.is_admin):
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, principal: Principal, status: str | None, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """The caller's jobs, newest first, optionally of one status."""
+    query = select(Job)
+    if not principal.is_admin:
+        query = query.where(Job.owner == principal.owner)
+    if status:
+        query = query.where(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    return list(rows), int(total or 0)
+
+
+def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Cancel a queued job, or ask a running one to stop."""
+    job = owned_job(session, principal, job_id)
+    request_cancel(session, job)
+    session.commit()
+    return job
+
+
+def metric_series(session: Session, job: Job) -> dict[str, list[MetricPoint]]:
+    """Every metric's full series, by step."""
+    series: dict[str, list[MetricPoint]] = {}
+    rows = session.execute(
+        select(Metric.name, Metric.step, Metric.epoch, Metric.value).where(Metric.job_id == job.id)
+        .order_by(Metric.name, Metric.step)
+    )  # fmt: skip
+    for name, step, epoch, value in rows:
+        series.setdefault(name, []).append(MetricPoint(step=step, epoch=epoch, value=value))
+    return series
+
+
+def checkpoints(session: Session, job: Job) -> list[Checkpoint]:
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step)))
+
+
+def events(session: Session, job: Job) -> list[JobEvent]:
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
+
+
+def to_read(job: Job) -> JobRead:
+    """The API view of a job row, with progress and ETA."""
+    fraction = job.step / job.total_steps if job.total_steps else (1.0 if job.status == "succeeded" else 0.0)
+    eta = None
+    if job.status == "running" and job.samples_per_s and job.total_steps:
+        batch = job.config.get("train", {}).get("batch_size", 1)
+        eta = (job.total_steps - job.step) * batch / job.samples_per_s
+    progress = Progress(epoch=job.epoch, step=job.step, total_steps=job.total_steps, fraction=round(fraction, 6),
+                        samples_per_s=job.samples_per_s, eta_s=eta)  # fmt: skip
+    return JobRead(
+        id=job.id, name=job.name, dataset_id=job.dataset_id, status=job.status, config=job.config, queue=job.queue,
+        progress=progress, metrics=job.latest_metrics or {}, error=job.error, attempts=job.attempts, worker=job.worker,
+        cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, updated_at=job.updated_at,
+    )  # fmt: skip

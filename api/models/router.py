@@ -1,0 +1,35 @@
+"""/v1/models: register, deploy, undeploy, list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import PrincipalDep, SessionDep, StorageDep
+from api.models import service
+from api.models.schemas import ModelCreate, ModelDeploy, ModelRead
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelRead)
+def register_model(session: SessionDep, storage: StorageDep, principal: PrincipalDep, body: ModelCreate) -> ModelRead:
+    """Register a job's checkpoint as a new model version."""
+    return ModelRead.model_validate(service.register_model(session, storage, principal, body))
+
+
+@router.get("", response_model=list[ModelRead])
+def list_models(session: SessionDep, principal: PrincipalDep) -> list[ModelRead]:
+    """List model versions."""
+    return [ModelRead.model_validate(m) for m in service.list_models(session, principal)]
+
+
+@router.post("/{name}/deploy", response_model=ModelRead)
+def deploy_model(session: SessionDep, principal: PrincipalDep, name: str, body: ModelDeploy | None = None) -> ModelRead:
+    """Serve a version of a model (the newest by default)."""
+    return ModelRead.model_validate(service.deploy(session, principal, name, body.version if body else None))
+
+
+@router.post("/{name}/undeploy", response_model=list[ModelRead])
+def undeploy_model(session: SessionDep, principal: PrincipalDep, name: str) -> list[ModelRead]:
+    """Stop serving a model."""
+    return [ModelRead.model_validate(m) for m in service.undeploy(session, principal, name)]

@@ -1,0 +1,36 @@
+"""Model registry bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=64)
+    checkpoint: str = Field("last", min_length=1, max_length=64, description="'last', 'best', or a checkpoint id.")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelDeploy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(None, ge=1, description="Defaults to the newest version.")
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    version: int
+    job_id: str
+    checkpoint_id: str
+    modality: str
+    dimensions: int
+    deployed: bool
+    created_at: datetime
+    deployed_at: datetime | None

@@ -1,0 +1,102 @@
+"""Model registry rules: register a job's checkpoint as a version, deploy one version per name."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from api.errors import Invalid, NotFound
+from api.jobs.service import owned_job
+from api.models.schemas import ModelCreate
+from core.inference import Embedder
+from core.store.keys import Principal
+from core.store.storage import Storage
+from core.store.tables import Checkpoint, ModelVersion, utcnow
+
+
+def _pick_checkpoint(session: Session, job_id: str, which: str) -> Checkpoint:
+    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)))
+    if not rows:
+        raise Invalid(f"job {job_id} has no checkpoint yet", field="checkpoint")
+    if which == "last":
+        return rows[-1]
+    if which == "best":  # highest k-NN accuracy where labels exist, else lowest held-out loss, else the last
+        scored = [c for c in rows if "knn_top1" in c.metrics]
+        if scored:
+            return max(scored, key=lambda c: (c.metrics["knn_top1"], c.step))
+        scored = [c for c in rows if "val_loss" in c.metrics]
+        return min(scored, key=lambda c: (c.metrics["val_loss"], -c.step)) if scored else rows[-1]
+    for row in rows:
+        if row.id == which:
+            return row
+    raise NotFound(f"checkpoint {which} not found in job {job_id}", field="checkpoint")
+
+
+def register_model(session: Session, storage: Storage, principal: Principal, body: ModelCreate) -> ModelVersion:
+    """Register a checkpoint of a job as the next version of ``name``."""
+    job = owned_job(session, principal, body.job_id)
+    checkpoint = _pick_checkpoint(session, job.id, body.checkpoint)
+    embedder = Embedder(storage.path(checkpoint.storage_key))  # loads it once: a broken checkpoint fails here
+    latest = session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.owner == job.owner, ModelVersion.name == body.name)
+    )
+    version = ModelVersion(owner=job.owner, name=body.name, version=(latest or 0) + 1, job_id=job.id,
+                           checkpoint_id=checkpoint.id, modality=embedder.modality, dimensions=embedder.dim)  # fmt: skip
+    session.add(version)
+    session.commit()
+    return version
+
+
+def _versions(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
+    query = select(ModelVersion).where(ModelVersion.name == name)
+    if not principal.is_admin:
+        query = query.where(ModelVersion.owner == principal.owner)
+    rows = list(session.scalars(query.order_by(ModelVersion.version)))
+    if not rows:
+        raise NotFound(f"model {name!r} not found", field="name")
+    return rows
+
+
+def deploy(session: Session, principal: Principal, name: str, version: int | None) -> ModelVersion:
+    """Serve one version of ``name`` (the newest by default); the others stop being served."""
+    rows = _versions(session, principal, name)
+    target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+    if target is None:
+        raise NotFound(f"model {name!r} has no version {version}", field="version")
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.owner == target.owner, ModelVersion.name == name, ModelVersion.id != target.id)
+        .values(deployed=False)  # fmt: skip
+    )
+    target.deployed, target.deployed_at = True, utcnow()
+    session.commit()
+    return target
+
+
+def undeploy(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
+    """Stop serving every version of ``name``."""
+    rows = _versions(session, principal, name)
+    for row in rows:
+        row.deployed = False
+    session.commit()
+    return rows
+
+
+def list_models(session: Session, principal: Principal) -> list[ModelVersion]:
+    query = select(ModelVersion)
+    if not principal.is_admin:
+        query = query.where(ModelVersion.owner == principal.owner)
+    return list(session.scalars(query.order_by(ModelVersion.name, ModelVersion.version)))
+
+
+def deployed_version(session: Session, principal: Principal, name: str) -> tuple[ModelVersion, str]:
+    """The deployed version serving ``name`` for this caller, and its checkpoint's storage key."""
+    query = select(ModelVersion, Checkpoint.storage_key).join(Checkpoint, Checkpoint.id == ModelVersion.checkpoint_id)
+    query = query.where(ModelVersion.name == name, ModelVersion.deployed.is_(True))
+    own = session.execute(query.where(ModelVersion.owner == principal.owner)).first()
+    if own is None and principal.is_admin:
+        own = session.execute(query.limit(1)).first()
+    if own is None:
+        raise NotFound(f"no deployed model named {name!r}; register it and POST /v1/models/{name}/deploy",
+                       field="model")  # fmt: skip
+    return own[0], own[1]

@@ -1,0 +1,314 @@
+"""Readers for the upload formats, with the checks that make a bad file a clear error instead of a crash.
+
+=========  ===============================================================================================
+modality   formats
+=========  ===============================================================================================
+text       JSONL or CSV with ``text`` (or ``anchor`` + ``positive``) and an optional label column
+vectors    CSV or Parquet of numeric columns with an optional label column; NPY of a 2-D numeric array
+image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
+=========  ===============================================================================================
+
+Archives are read entry by entry in memory: no entry name is ever used as a path on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from core.data.records import Records
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "text": ("jsonl", "csv"),
+    "vectors": ("csv", "npy", "parquet"),
+    "image": ("zip", "npz"),
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DatasetError(ValueError):
+    """The file cannot be used; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds applied while reading."""
+
+    max_records: int = 5_000_000
+    max_image_pixels: int = 4096 * 4096
+    max_unzipped_bytes: int = 4 << 30
+    max_text_chars: int = 100_000
+
+
+def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, label_column: str = "label") -> Records:
+    """Parse and validate a dataset file.
+
+    Raises:
+        DatasetError: with a message naming the problem (and the line, column or entry where it is).
+    """
+    if fmt not in FORMATS.get(modality, ()):
+        raise DatasetError(
+            f"format {fmt!r} is not accepted for modality {modality!r}; use one of {FORMATS.get(modality)}"
+        )
+    reader = {
+        ("text", "jsonl"): _text_jsonl,
+        ("text", "csv"): _text_csv,
+        ("vectors", "csv"): _vectors_table,
+        ("vectors", "parquet"): _vectors_table,
+        ("vectors", "npy"): _vectors_npy,
+        ("image", "npz"): _images_npz,
+        ("image", "zip"): _images_zip,
+    }[(modality, fmt)]
+    records = reader(Path(path), fmt, limits, label_column)
+    if len(records) == 0:
+        raise DatasetError("the file holds no records")
+    if len(records) > limits.max_records:
+        raise DatasetError(f"the file holds {len(records)} records, more than the limit of {limits.max_records}")
+    return records
+
+
+def _labels(values: list, column: str) -> tuple[np.ndarray | None, list[str] | None]:
+    if all(v is None for v in values):
+        return None, None
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        raise DatasetError(f"column {column!r}: some records have a label and some do not")
+    names = sorted({str(v) for v in values})
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[str(v)] for v in values], dtype=np.int64), names
+
+
+def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: str) -> Records:
+    if not rows:
+        raise DatasetError("the file holds no records")
+    first = rows[0]
+    paired = "anchor" in first or "positive" in first
+    needed = ("anchor", "positive") if paired else ("text",)
+    texts: list[str] = []
+    positives: list[str] = []
+    for number, row in enumerate(rows, start=1):
+        for column in needed:
+            value = row.get(column)
+            if not isinstance(value, str) or not value.strip():
+                raise DatasetError(
+                    f"{where} {number}: column {column!r} must be a non-empty string "
+                    f"(text datasets need 'text', or 'anchor' and 'positive')"
+                )
+            if len(value) > limits.max_text_chars:
+                raise DatasetError(
+                    f"{where} {number}: column {column!r} is longer than {limits.max_text_chars} characters"
+                )
+        texts.append(row["anchor" if paired else "text"])
+        if paired:
+            positives.append(row["positive"])
+    labels, names = _labels([row.get(label_column) or None for row in rows], label_column)
+    return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
+
+
+def _open_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"the file is not valid UTF-8 (byte {error.start})") from None
+
+
+def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+    rows = []
+    for number, line in enumerate(_open_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"line {number}: each line must be a JSON object")
+        rows.append(row)
+        if len(rows) > limits.max_records:
+            raise DatasetError(f"more than the limit of {limits.max_records} records")
+    return _text_rows(rows, "line", limits, label_column)
+
+
+def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+    reader = csv.DictReader(io.StringIO(_open_text(path)))
+    rows = []
+    for row in reader:
+        if None in row or any(value is None for value in row.values()):
+            raise DatasetError(f"row {reader.line_num}: the number of fields differs from the header")
+        rows.append(row)
+    if reader.fieldnames is None:
+        raise DatasetError("the file is empty")
+    return _text_rows(rows, "row", limits, label_column)
+
+
+def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DatasetError(f"{what} must be a 2-D array of shape (records, features), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DatasetError(f"{what} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"{what} holds NaN or infinite values ({int(bad.sum())} of them; first at record {row}, feature {col})"
+        )
+    return x
+
+
+def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str) -> Records:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        table = pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DatasetError(f"the {fmt.upper()} file cannot be read: {str(error).splitlines()[0]}") from None
+    labels = names = None
+    if label_column in table.column_names:
+        labels, names = _labels(table.column(label_column).to_pylist(), label_column)
+        table = table.drop([label_column])
+    if table.num_columns == 0:
+        raise DatasetError("no feature columns besides the label")
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise DatasetError(f"column {name!r} is not numeric ({column.type}); vectors need numeric feature columns")
+        if column.null_count:
+            raise DatasetError(f"column {name!r} has {column.null_count} empty values")
+    x = np.column_stack([column.to_numpy() for column in table.columns])
+    return Records("vectors", vectors=_finite_matrix(x, "the feature columns"), labels=labels, label_names=names)
+
+
+def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+    try:
+        x = np.load(path, allow_pickle=False)  # never unpickle user data
+    except (ValueError, OSError, EOFError) as error:
+        raise DatasetError(f"the NPY file cannot be read: {error}") from None
+    return Records("vectors", vectors=_finite_matrix(np.asarray(x), "the array"))
+
+
+def _zip_entries(archive: zipfile.ZipFile, limits: ReadLimits) -> list[zipfile.ZipInfo]:
+    entries = [info for info in archive.infolist() if not info.is_dir()]
+    total = sum(info.file_size for info in entries)
+    if total > limits.max_unzipped_bytes:
+        raise DatasetError(f"the archive unpacks to {total} bytes, more than the limit of {limits.max_unzipped_bytes}")
+    for info in entries:
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+        if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise DatasetError(f"archive entry {info.filename!r} has an absolute or '..' path")
+    return entries
+
+
+def _to_uint8_nchw(images: np.ndarray) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise DatasetError(
+            f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got {images.shape}"
+        )
+    if images.dtype == np.uint8:
+        return np.ascontiguousarray(images)
+    if not np.issubdtype(images.dtype, np.number):
+        raise DatasetError(f"images must be numeric, got dtype {images.dtype}")
+    images = images.astype(np.float32)
+    if not np.isfinite(images).all():
+        raise DatasetError("images hold NaN or infinite values")
+    top = 1.0 if images.max() <= 1.0 else 255.0
+    return np.clip(np.round(images / top * 255.0), 0, 255).astype(np.uint8)
+
+
+def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _zip_entries(archive, limits)  # an NPZ is a ZIP: refuse bombs before numpy inflates them
+        with np.load(path, allow_pickle=False) as data:
+            if "images" not in data.files:
+                raise DatasetError(f"the NPZ needs an 'images' array; it has {sorted(data.files)}")
+            images = _to_uint8_nchw(np.asarray(data["images"]))
+            raw_labels = np.asarray(data["labels"]) if "labels" in data.files else None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"the NPZ file cannot be read: {error}") from None
+    if images.shape[2] * images.shape[3] > limits.max_image_pixels:
+        raise DatasetError(
+            f"images of {images.shape[2]}x{images.shape[3]} exceed the limit of {limits.max_image_pixels} pixels"
+        )
+    labels = names = None
+    if raw_labels is not None:
+        if raw_labels.shape != (len(images),):
+            raise DatasetError(f"'labels' must have shape ({len(images)},), got {raw_labels.shape}")
+        labels, names = _labels(raw_labels.tolist(), "labels")
+    return Records("image", images=images, labels=labels, label_names=names)
+
+
+def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
+    """PNG/JPEG bytes -> (H, W, C) uint8 with C = 1 or 3; refuses corrupt and oversized images."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > limits.max_image_pixels:
+                raise DatasetError(
+                    f"{where}: {image.width}x{image.height} is more than {limits.max_image_pixels} pixels"
+                )
+            image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{where}: not a readable PNG or JPEG image ({type(error).__name__})") from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DatasetError(f"the ZIP file cannot be read: {error}") from None
+    with archive:
+        entries = [e for e in _zip_entries(archive, limits) if e.filename.lower().endswith(IMAGE_SUFFIXES)]
+        if not entries:
+            raise DatasetError("the archive holds no .png or .jpg images (expected <class>/<image>.png)")
+        if len(entries) > limits.max_records:
+            raise DatasetError(f"the archive holds more than {limits.max_records} images")
+        images, classes = [], []
+        for info in sorted(entries, key=lambda e: e.filename):
+            parts = PurePosixPath(info.filename).parts
+            if len(parts) < 2:
+                raise DatasetError(f"entry {info.filename!r} is not inside a class folder (<class>/<image>.png)")
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError) as error:
+                raise DatasetError(f"entry {info.filename!r} cannot be read: {error}") from None
+            images.append(decode_image(data, limits, f"entry {info.filename!r}"))
+            classes.append(parts[-2])
+    size = images[0].shape[:2]
+    colour = any(image.shape[2] == 3 for image in images)
+    stacked = np.stack([_conform(image, size, colour) for image in images])  # (N, H, W, C)
+    labels, names = _labels(classes, "class folder")
+    return Records("image", images=stacked.transpose(0, 3, 1, 2).copy(), labels=labels, label_names=names)
+
+
+def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:
+    """Resize to the first image's size and match its channels, so every record has one shape."""
+    from PIL import Image
+
+    if colour and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.shape[:2] != size:
+        mode = "RGB" if image.shape[2] == 3 else "L"
+        pil = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode=mode).resize((size[1], size[0]))
+        image = np.asarray(pil)
+        image = image[:, :, None] if image.ndim == 2 else image
+    return image

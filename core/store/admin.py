@@ -1,0 +1,78 @@
+"""``embedtrain-admin``: operator commands that act on the database directly (migrate, API keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from core.store.db import transaction
+from core.store.keys import create_key, has_keys, import_key, revoke_key
+from core.store.settings import get_settings
+from core.store.tables import ApiKey
+
+app = typer.Typer(help="Operator commands: database migrations and API keys.", no_args_is_help=True)
+keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the Alembic migrations (``alembic upgrade head``) to EMBEDTRAIN_DATABASE_URL."""
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parents[2]
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
+    command.upgrade(config, "head")
+
+
+@app.command()
+def bootstrap(owner: str = typer.Option("admin", help="Owner name of the first admin key.")) -> None:
+    """Create the first admin key if none exists and print it once (the embedded default's first run)."""
+    settings = get_settings()
+    with transaction(settings) as session:
+        if settings.admin_key is not None:
+            import_key(session, settings.admin_key.get_secret_value(), owner, is_admin=True)
+            typer.echo("admin key taken from EMBEDTRAIN_ADMIN_KEY")
+            return
+        if has_keys(session):
+            typer.echo("API keys exist already; create more with: embedtrain-admin keys create --owner NAME")
+            return
+        _, key = create_key(session, owner, "admin", is_admin=True)
+    typer.echo(f"Admin API key (shown once, store it now): {key}")
+
+
+@keys.command("create")
+def keys_create(
+    owner: str = typer.Option(..., help="Tenant that owns what this key creates."),
+    name: str = typer.Option("default", help="A label for the key."),
+    admin: bool = typer.Option(False, help="May see every tenant's objects."),
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    with transaction(get_settings()) as session:
+        row, key = create_key(session, owner, name, is_admin=admin)
+    typer.echo(key)
+    typer.echo(f"(id {row.id}, prefix {row.prefix}; shown once)", err=True)
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id or prefix.")) -> None:
+    """Revoke a key; requests with it answer 401 from then on."""
+    with transaction(get_settings()) as session:
+        if not revoke_key(session, key_id):
+            typer.echo(f"no key with id or prefix {key_id}", err=True)
+            raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never the keys themselves)."""
+    from sqlalchemy import select
+
+    with transaction(get_settings()) as session:
+        for row in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+            state = "revoked" if row.revoked_at else "active"
+            typer.echo(f"{row.id}  prefix={row.prefix}  owner={row.owner}  admin={row.is_admin}  {state}")

@@ -1,0 +1,185 @@
+"""Job state in the database, the queue of record. Functions take ``session`` and never commit.
+
+States: ``queued -> running -> succeeded | failed | cancelled``; a running job whose lease expired goes back
+to ``queued`` (or to ``failed`` after ``max_attempts`` deliveries). A worker owns a job while it holds an
+unexpired lease; claiming is one conditional UPDATE, so two deliveries of the same message never run one job
+twice at once.
+
+Sweeper rule (documented in the README):
+
+* ``running`` with an expired lease: re-queued and sent again while ``attempts < max_attempts``, else
+  ``failed`` ("worker lost"); if a cancel was requested it becomes ``cancelled``.
+* ``queued`` and not picked up within ``requeue_after_s`` of its last dispatch: sent again (covers a broker
+  that lost its messages, e.g. a restarted Redis without persistence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.store.tables import Checkpoint, Job, JobEvent, Metric, utcnow
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def add_event(session: Session, job_id: str, kind: str, message: str = "") -> None:
+    """Append to the job's event log."""
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message))
+
+
+def claim(session: Session, job_id: str, worker: str, lease_s: float) -> bool:
+    """Take the job if it is queued, or running under an expired lease; True when this worker now owns it."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now)),
+        )
+        .values(
+            status="running",
+            worker=worker,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    job = session.get(Job, job_id, populate_existing=True)
+    add_event(session, job_id, "running", f"attempt {job.attempts} started on {worker}")
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a heartbeat learns: whether the lease is still ours, and whether a cancel was asked for."""
+
+    held: bool
+    cancel_requested: bool
+
+
+def renew(session: Session, job_id: str, worker: str, lease_s: float) -> Lease:
+    """Extend this worker's lease on a running job."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return Lease(held=result.rowcount == 1, cancel_requested=bool(cancel))
+
+
+def record_progress(
+    session: Session, job_id: str, worker: str, fields: dict[str, Any], metrics: list[tuple[str, int, int, float]]
+) -> None:
+    """Write progress fields and metric points ``(name, step, epoch, value)``; a repeated step overwrites."""
+    if fields:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker)
+            .values(**fields, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    if metrics:
+        rows = [dict(job_id=job_id, name=n, step=s, epoch=e, value=v) for n, s, e, v in metrics]
+        insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(Metric)
+        statement = insert.values(rows)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["job_id", "name", "step"],
+                set_={"value": statement.excluded.value, "epoch": statement.excluded.epoch},
+            )
+        )
+
+
+def record_checkpoint(
+    session: Session, job_id: str, step: int, epoch: int, storage_key: str, metrics: dict[str, float]
+) -> None:
+    """Record a checkpoint written to storage (one row per step; a re-run of the step replaces it)."""
+    existing = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+    if existing is None:
+        session.add(Checkpoint(job_id=job_id, step=step, epoch=epoch, storage_key=storage_key, metrics=metrics))
+    else:
+        existing.storage_key, existing.metrics, existing.epoch = storage_key, metrics, epoch
+
+
+def finish(session: Session, job_id: str, worker: str, status: str, error: str | None = None) -> bool:
+    """End a job this worker owns; False if it lost the job in the meantime."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(status=status, error=error, finished_at=now, updated_at=now, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        add_event(session, job_id, status, error or "")
+    return result.rowcount == 1
+
+
+def request_cancel(session: Session, job: Job) -> None:
+    """Cancel a queued job now; ask a running one to stop at its next step (it keeps its last checkpoint)."""
+    if job.status in TERMINAL:
+        return
+    now = utcnow()
+    job.cancel_requested = True
+    job.updated_at = now
+    if job.status == "queued":
+        job.status, job.finished_at = "cancelled", now
+        add_event(session, job.id, "cancelled", "cancelled before it started")
+    else:
+        add_event(session, job.id, "cancel_requested", "stop requested; the job stops within a few steps")
+
+
+def mark_dispatched(session: Session, job_id: str) -> None:
+    """Note when the job's message was (re)sent."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()).execution_options(synchronize_session=False)
+    )
+
+
+def sweep(session: Session, max_attempts: int, requeue_after_s: float, now: datetime | None = None) -> list[Job]:
+    """Apply the sweeper rule; returns the jobs that must be sent to their queue again."""
+    now = now or utcnow()
+    resend: list[Job] = []
+    stale = session.scalars(
+        select(Job).where(Job.status == "running", Job.lease_expires_at < now).with_for_update(skip_locked=True)
+    ).all()
+    for job in stale:
+        lost = (
+            f"worker {job.worker} stopped renewing its lease (last heartbeat {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        job.updated_at = now
+        if job.cancel_requested:
+            job.status, job.finished_at = "cancelled", now
+            add_event(session, job.id, "cancelled", f"{lost}; it had been asked to cancel")
+        elif job.attempts >= max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = f"{lost}; gave up after {job.attempts} attempts (max_attempts={max_attempts})"
+            add_event(session, job.id, "failed", job.error)
+        else:
+            job.status = "queued"
+            add_event(
+                session, job.id, "requeued", f"{lost}; re-queued for attempt {job.attempts + 1} of {max_attempts}"
+            )
+            resend.append(job)
+    overdue = now - timedelta(seconds=requeue_after_s)
+    resend += session.scalars(
+        select(Job)
+        .where(Job.status == "queued", or_(Job.dispatched_at.is_(None), Job.dispatched_at < overdue))
+        .with_for_update(skip_locked=True)
+    ).all()
+    return resend

@@ -1,0 +1,55 @@
+"""Environment settings: one pydantic-settings object, every variable prefixed ``EMBEDTRAIN_``.
+
+Read through :func:`get_settings` (cached) and injected where needed, never built at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Deployment settings; the README lists each with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDTRAIN_", extra="ignore")
+
+    database_url: str = Field("sqlite:///var/embedtrain.db", description="SQLAlchemy URL (postgresql+psycopg://...).")
+    broker_url: str = Field("filesystem://", description="Celery broker: redis://... or filesystem:// (embedded).")
+    broker_dir: Path = Field(Path("var/broker"), description="Message folder of the filesystem broker.")
+    storage_root: Path = Field(Path("var/storage"), description="Datasets and checkpoints live under this directory.")
+    queue_prefix: str = Field("", description="Prefix of the Celery queue names (isolates deployments on one broker).")
+    db_pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process (PostgreSQL).")
+    db_max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under burst (PostgreSQL).")
+    db_timeout_s: float = Field(5.0, gt=0, le=120, description="Connect and pool-wait timeout; then 503.")
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="Largest dataset upload.")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest JSON request body.")
+    max_records: int = Field(5_000_000, ge=10, description="Most records in one dataset.")
+    max_image_pixels: int = Field(4096 * 4096, ge=64, description="Largest decoded image (pixels).")
+    max_unzipped_bytes: int = Field(4 << 30, ge=1024, description="Largest total uncompressed size of a ZIP upload.")
+    embed_max_inputs: int = Field(2048, ge=1, le=100_000, description="Most inputs in one /v1/embeddings request.")
+    embed_max_chars: int = Field(32_768, ge=1, description="Longest text input (characters).")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Most inputs in one shared forward pass.")
+    embed_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a batch waits for company.")
+    model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
+    lease_s: float = Field(60.0, ge=1, le=3600, description="A running job's lease; renewed by its heartbeat.")
+    heartbeat_s: float = Field(10.0, ge=0.2, le=600, description="How often a worker renews its lease.")
+    sweep_interval_s: float = Field(15.0, ge=0.5, le=3600, description="How often workers look for stale jobs.")
+    requeue_after_s: float = Field(120.0, ge=1, description="A queued job not picked up by then is sent again.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Deliveries of a job before a stale one is failed.")
+    progress_interval_s: float = Field(2.0, ge=0, le=600, description="Most one progress write per this interval.")
+    job_time_limit_s: int = Field(24 * 3600, ge=10, description="Hard time limit of one training job.")
+    auto_device_queue: str = Field("cpu", pattern="^(cpu|gpu)$", description="Queue of jobs with device 'auto'.")
+    admin_key: SecretStr | None = Field(None, description="Bootstrap admin key created at start if set.")
+    rate_jobs_per_min: int = Field(60, ge=1, description="Job submissions per key per minute.")
+    rate_embeddings_per_min: int = Field(6000, ge=1, description="Embedding requests per key per minute.")
+    log_level: str = Field("INFO", description="Python log level.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""The worker's Celery app: the shared broker config, the tasks, and the sweeper started with the worker.
+
+Run with a pool that never forks after CUDA is initialised: ``--pool solo`` (one job at a time, one worker
+process per GPU) is what ``make run`` and Compose use.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from core.store.broker import celery_config
+from core.store.logs import configure_logging
+from core.store.settings import get_settings
+
+settings = get_settings()
+configure_logging(settings.log_level)
+app = Celery("embedtrain-worker", include=["worker.tasks"])
+app.conf.update(celery_config(settings))
+
+log = logging.getLogger("embedtrain.worker")
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    from worker.sweeper import start_sweeper
+
+    start_sweeper(get_settings())
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: object) -> None:
+    from worker.sweeper import stop_sweeper
+
+    stop_sweeper()

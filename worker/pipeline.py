@@ -1,0 +1,120 @@
+"""One job, start to end: claim, load, train with heartbeat and recorder, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from core.config import RunConfig
+from core.data.readers import DatasetError, ReadLimits, read_records
+from core.data.records import Records
+from core.store.db import transaction
+from core.store.jobs import claim, finish
+from core.store.logs import job_id_var, request_id_var
+from core.store.settings import Settings
+from core.store.storage import Storage
+from core.store.tables import Checkpoint, Dataset, Job
+from core.train.checkpoint import is_complete
+from core.train.loop import FitResult, TrainingError, fit
+from worker.distributed import run_distributed
+from worker.heartbeat import Heartbeat
+from worker.recorder import DatabaseRecorder
+
+log = logging.getLogger("embedtrain.worker")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What a job trains on, read from its rows."""
+
+    config: RunConfig
+    records: Records
+    resume_from: Path | None
+
+
+def worker_name() -> str:
+    """This worker process, as recorded on the jobs it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
+    """Parse the config, read the dataset, and find the last complete checkpoint to resume from."""
+    with transaction(settings) as session:
+        job = session.get(Job, job_id)
+        dataset = session.get(Dataset, job.dataset_id)
+        checkpoints = session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+        ).all()
+        raw_config, modality, fmt, key = job.config, dataset.modality, dataset.format, dataset.storage_key
+        keys = [c.storage_key for c in checkpoints]
+    try:
+        config = RunConfig.model_validate(raw_config)
+    except ValidationError as error:
+        raise TrainingError(f"the stored config is no longer valid: {error}") from None
+    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
+    records = read_records(storage.path(key), modality, fmt, limits)
+    if config.data.use_labels and records.labels is None:
+        raise TrainingError("data.use_labels is true but the dataset has no labels; upload labels or set it false")
+    if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:
+        raise TrainingError("augment.mode is 'pairs' but the dataset has no anchor/positive columns")
+    resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
+    return JobInput(config, records, resume)
+
+
+def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> None:
+    """Run a job if this worker can claim it; every outcome ends in the job row."""
+    job_id_var.set(job_id)
+    request_id_var.set(request_id or None)
+    worker = worker_name()
+    with transaction(settings) as session:
+        if not claim(session, job_id, worker, settings.lease_s):
+            log.info("job not claimed (finished, cancelled, or running under a live lease elsewhere)")
+            return
+    storage = Storage(settings.storage_root)
+    recorder = DatabaseRecorder(settings, job_id, worker, storage)
+    heartbeat = Heartbeat(settings, job_id, worker).start()
+    status, error = "failed", None
+    try:
+        job = load_input(settings, storage, job_id)
+        if job.resume_from is not None:
+            recorder.event("resumed", f"resuming from checkpoint {storage.key_of(job.resume_from)}")
+        result = _train(settings, storage, job_id, worker, job, recorder, heartbeat)
+        recorder.flush(must=True)
+        if result.status == "completed":
+            status = "succeeded"
+        elif heartbeat.cancelled.is_set():
+            status, error = "cancelled", f"cancelled at step {result.step} of {result.total_steps}"
+        else:
+            log.warning("lease lost at step %d; leaving the job to its new owner", result.step)
+            return
+    except (TrainingError, DatasetError) as failure:
+        error = str(failure)
+    except torch.OutOfMemoryError:
+        error = "out of memory: lower train.batch_size, set loss.chunk_size, or use train.grad_cache_sub_batch"
+    except Exception as failure:  # the job must end with a message, whatever broke
+        log.exception("job failed")
+        error = f"internal error: {type(failure).__name__}: {failure}"
+    finally:
+        heartbeat.stop()
+    recorder._retry(lambda session: finish(session, job_id, worker, status, error))
+    log.info("job ended %s", status)
+
+
+def _train(
+    settings: Settings, storage: Storage, job_id: str, worker: str, job: JobInput, recorder: DatabaseRecorder,
+    heartbeat: Heartbeat,
+) -> FitResult:  # fmt: skip
+    config = job.config
+    train, val = job.records.split(config.data.val_fraction, config.train.seed)
+    directory = storage.checkpoint_dir(job_id)
+    if config.train.num_devices > 1:
+        return run_distributed(settings, job_id, worker, config, train, val, directory, job.resume_from, heartbeat)
+    return fit(config, train, val, checkpoint_dir=directory, callback=recorder, should_stop=heartbeat.should_stop,
+               resume_from=job.resume_from)  # fmt: skip

@@ -1,0 +1,95 @@
+"""The training callback that writes progress, metrics and checkpoints to the database, throttled."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+from sqlalchemy.exc import OperationalError
+
+from core.store.db import transaction
+from core.store.jobs import add_event, record_checkpoint, record_progress
+from core.store.settings import Settings
+from core.store.storage import Storage
+from core.train.callbacks import CheckpointInfo, EvalReport, StepReport
+
+log = logging.getLogger("embedtrain.worker")
+STEP_SERIES = ("loss", "lr", "temperature", "samples_per_s")
+
+
+class DatabaseRecorder:
+    """Buffers each step's metrics and writes them at most every ``progress_interval_s``.
+
+    Evaluations and checkpoints flush at once. A write that fails because the database is away is kept
+    and retried at the next flush; the final flush retries until it succeeds or ``final_retries`` run out.
+    """
+
+    def __init__(self, settings: Settings, job_id: str, worker: str, storage: Storage, final_retries: int = 30) -> None:
+        self.settings, self.job_id, self.worker, self.storage = settings, job_id, worker, storage
+        self.pending: list[tuple[str, int, int, float]] = []
+        self.fields: dict = {}
+        self.latest: dict[str, float] = {}
+        self.last_flush = 0.0
+        self.final_retries = final_retries
+
+    def on_step(self, report: StepReport) -> None:
+        values = asdict(report)
+        self.pending += [(name, report.step, report.epoch, float(values[name])) for name in STEP_SERIES]
+        self.latest.update({name: float(values[name]) for name in ("loss", "lr", "temperature")})
+        self.fields = {
+            "step": report.step,
+            "total_steps": report.total_steps,
+            "epoch": report.epoch,
+            "samples_per_s": report.samples_per_s,
+            "latest_metrics": dict(self.latest),
+        }
+        if time.monotonic() - self.last_flush >= self.settings.progress_interval_s:
+            self.flush()
+
+    def on_eval(self, report: EvalReport) -> None:
+        self.pending += [(name, report.step, report.epoch, float(v)) for name, v in report.metrics.items()]
+        self.latest.update(report.metrics)
+        self.fields["latest_metrics"] = dict(self.latest)
+        self.flush()
+
+    def on_checkpoint(self, info: CheckpointInfo) -> None:
+        self.flush(must=True)
+        key = self.storage.key_of(info.path)
+        self._retry(lambda s: record_checkpoint(s, self.job_id, info.step, info.epoch, key, info.metrics))
+
+    def flush(self, must: bool = False) -> None:
+        """Write what is pending; ``must`` retries until written (checkpoints and the end of the run)."""
+        if not self.pending and not self.fields:
+            return
+        pending, fields = list(self.pending), dict(self.fields)
+
+        def write(session) -> None:  # noqa: ANN001 - a Session
+            record_progress(session, self.job_id, self.worker, fields, pending)
+
+        if must:
+            self._retry(write)
+        else:
+            try:
+                with transaction(self.settings) as session:
+                    write(session)
+            except OperationalError as error:
+                log.warning("progress write failed, kept for the next flush: %s", str(error).splitlines()[0])
+                return
+        del self.pending[: len(pending)]
+        self.last_flush = time.monotonic()
+
+    def event(self, kind: str, message: str) -> None:
+        """Append to the job's event log."""
+        self._retry(lambda s: add_event(s, self.job_id, kind, message))
+
+    def _retry(self, work) -> None:  # noqa: ANN001 - a callable taking a Session
+        for attempt in range(self.final_retries):
+            try:
+                with transaction(self.settings) as session:
+                    work(session)
+                return
+            except OperationalError as error:
+                log.warning("database write failed (attempt %d): %s", attempt + 1, str(error).splitlines()[0])
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+        raise RuntimeError(f"the database stayed unreachable for {self.final_retries} attempts")
