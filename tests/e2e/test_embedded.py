@@ -1,0 +1,90 @@
+"""The embedded default: `make run`'s own processes (SQLite, filesystem broker, one worker), over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_for
+from tests.e2e.flow import digits_flow
+
+
+class EmbeddedService:
+    """`make run` in its own process group, with its state under a temporary directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDTRAIN_")}
+        env.update(
+            EMBEDTRAIN_DATABASE_URL=f"sqlite:///{tmp}/embedtrain.db",
+            EMBEDTRAIN_STORAGE_ROOT=str(tmp / "storage"),
+            EMBEDTRAIN_BROKER_DIR=str(tmp / "broker"),
+            EMBEDTRAIN_QUEUE_PREFIX=f"e{uuid.uuid4().hex[:6]}-",
+            EMBEDTRAIN_PROGRESS_INTERVAL_S="0.5",
+            EMBEDTRAIN_LEASE_S="6",
+            EMBEDTRAIN_HEARTBEAT_S="1",
+            EMBEDTRAIN_SWEEP_INTERVAL_S="1",
+        )
+        self.env = env
+        self.log = tmp / "make-run.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(["make", "--no-print-directory", "run", f"PORT={self.port}"], cwd=ROOT,
+                                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def admin_key(self) -> str:
+        match = wait_for(lambda: re.search(r"Admin API key \(shown once, store it now\): (\S+)", self.output()), 120,
+                         what="the admin key to be printed")  # fmt: skip
+        return match.group(1)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"make run exited: {self.output()[-3000:]}")
+            try:
+                return httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 120, what="the embedded API to be ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path):
+    service = EmbeddedService(tmp_path)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.mark.slow
+def test_make_run_serves_the_whole_flow_without_servers(embedded: EmbeddedService) -> None:
+    key = embedded.admin_key()
+    assert "API docs: http://127.0.0.1:" in embedded.output()
+    embedded.wait_ready()
+    with httpx.Client(base_url=embedded.base, timeout=60) as client:
+        assert client.get("/v1/jobs").status_code == 401
+        digits_flow(client, {"Authorization": f"Bearer {key}"}, embedded.tmp / "storage",
+                    expected_queue=embedded.env["EMBEDTRAIN_QUEUE_PREFIX"] + "cpu")  # fmt: skip
