@@ -125,13 +125,16 @@ class NTXentLoss(nn.Module):
         """Current temperature tau."""
         return float(1.0 / self.scale.detach())
 
-    def forward(self, z_a: Tensor, z_b: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, z_a: Tensor, z_b: Tensor | None = None, labels: Tensor | None = None, *, gather: bool | None = None
+    ) -> Tensor:
         """Mean loss over all anchors.
 
         Args:
             z_a: (N, D) first view, or (V, N, D) all V views with ``z_b`` omitted.
             z_b: (N, D) second view (second modality with ``symmetric=True``).
             labels: (N,) integer class of each sample, for the supervised (SupCon) form.
+            gather: override ``gather_distributed`` for this call (False: a rank-local loss, e.g. evaluation).
 
         Returns:
             () the loss. Under ``torch.distributed`` each rank returns ``world_size * (sum of its anchors'
@@ -152,7 +155,7 @@ class NTXentLoss(nn.Module):
             modality = torch.arange(V, device=z.device).repeat_interleave(N) if self.symmetric else None
             anchors = torch.arange(V * N, device=z.device)
             world, rank = 1, 0
-            if self.gather_distributed and is_distributed():
+            if (self.gather_distributed if gather is None else gather) and is_distributed():
                 world, rank = dist.get_world_size(), dist.get_rank()
                 z, group, modality = self._gather(z, group, modality, labels is None, N * V)
                 anchors = anchors + rank * V * N

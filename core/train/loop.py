@@ -249,7 +249,7 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
             project_views=project_views,
             embed_train=lambda: embed(run.train, train_index),
             embed_val=lambda: embed(run.val, val_index),
-            loss_fn=lambda a, b: run.loss_fn(a, b),
+            loss_fn=lambda a, b: run.loss_fn(a, b, gather=False),  # rank 0 alone evaluates: no collectives
             temperature=run.loss_fn.temperature,
             train_labels=labels_of(run.train, train_index),
             val_labels=labels_of(run.val, val_index),

@@ -1,0 +1,70 @@
+"""docker-compose.yml, checked by parsing (no Docker engine here); the commands it runs are the suite's."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_dependencies_and_health() -> None:
+    services = compose()["services"]
+    assert {"postgres", "redis", "migrate", "api", "worker", "worker-cpu"} <= set(services)
+    for name in ("postgres", "redis", "api", "worker", "worker-cpu"):
+        assert "healthcheck" in services[name], name
+    assert services["migrate"]["command"] == ["embedtrain-admin", "migrate"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker", "worker-cpu"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_worker_reserves_a_gpu_and_a_cpu_only_worker_exists() -> None:
+    services = compose()["services"]
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "--pool" in services["worker"]["command"] and "solo" in services["worker"]["command"]
+    assert services["worker-cpu"]["profiles"] == ["cpu"] and "deploy" not in services["worker-cpu"]
+    assert services["worker-cpu"]["command"][services["worker-cpu"]["command"].index("-Q") + 1] == "cpu"
+
+
+def test_shared_volume_and_environment() -> None:
+    doc = compose()
+    services = doc["services"]
+    for name in ("api", "worker", "worker-cpu", "migrate"):
+        env = services[name]["environment"]
+        assert env["EMBEDTRAIN_DATABASE_URL"].startswith("postgresql+psycopg://embedtrain:")
+        assert env["EMBEDTRAIN_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["EMBEDTRAIN_STORAGE_ROOT"] == "/data"
+        assert "data:/data" in services[name]["volumes"]
+        assert services[name]["env_file"] == ".env"
+    assert "data" in doc["volumes"]
+
+
+def test_secrets_come_from_an_uncommitted_env_file() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text and "POSTGRES_PASSWORD:?" in text
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert ".env.example" in tracked and ".env" not in tracked
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_commands_point_at_real_entry_points() -> None:
+    """The commands Compose runs are the ones the suite exercises (celery app, app factory, admin CLI)."""
+    import importlib
+
+    services = compose()["services"]
+    assert importlib.import_module("worker.celery_app").app.main == "embedtrain-worker"
+    assert callable(importlib.import_module("api.main").create_app)
+    assert "api.main:create_app" in services["api"]["command"] and "--factory" in services["api"]["command"]
+    assert "worker.celery_app" in services["worker"]["command"]
+    scripts = (ROOT / "pyproject.toml").read_text()
+    assert 'embedtrain-admin = "core.store.admin:app"' in scripts

@@ -1,0 +1,120 @@
+"""Jobs through a real Celery worker on PostgreSQL and Redis: cancel, late bad data, NaN, two processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.store.storage import Storage
+from tests.conftest import wait_for
+
+
+def vectors_csv(n: int = 200, features: int = 8, seed: int = 0, scale: float = 1.0) -> bytes:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, features)) + labels[:, None] * 2.0
+    x[:, 0] *= scale
+    lines = [",".join([f"f{i}" for i in range(features)] + ["label"])]
+    lines += [",".join([repr(float(v)) for v in row] + [str(label)]) for row, label in zip(x, labels, strict=True)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def upload(client, auth, content: bytes, name: str = "v.csv", modality: str = "vectors") -> dict:
+    response = client.post("/v1/datasets", headers=auth, data={"modality": modality},
+                           files={"file": (name, content)})  # fmt: skip
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def vector_config(**train) -> dict:
+    return {
+        "data": {"modality": "vectors", "val_fraction": 0.1},
+        "model": {"kind": "mlp", "hidden_dim": 32, "output_dim": 16},
+        "head": {"hidden_dim": 32, "projection_dim": 8},
+        "eval": {"knn_k": 5, "linear_probe": False},
+        "train": {"epochs": 2, "batch_size": 16, "checkpoint_every_steps": 10, **train},
+    }
+
+
+def submit(client, auth, dataset_id: str, config: dict) -> dict:
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset_id, "config": config})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def job_of(client, auth, job_id: str) -> dict:
+    return client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+
+
+def wait_end(client, auth, job_id: str, timeout: float = 120) -> dict:
+    return wait_for(lambda: (j := job_of(client, auth, job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
+                    timeout, what=f"job {job_id} to end")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cancel_a_running_job_keeps_its_last_checkpoint(client, auth, worker) -> None:
+    dataset = upload(client, auth, vectors_csv())
+    job = submit(client, auth, dataset["id"], vector_config(epochs=500, checkpoint_every_steps=50))
+    wait_for(lambda: job_of(client, auth, job["id"])["progress"]["step"] > 20, 60, what="the job to make progress")
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"] is True
+    job = wait_end(client, auth, job["id"], timeout=30)
+    assert job["status"] == "cancelled", job
+    assert job["error"].startswith("cancelled at step ") and job["progress"]["step"] < job["progress"]["total_steps"]
+    checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()
+    assert checkpoints and checkpoints[-1]["step"] == job["progress"]["step"]  # written when it stopped
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()]
+    assert kinds[-2:] == ["cancel_requested", "cancelled"]
+    # a model can be registered from the cancelled job's last checkpoint
+    model = client.post("/v1/models", headers=auth, json={"job_id": job["id"], "checkpoint": "last", "name": "part"})
+    assert model.status_code == 201, model.text
+
+
+@pytest.mark.slow
+def test_bad_data_found_late_fails_the_job_with_a_message(client, auth, worker, settings) -> None:
+    dataset = upload(client, auth, vectors_csv())
+    # the stored file goes bad after upload (disk fault, tampering): the worker finds out when it reads it
+    with client_db_key(settings, dataset["id"]) as path:
+        path.write_bytes(b"f0,f1\n1.0\n2.0,3.0,4.0\n")
+    job = wait_end(client, auth, submit(client, auth, dataset["id"], vector_config())["id"])
+    assert job["status"] == "failed"
+    assert "cannot be read" in job["error"] or "number" in job["error"], job["error"]
+
+
+@pytest.mark.slow
+def test_overflowing_values_fail_the_job_with_an_actionable_nan_message(client, auth, worker) -> None:
+    dataset = upload(client, auth, vectors_csv(scale=3e37))  # finite float32, but their variance overflows
+    job = wait_end(client, auth, submit(client, auth, dataset["id"], vector_config())["id"])
+    assert job["status"] == "failed"
+    assert "the loss became nan at step 1" in job["error"] and "lower optim.lr" in job["error"]
+
+
+@pytest.mark.slow
+def test_two_process_job_through_the_worker(client, auth, worker) -> None:
+    dataset = upload(client, auth, vectors_csv(n=160))
+    job = submit(client, auth, dataset["id"], vector_config(num_devices=2, device="cpu", epochs=2))
+    job = wait_end(client, auth, job["id"], timeout=180)
+    assert job["status"] == "succeeded", (job, worker.output()[-3000:])
+    total = (160 - 16) // 16 * 2
+    assert job["progress"]["step"] == total
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
+    assert [p["step"] for p in series["loss"]] == list(range(1, total + 1))
+    assert "knn_top1" in series
+
+
+class client_db_key:  # noqa: N801 - used as a context manager
+    """The on-disk path of a dataset's stored file (read from the database)."""
+
+    def __init__(self, settings, dataset_id: str) -> None:
+        self.settings, self.dataset_id = settings, dataset_id
+
+    def __enter__(self):
+        from core.store.db import transaction
+        from core.store.tables import Dataset
+
+        with transaction(self.settings) as session:
+            key = session.get(Dataset, self.dataset_id).storage_key
+        return Storage(self.settings.storage_root).path(key)
+
+    def __exit__(self, *_: object) -> None:
+        return None
