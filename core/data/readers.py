@@ -181,7 +181,7 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str) 
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise DatasetError(f"column {name!r} is not numeric ({column.type}); vectors need numeric feature columns")
         if column.null_count:
-            raise DatasetError(f"column {name!r} has {column.null_count} empty values")
+            raise DatasetError(f"column {name!r} has {column.null_count} empty or NaN values")
     x = np.column_stack([column.to_numpy() for column in table.columns])
     return Records("vectors", vectors=_finite_matrix(x, "the feature columns"), labels=labels, label_names=names)
 
@@ -264,7 +264,9 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
                 )
             image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
             array = np.asarray(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError:
+        raise DatasetError(f"{where}: more than {limits.max_image_pixels} pixels (decompression bomb guard)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, DatasetError):
             raise
         raise DatasetError(f"{where}: not a readable PNG or JPEG image ({type(error).__name__})") from None

@@ -1,0 +1,145 @@
+"""/v1/embeddings: the official openai client unchanged, input checks, micro-batching of concurrent calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import torch
+import uvicorn
+
+from core.config import RunConfig
+from core.data import Records
+from core.inference import Embedder
+from core.store.db import transaction
+from core.store.storage import Storage
+from core.store.tables import Checkpoint, Dataset, Job
+from core.train.loop import fit
+from tests.conftest import free_port, make_settings
+
+
+def trained_model(settings, client, auth, modality: str) -> tuple[str, Embedder]:
+    """Train a tiny model in-process, record it as a finished job's checkpoint, register and deploy it."""
+    storage = Storage(settings.storage_root)
+    if modality == "text":
+        records = Records("text", texts=[f"text number {i}" for i in range(16)])
+        raw = {"data": {"modality": "text", "val_fraction": 0.0},
+               "model": {"kind": "transformer", "backbone": "tiny-random-bert", "max_length": 16}}  # fmt: skip
+    else:
+        records = Records("vectors", vectors=np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
+        raw = {"data": {"modality": "vectors", "val_fraction": 0.0}, "model": {"kind": "mlp", "output_dim": 12}}
+    config = RunConfig.model_validate({**raw, "train": {"epochs": 1, "batch_size": 8}})
+    with transaction(settings) as session:
+        owner = session.execute(
+            __import__("sqlalchemy").text("SELECT owner FROM api_key WHERE prefix = :p"),
+            {"p": auth["Authorization"].split("_")[1]},
+        ).scalar_one()
+        data = Dataset(owner=owner, name="d", modality=modality, format="npy", storage_key="none", size_bytes=0,
+                       sha256="0" * 64, num_records=len(records))  # fmt: skip
+        session.add(data)
+        session.flush()
+        job = Job(owner=owner, name="j", dataset_id=data.id, config=config.model_dump(mode="json"), queue="cpu",
+                  status="succeeded")  # fmt: skip
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    result = fit(config, records, None, checkpoint_dir=storage.checkpoint_dir(job_id))
+    with transaction(settings) as session:
+        session.add(
+            Checkpoint(job_id=job_id, step=result.step, epoch=0, storage_key=storage.key_of(result.last_checkpoint))
+        )
+    name = f"{modality}-model"
+    assert client.post("/v1/models", headers=auth, json={"job_id": job_id, "name": name}).status_code == 201
+    assert client.post(f"/v1/models/{name}/deploy", headers=auth).status_code == 200
+    return name, Embedder(result.last_checkpoint)
+
+
+class LiveServer:
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def test_openai_client_works_unchanged_against_a_text_model(client, auth, settings) -> None:
+    name, embedder = trained_model(settings, client, auth, "text")
+    with LiveServer(client.app) as base:
+        oai = openai.OpenAI(base_url=f"{base}/v1", api_key=auth["Authorization"].removeprefix("Bearer "))
+        result = oai.embeddings.create(model=name, input=["hello world", "another text"])  # base64 by default
+        vectors = np.array([item.embedding for item in result.data])
+        assert vectors.shape == (2, 32) and result.model == name and result.usage.total_tokens > 0
+        assert np.allclose(vectors, embedder.embed(["hello world", "another text"]).numpy(), atol=1e-5)
+        small = oai.embeddings.create(model=name, input="one", dimensions=8, encoding_format="float")
+        assert len(small.data[0].embedding) == 8 and abs(np.linalg.norm(small.data[0].embedding) - 1) < 1e-5
+        with pytest.raises(openai.NotFoundError):
+            oai.embeddings.create(model="no-such-model", input="x")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{base}/v1", api_key="bad").embeddings.create(model=name, input="x")
+
+
+def test_vector_inputs_are_checked(client, auth, settings) -> None:
+    name, embedder = trained_model(settings, client, auth, "vectors")
+    ok = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.1] * 6, [0.2] * 6]})
+    assert ok.status_code == 200
+    assert np.allclose(np.array([d["embedding"] for d in ok.json()["data"]]),
+                       embedder.embed(np.array([[0.1] * 6, [0.2] * 6])).numpy(), atol=1e-5)  # fmt: skip
+    cases = [
+        ({"model": name, "input": [[0.1] * 5]}, "has 5 values"),
+        ({"model": name, "input": "text"}, "vector model"),
+        ({"model": name, "input": [[0.1] * 6], "dimensions": 99}, "at most 12"),
+        ({"model": name, "input": [[0.1] * 6], "encoding_format": "hex"}, "encoding_format"),
+        ({"model": name}, "input"),
+    ]
+    for payload, message in cases:
+        response = client.post("/v1/embeddings", headers=auth, json=payload)
+        assert response.status_code == 422, (payload, response.text)
+        assert message in response.text, (payload, response.text)
+
+
+def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, keys) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = make_settings(tmp_path, pg_url, redis_url, embed_batch_wait_ms=50.0, rate_embeddings_per_min=10_000)
+    auth = {"Authorization": f"Bearer {keys.make('batcher')}"}
+    app = create_app(settings)
+    with TestClient(app) as client:
+        name, embedder = trained_model(settings, client, auth, "vectors")
+
+    rows = np.random.default_rng(1).normal(size=(24, 6)).round(4).tolist()
+
+    async def run() -> list[list[float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            responses = await asyncio.gather(
+                *[http.post("/v1/embeddings", headers=auth, json={"model": name, "input": [row]}) for row in rows]
+            )
+        from core.store.db import get_engine
+
+        assert all(r.status_code == 200 for r in responses), (
+            get_engine(settings).pool.status(),
+            [r.status_code for r in responses],
+        )
+        return [r.json()["data"][0]["embedding"] for r in responses]
+
+    out = asyncio.run(run())
+    batcher = next(iter(app.state.model_cache.models.values())).batcher
+    assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == len(rows)
+    assert torch.allclose(torch.tensor(out), embedder.embed(np.array(rows, dtype=np.float32)), atol=1e-5)

@@ -1,0 +1,122 @@
+"""Job submission rules, validation errors that name the field, idempotency, auth, tenancy, rate limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.store.db import transaction
+from core.store.keys import revoke_key
+
+
+def dataset(client, auth, rows: int = 40) -> dict:
+    content = b"a,b,label\n" + b"".join(f"{i},{i % 7},{i % 2}\n".encode() for i in range(rows))
+    response = client.post(
+        "/v1/datasets", headers=auth, data={"modality": "vectors"}, files={"file": ("v.csv", content)}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def body(dataset_id: str, **sections) -> dict:
+    config = {"data": {"modality": "vectors", "val_fraction": 0.0}, "train": {"batch_size": 8}}
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return {"dataset_id": dataset_id, "name": "j", "config": config}
+
+
+@pytest.mark.parametrize(
+    ("sections", "field"),
+    [
+        ({"loss": {"temperature": 0}}, "config.loss.temperature"),
+        ({"loss": {"temperature": -1}}, "config.loss.temperature"),
+        ({"train": {"batch_size": 1}}, "config.train.batch_size"),
+        ({"train": {"epochs": 0}}, "config.train.epochs"),
+        ({"optim": {"lr": 0}}, "config.optim.lr"),
+        ({"optim": {"name": "adam"}}, "config.optim.name"),
+        ({"loss": {"variant": "supcon"}}, "config.loss.variant"),
+        ({"train": {"typo_field": 1}}, "config.train.typo_field"),
+        ({"loss": {"tau_plus": 1.0}}, "config.loss.tau_plus"),
+        ({"model": {"kind": "resnet"}}, "config"),
+    ],
+)
+def test_config_errors_are_422_naming_the_field(client, auth, sections, field) -> None:
+    response = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"], **sections))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == field or any(d["field"] == field for d in error["details"]), error
+
+
+def test_data_that_cannot_fill_a_batch_or_fit_the_config_is_refused(client, auth) -> None:
+    small = dataset(client, auth, rows=10)["id"]
+    response = client.post("/v1/jobs", headers=auth, json=body(small, train={"batch_size": 16}))
+    assert response.status_code == 422 and response.json()["error"]["param"] == "config.train.batch_size"
+    response = client.post("/v1/jobs", headers=auth, json=body(small, data={"modality": "text"}))
+    assert response.status_code == 422 and response.json()["error"]["param"] == "config.data.modality"
+    response = client.post("/v1/jobs", headers=auth, json=body("nope"))
+    assert response.status_code == 404 and response.json()["error"]["param"] == "dataset_id"
+
+
+def test_same_idempotency_key_creates_one_job(client, auth) -> None:
+    payload = body(dataset(client, auth)["id"])
+    headers = {**auth, "Idempotency-Key": "submit-1"}
+    first = client.post("/v1/jobs", headers=headers, json=payload)
+    second = client.post("/v1/jobs", headers=headers, json=payload)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] and second.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/v1/jobs", headers=auth).json()["total"] == 1
+
+
+def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> None:
+    data = dataset(client, auth)["id"]
+    ids = [client.post("/v1/jobs", headers=auth, json=body(data)).json()["id"] for _ in range(3)]
+    page = client.get("/v1/jobs?limit=2&offset=0", headers=auth).json()
+    assert page["total"] == 3 and len(page["items"]) == 2
+    cancelled = client.post(f"/v1/jobs/{ids[0]}/cancel", headers=auth).json()
+    assert cancelled["status"] == "cancelled"
+    assert [j["id"] for j in client.get("/v1/jobs?status=cancelled", headers=auth).json()["items"]] == [ids[0]]
+    assert client.get("/v1/jobs?status=bogus", headers=auth).status_code == 422
+    events = client.get(f"/v1/jobs/{ids[0]}/events", headers=auth).json()
+    assert [e["kind"] for e in events] == ["queued", "cancelled"]
+
+
+def test_keys_are_required_and_revocable(client, keys, settings) -> None:
+    assert client.get("/v1/jobs").status_code == 401
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer et_000000000000_nope"}).status_code == 401
+    assert client.get("/v1/jobs", headers={"Authorization": "Basic abc"}).status_code == 401
+    key = keys.make("temp")
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    with transaction(settings) as session:
+        assert revoke_key(session, key.split("_")[1])
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+
+
+def test_other_tenants_jobs_answer_404(client, auth, keys) -> None:
+    job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+    other = {"Authorization": f"Bearer {keys.make('intruder')}"}
+    for path in ("", "/metrics", "/checkpoints", "/events"):
+        assert client.get(f"/v1/jobs/{job['id']}{path}", headers=other).status_code == 404
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=other).status_code == 404
+    assert client.get("/v1/jobs", headers=other).json()["total"] == 0
+
+
+def test_submissions_are_rate_limited_per_key(tmp_path, pg_url, redis_url, keys) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    limited = make_settings(tmp_path, pg_url, redis_url, rate_jobs_per_min=2)
+    auth = {"Authorization": f"Bearer {keys.make('busy')}"}
+    with TestClient(create_app(limited)) as client:
+        data = dataset(client, auth)["id"]
+        codes = [client.post("/v1/jobs", headers=auth, json=body(data)).status_code for _ in range(3)]
+        assert codes == [202, 202, 429]
+        last = client.post("/v1/jobs", headers=auth, json=body(data))
+        assert last.status_code == 429 and int(last.headers["Retry-After"]) >= 1
+
+
+def test_oversized_json_bodies_are_refused(client, auth) -> None:
+    response = client.post("/v1/jobs", headers={**auth, "Content-Type": "application/json"},
+                           content=b'{"x": "' + b"a" * (17 << 20) + b'"}')  # fmt: skip
+    assert response.status_code == 413
