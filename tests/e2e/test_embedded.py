@@ -82,7 +82,8 @@ def embedded(tmp_path: Path):
 @pytest.mark.slow
 def test_make_run_serves_the_whole_flow_without_servers(embedded: EmbeddedService) -> None:
     key = embedded.admin_key()
-    assert "API docs: http://127.0.0.1:" in embedded.output()
+    wait_for(lambda: f"API docs: http://127.0.0.1:{embedded.port}/docs" in embedded.output(), 60,
+             what="the docs URL to be printed")  # fmt: skip
     embedded.wait_ready()
     with httpx.Client(base_url=embedded.base, timeout=60) as client:
         assert client.get("/v1/jobs").status_code == 401
