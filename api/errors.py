@@ -6,7 +6,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger("embedtrain.api")
@@ -46,6 +47,39 @@ class RateLimited(ServiceError):
     status = 429
 
 
+class ErrorDetail(BaseModel):
+    field: str | None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: int
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorInfo
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (401, "Missing, invalid or revoked API key"),
+        (404, "Not found, or owned by another tenant"),
+        (409, "Conflicts with the current state"),
+        (413, "Request or upload too large"),
+        (422, "Invalid input; `error.param` names the field"),
+        (429, "Rate limit reached; see Retry-After"),
+        (503, "Database or broker unavailable; see Retry-After"),
+    )
+}
+
+
 def error_body(status: int, message: str, field: str | None = None) -> dict:
     """The JSON error shape of every 4xx/5xx answer (OpenAI-style ``error`` object)."""
     return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
@@ -82,6 +116,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", str(error).splitlines()[0])
         body = error_body(503, "the database is unavailable; retry shortly")
         return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(DataError)
+    async def _unstorable_value(_: Request, error: DataError) -> JSONResponse:
+        # the database refused a value of the request (a NUL character, an out-of-range number): bad input
+        message = str(error.orig).splitlines()[0] if error.orig else "invalid value"
+        return JSONResponse(error_body(422, f"a value in the request cannot be stored: {message}"), 422)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_: Request, error: DBAPIError) -> JSONResponse:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from api.datasets.router import router as datasets_router
 from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
-from api.errors import error_body, install_error_handlers
+from api.errors import ERROR_RESPONSES, error_body, install_error_handlers
 from api.health.router import router as health_router
 from api.jobs.router import router as jobs_router
 from api.models.router import router as models_router
@@ -48,8 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         request_id = request_id[:64]
         request.state.request_id = request_id
-        token = request_id_var.set(request_id)
-        start = time.perf_counter()
         try:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
@@ -58,15 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit = settings.max_upload_bytes + (1 << 20) if upload else settings.max_body_bytes
         if length > limit:
             return JSONResponse(error_body(413, f"request body larger than {limit} bytes"), 413)
+        token = request_id_var.set(request_id)
+        start = time.perf_counter()
         try:
             response = await call_next(request)
+            response.headers["X-Request-ID"] = request_id
+            log.info("request", extra={"method": request.method, "path": request.url.path,
+                                       "status": response.status_code,
+                                       "duration_ms": round((time.perf_counter() - start) * 1000, 2)})  # fmt: skip
         finally:
             request_id_var.reset(token)
-        response.headers["X-Request-ID"] = request_id
-        log.info("request", extra={"method": request.method, "path": request.url.path, "status": response.status_code,
-                                   "duration_ms": round((time.perf_counter() - start) * 1000, 2)})  # fmt: skip
         return response
 
-    for router in (health_router, datasets_router, jobs_router, models_router, embeddings_router):
-        app.include_router(router)
+    app.include_router(health_router)
+    for router in (datasets_router, jobs_router, models_router, embeddings_router):
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app

@@ -44,15 +44,16 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database with the migrations applied, dropped at the end."""
     name = f"embedtrain_test_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg.connect(PG, autocommit=True, connect_timeout=5)
+        with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL does not answer at {PG} ({error}); run the suite with `make test`")
-    admin.execute(f'CREATE DATABASE "{name}"')
     url = PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
     migrate(url)
     yield url
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    # a fresh connection: a test may have restarted PostgreSQL since the database was created
+    with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     """Send the ``embedtrain`` loggers to stderr as JSON lines."""
     logger = logging.getLogger("embedtrain")
-    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)

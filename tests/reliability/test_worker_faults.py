@@ -1,0 +1,116 @@
+"""Faults made real: a worker SIGKILLed mid-training, a stale lease, a broker restart."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from core.store.db import transaction
+from core.store.jobs import sweep
+from core.store.tables import Dataset, Job, JobEvent, utcnow
+from tests.conftest import WorkerProcess, make_settings, wait_for
+from tests.worker.test_job_lifecycle import job_of, submit, upload, vector_config, vectors_csv, wait_end
+
+
+def events(client, auth, job_id: str) -> list[dict]:
+    return client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_job_resumes_from_its_checkpoint_on_another_worker(client, auth, settings, tmp_path) -> None:
+    first = WorkerProcess(settings, tmp_path / "first.log", "first").start()
+    try:
+        dataset = upload(client, auth, vectors_csv())
+        job = submit(client, auth, dataset["id"], vector_config(epochs=120, checkpoint_every_steps=100))
+        checkpoints = f"/v1/jobs/{job['id']}/checkpoints"
+        wait_for(lambda: len(client.get(checkpoints, headers=auth).json()) >= 2, 120, what="two checkpoints")
+        saved = client.get(checkpoints, headers=auth).json()[-1]["step"]
+        first.kill(signal.SIGKILL)  # no cleanup, no ack, no final write
+        killed_at = job_of(client, auth, job["id"])
+        assert killed_at["status"] == "running" and killed_at["progress"]["step"] < killed_at["progress"]["total_steps"]
+    finally:
+        first.stop()
+    second = WorkerProcess(settings, tmp_path / "second.log", "second").start()
+    try:
+        done = wait_end(client, auth, job["id"], timeout=240)
+    finally:
+        second.stop()
+    assert done["status"] == "succeeded", (done, second.output()[-2000:])
+    assert done["attempts"] == 2 and done["progress"]["step"] == done["progress"]["total_steps"]
+    kinds = [e["kind"] for e in events(client, auth, job["id"])]
+    assert kinds[:2] == ["queued", "running"] and "requeued" in kinds and kinds[-1] == "succeeded"
+    resumed = [e["message"] for e in events(client, auth, job["id"]) if e["kind"] == "resumed"]
+    assert resumed and resumed[0].endswith(f"step-{saved:08d}"), resumed  # from its last checkpoint, not step 0
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
+    for name in ("loss", "lr", "samples_per_s"):
+        assert [p["step"] for p in series[name]] == list(range(1, done["progress"]["total_steps"] + 1)), name
+
+
+def _running_job(settings, attempts: int, heartbeat_age_s: float, cancel: bool = False) -> str:
+    with transaction(settings) as session:
+        dataset = Dataset(owner="o", name="d", modality="vectors", format="csv", storage_key="x", size_bytes=1,
+                          sha256="0" * 64, num_records=10)  # fmt: skip
+        session.add(dataset)
+        session.flush()
+        then = utcnow() - timedelta(seconds=heartbeat_age_s)
+        job = Job(owner="o", name="stale", dataset_id=dataset.id, config={}, queue=f"{settings.queue_prefix}cpu",
+                  status="running", attempts=attempts, worker="gone:1", heartbeat_at=then,
+                  lease_expires_at=then + timedelta(seconds=settings.lease_s), cancel_requested=cancel)  # fmt: skip
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_stale_jobs_are_requeued_or_failed_by_the_documented_rule(settings) -> None:
+    retry = _running_job(settings, attempts=1, heartbeat_age_s=60)
+    give_up = _running_job(settings, attempts=settings.max_attempts, heartbeat_age_s=60)
+    cancelled = _running_job(settings, attempts=1, heartbeat_age_s=60, cancel=True)
+    alive = _running_job(settings, attempts=1, heartbeat_age_s=0)
+    with transaction(settings) as session:
+        resend = {job.id for job in sweep(session, settings.max_attempts, settings.requeue_after_s)}
+    assert retry in resend and give_up not in resend and alive not in resend
+    with transaction(settings) as session:
+        state = {
+            job.id: job for job in session.scalars(select(Job).where(Job.id.in_([retry, give_up, cancelled, alive])))
+        }
+        assert state[retry].status == "queued"
+        assert state[give_up].status == "failed" and "gave up after 3 attempts" in state[give_up].error
+        assert "stopped renewing its lease" in state[give_up].error
+        assert state[cancelled].status == "cancelled"
+        assert state[alive].status == "running"
+        kinds = session.scalars(select(JobEvent.kind).where(JobEvent.job_id == retry)).all()
+        assert kinds == ["requeued"]
+
+
+def _restart_redis() -> None:
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], capture_output=True, timeout=20)
+    subprocess.run(["bash", ".ci/services.sh"], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_broker_restart_loses_no_queued_or_running_job(tmp_path, pg_url, redis_url, keys) -> None:
+    """Redis without persistence forgets every message on restart; the database re-sends them."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = make_settings(tmp_path, pg_url, redis_url, requeue_after_s=3.0)
+    auth = {"Authorization": f"Bearer {keys.make('broker')}"}
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        with TestClient(create_app(settings)) as client:
+            dataset = upload(client, auth, vectors_csv(n=64))
+            running = submit(client, auth, dataset["id"], vector_config(epochs=60, batch_size=16))["id"]
+            wait_for(lambda: job_of(client, auth, running)["status"] == "running", 60, what="the first job to run")
+            queued = [
+                submit(client, auth, dataset["id"], vector_config(epochs=1, batch_size=16))["id"] for _ in range(2)
+            ]
+            _restart_redis()  # the queued jobs' messages are gone; the running job's connection breaks
+            ended = [wait_end(client, auth, job_id, timeout=180) for job_id in [running, *queued]]
+    finally:
+        worker.stop()
+    assert [job["status"] for job in ended] == ["succeeded"] * 3, (ended, worker.output()[-3000:])
