@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from core.losses import NTXentLoss
+from tests.conftest import free_port
 
 WORLD = 2
 N_PER_RANK = 6
@@ -69,16 +68,10 @@ def _worker(rank: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_gloo_ranks_equal_one_process_on_the_global_batch() -> None:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(rank, port, results)) for rank in range(WORLD)]
     for proc in procs:
         proc.start()
