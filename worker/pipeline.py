@@ -28,6 +28,14 @@ from worker.heartbeat import Heartbeat
 from worker.recorder import DatabaseRecorder
 
 log = logging.getLogger("embedtrain.worker")
+OUT_OF_MEMORY = "out of memory: lower train.batch_size, set loss.chunk_size, or use train.grad_cache_sub_batch"
+
+
+def _is_cpu_oom(error: BaseException) -> bool:
+    """CPU allocations that fail raise RuntimeError ("can't allocate memory") or MemoryError, not OutOfMemoryError."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error).lower()
+    )
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,13 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
     except (TrainingError, DatasetError) as failure:
         error = str(failure)
     except torch.OutOfMemoryError:
-        error = "out of memory: lower train.batch_size, set loss.chunk_size, or use train.grad_cache_sub_batch"
+        error = OUT_OF_MEMORY
     except Exception as failure:  # the job must end with a message, whatever broke
-        log.exception("job failed")
-        error = f"internal error: {type(failure).__name__}: {failure}"
+        if _is_cpu_oom(failure):
+            error = OUT_OF_MEMORY
+        else:
+            log.exception("job failed")
+            error = f"internal error: {type(failure).__name__}: {failure}"
     finally:
         heartbeat.stop()
     recorder._retry(lambda session: finish(session, job_id, worker, status, error))

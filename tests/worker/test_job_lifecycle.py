@@ -118,3 +118,15 @@ class client_db_key:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *_: object) -> None:
         return None
+
+
+def test_out_of_memory_is_reported_as_actionable() -> None:
+    import torch
+
+    from worker.pipeline import OUT_OF_MEMORY, _is_cpu_oom
+
+    with pytest.raises(RuntimeError) as failed:  # a real failed CPU allocation (4 EiB)
+        torch.empty(2**62, dtype=torch.uint8)
+    assert _is_cpu_oom(failed.value)
+    assert not _is_cpu_oom(RuntimeError("shape mismatch"))
+    assert "lower train.batch_size" in OUT_OF_MEMORY
