@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -37,8 +39,26 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer et_...`")
 
 
+def _authenticate_cached(request: Request, settings: Settings, key: str) -> Principal | None:
+    """Check a key, remembering a valid one for ``auth_cache_s`` (failures are never cached)."""
+    cache: dict[str, tuple[Principal, float]] = request.app.state.auth_cache
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    hit = cache.get(digest)
+    if hit is not None and hit[1] > time.monotonic():
+        return hit[0]
+    with session_factory(settings)() as session:
+        principal = authenticate(session, key)
+    if principal is not None and settings.auth_cache_s > 0:
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[digest] = (principal, time.monotonic() + settings.auth_cache_s)
+    return principal
+
+
 def get_principal(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller of an authenticated route.
 
@@ -49,8 +69,7 @@ def get_principal(
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
-    with session_factory(settings)() as session:
-        principal = authenticate(session, credentials.credentials)
+    principal = _authenticate_cached(request, settings, credentials.credentials)
     if principal is None:
         raise Unauthorized("invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return principal

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from api.datasets.router import router as datasets_router
 from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
-from api.errors import ERROR_RESPONSES, error_body, install_error_handlers
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.health.router import router as health_router
 from api.jobs.router import router as jobs_router
+from api.middleware import RequestContext
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
-from core.store.logs import configure_logging, request_id_var
+from core.store.logs import configure_logging
 from core.store.settings import Settings, get_settings
 from core.store.storage import Storage
-
-log = logging.getLogger("embedtrain.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,35 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(
         settings.model_cache_size, settings.embed_batch_size, settings.embed_batch_wait_ms
     )
+    app.state.auth_cache = {}
+    app.state.model_lookup = {}
     app.state.job_limiter = RateLimiter(settings.rate_jobs_per_min)
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request_id = request_id[:64]
-        request.state.request_id = request_id
-        try:
-            length = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            return JSONResponse(error_body(400, "invalid Content-Length header"), 400)
-        upload = request.headers.get("content-type", "").startswith("multipart/")
-        limit = settings.max_upload_bytes + (1 << 20) if upload else settings.max_body_bytes
-        if length > limit:
-            return JSONResponse(error_body(413, f"request body larger than {limit} bytes"), 413)
-        token = request_id_var.set(request_id)
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-            response.headers["X-Request-ID"] = request_id
-            log.info("request", extra={"method": request.method, "path": request.url.path,
-                                       "status": response.status_code,
-                                       "duration_ms": round((time.perf_counter() - start) * 1000, 2)})  # fmt: skip
-        finally:
-            request_id_var.reset(token)
-        return response
-
+    app.add_middleware(RequestContext, settings=settings)
     app.include_router(health_router)
     for router in (datasets_router, jobs_router, models_router, embeddings_router):
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -35,6 +35,14 @@ class Embedder:
         return self.model.embedding_dim
 
     @torch.inference_mode()
+    def embed_with_usage(self, inputs: Any) -> tuple[Tensor, Tensor]:
+        """(B, D) embeddings and (B,) usage counts: tokens per text (one tokenisation), 1 per other input."""
+        if self.modality == "text":
+            batch = self.model.backbone.tokenize(list(inputs), self.device)
+            return self.model.embed(batch).cpu(), batch["attention_mask"].sum(1).cpu()
+        return self.embed(inputs), torch.ones(len(inputs), dtype=torch.long)
+
+    @torch.inference_mode()
     def embed(self, inputs: Any) -> Tensor:
         """(B, D) L2-normalised embeddings.
 

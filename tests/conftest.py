@@ -79,6 +79,8 @@ def make_settings(tmp: Path, database_url: str, broker_url: str, **overrides) ->
         requeue_after_s=30.0,
         progress_interval_s=0.5,
         rate_jobs_per_min=1000,
+        auth_cache_s=0.0,
+        model_lookup_cache_s=0.0,
         log_level="WARNING",
     )
     values.update(overrides)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -16,16 +17,19 @@ from torch import Tensor
 
 
 class MicroBatcher:
-    """Batches calls of ``embed(list_of_inputs) -> (B, D) tensor`` across concurrent callers."""
+    """Batches calls of ``embed(list_of_inputs) -> tensors with B rows each`` across concurrent callers."""
 
-    def __init__(self, embed: Callable[[list[Any]], Tensor], max_batch: int, max_wait_ms: float) -> None:
+    def __init__(self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float) -> None:
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
+        # One thread runs every forward pass: torch's intra-op (OpenMP) pool belongs to the calling thread,
+        # and passes hopping across a pool of threads would start competing thread teams on the same cores.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # recent forward-pass sizes, for metrics
 
-    async def submit(self, inputs: list[Any]) -> Tensor:
-        """Embed ``inputs`` (in batches of at most ``max_batch``, shared with other callers)."""
+    async def submit(self, inputs: list[Any]) -> tuple[Tensor, ...]:
+        """Run ``embed`` on ``inputs`` (in batches of at most ``max_batch``, shared with other callers)."""
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         parts = []
@@ -33,7 +37,8 @@ class MicroBatcher:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             await self.queue.put((inputs[start : start + self.max_batch], future))
             parts.append(future)
-        return torch.cat([await part for part in parts])
+        results = [await part for part in parts]
+        return tuple(torch.cat(columns) for columns in zip(*results, strict=True))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,7 +65,7 @@ class MicroBatcher:
             return
         inputs = [x for items, _ in batch for x in items]
         try:
-            out = await asyncio.to_thread(self.embed, inputs)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.embed, inputs)
         except Exception as error:  # every caller of this pass gets the error, none hangs
             for _, future in batch:
                 if not future.done():
@@ -70,5 +75,5 @@ class MicroBatcher:
         start = 0
         for items, future in batch:
             if not future.done():
-                future.set_result(out[start : start + len(items)])
+                future.set_result(tuple(t[start : start + len(items)] for t in out))
             start += len(items)

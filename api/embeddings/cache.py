@@ -37,7 +37,7 @@ class ModelCache:
                 return served
             self.misses += 1
             embedder = await asyncio.to_thread(Embedder, checkpoint)
-            served = ServedModel(embedder, MicroBatcher(embedder.embed, self.max_batch, self.max_wait_ms))
+            served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms))
             self.models[version_id] = served
             while len(self.models) > self.size:
                 self.models.popitem(last=False)

@@ -17,4 +17,6 @@ async def create_embeddings(
 ) -> EmbeddingResponse:
     """Embed inputs with a deployed model."""
     request.app.state.embed_limiter.check(principal.key_id, "embeddings")
-    return await service.create_embeddings(body, principal, settings, storage, request.app.state.model_cache)
+    return await service.create_embeddings(
+        body, principal, settings, storage, request.app.state.model_cache, request.app.state.model_lookup
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import time
 
 import numpy as np
 import torch
@@ -69,18 +70,16 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
     return out
 
 
-def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Settings) -> tuple[list, int]:
-    """Checked model inputs and the usage count (tokens for text, inputs otherwise)."""
+def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Settings) -> list:
+    """Checked model inputs."""
     count = 1 if isinstance(body.input, str) else len(body.input)
     if count > settings.embed_max_inputs:
         raise Invalid(f"input has {count} items; at most {settings.embed_max_inputs} per request", field="input")
     if embedder.modality == "text":
-        texts = _texts(body.input, settings)
-        tokens = embedder.model.backbone.tokenize(texts)["attention_mask"].sum().item()
-        return texts, int(tokens)
+        return _texts(body.input, settings)
     if embedder.modality == "vectors":
-        return list(_vectors(body.input, embedder.spec.features)), count
-    return list(_images(body.input, embedder, settings)), count
+        return list(_vectors(body.input, embedder.spec.features))
+    return list(_images(body.input, embedder, settings))
 
 
 def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
@@ -90,21 +89,41 @@ def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
     return vector.tolist()
 
 
-async def create_embeddings(
-    body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage, cache: ModelCache
-) -> EmbeddingResponse:
-    """Embed the request's inputs with the deployed model it names."""
+async def _resolve(body: EmbeddingRequest, principal: Principal, settings: Settings, lookups: dict) -> tuple[str, str]:
+    """The (version id, checkpoint key) serving ``body.model`` for this caller, cached ``model_lookup_cache_s``."""
+    cache_key = (principal.owner, principal.is_admin, body.model)
+    hit = lookups.get(cache_key)
+    if hit is not None and hit[2] > time.monotonic():
+        return hit[0], hit[1]
 
-    def lookup():
+    def lookup() -> tuple[str, str]:
         with session_factory(settings)() as session:
-            return deployed_version(session, principal, body.model)
+            version, key = deployed_version(session, principal, body.model)
+            return version.id, key
 
-    version, key = await run_in_threadpool(lookup)
-    served = await cache.get(version.id, storage.path(key))
+    version_id, key = await run_in_threadpool(lookup)
+    if len(lookups) > 10_000:
+        lookups.clear()
+    lookups[cache_key] = (version_id, key, time.monotonic() + settings.model_lookup_cache_s)
+    return version_id, key
+
+
+async def create_embeddings(
+    body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage, cache: ModelCache,
+    lookups: dict,
+) -> EmbeddingResponse:  # fmt: skip
+    """Embed the request's inputs with the deployed model it names."""
+    version_id, key = await _resolve(body, principal, settings, lookups)
+    served = await cache.get(version_id, storage.path(key))
     if body.dimensions is not None and body.dimensions > served.embedder.dim:
         raise Invalid(f"dimensions must be at most {served.embedder.dim} for this model", field="dimensions")
-    inputs, usage = await run_in_threadpool(prepare_inputs, body, served.embedder, settings)
-    out = await served.batcher.submit(inputs)
+    many = not isinstance(body.input, str) and len(body.input) > 64
+    if served.embedder.modality == "image" or many:  # real work (decoding, tokenising): off the event loop
+        inputs = await run_in_threadpool(prepare_inputs, body, served.embedder, settings)
+    else:
+        inputs = prepare_inputs(body, served.embedder, settings)
+    out, counts = await served.batcher.submit(inputs)
+    usage = int(counts.sum())
     if body.dimensions is not None:
         out = F.normalize(out[:, : body.dimensions], dim=-1)
     vectors = out.numpy()

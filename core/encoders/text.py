@@ -37,7 +37,9 @@ def load_tokenizer(backbone: str) -> Any:
 
 def _load_backbone(backbone: str) -> nn.Module:
     from transformers import AutoModel, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no progress bars in service logs
     if backbone == "all-MiniLM-L6-v2":
         return AutoModel.from_pretrained(minilm_dir(), local_files_only=True)
     config = BertConfig(

@@ -76,3 +76,7 @@ def keys_list() -> None:
         for row in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             state = "revoked" if row.revoked_at else "active"
             typer.echo(f"{row.id}  prefix={row.prefix}  owner={row.owner}  admin={row.is_admin}  {state}")
+
+
+if __name__ == "__main__":
+    app()

@@ -33,8 +33,23 @@ class Settings(BaseSettings):
     embed_max_inputs: int = Field(2048, ge=1, le=100_000, description="Most inputs in one /v1/embeddings request.")
     embed_max_chars: int = Field(32_768, ge=1, description="Longest text input (characters).")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Most inputs in one shared forward pass.")
-    embed_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a batch waits for company.")
+    embed_batch_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="Extra wait for company before a forward pass (0: take what queued up)."
+    )
     model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
+    auth_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="API processes cache a checked key this long; a revocation takes effect within it.",
+    )
+    model_lookup_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="How long an API process caches which "
+        "version serves a model name; a deploy takes effect within it.",
+    )
     lease_s: float = Field(60.0, ge=1, le=3600, description="A running job's lease; renewed by its heartbeat.")
     heartbeat_s: float = Field(10.0, ge=0.2, le=600, description="How often a worker renews its lease.")
     sweep_interval_s: float = Field(15.0, ge=0.5, le=3600, description="How often workers look for stale jobs.")
@@ -53,3 +68,16 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "(unset)" if field.default is None else field.default
+        rows.append(f"| `EMBEDTRAIN_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

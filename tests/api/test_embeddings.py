@@ -140,6 +140,6 @@ def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, k
         return [r.json()["data"][0]["embedding"] for r in responses]
 
     out = asyncio.run(run())
-    batcher = next(iter(app.state.model_cache.models.values())).batcher
+    batcher = next(iter(app.state.model_cache.models.values())).batcher  # wait 50 ms: concurrent calls meet
     assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == len(rows)
     assert torch.allclose(torch.tensor(out), embedder.embed(np.array(rows, dtype=np.float32)), atol=1e-5)

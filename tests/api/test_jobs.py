@@ -120,3 +120,22 @@ def test_oversized_json_bodies_are_refused(client, auth) -> None:
     response = client.post("/v1/jobs", headers={**auth, "Content-Type": "application/json"},
                            content=b'{"x": "' + b"a" * (17 << 20) + b'"}')  # fmt: skip
     assert response.status_code == 413
+
+
+def test_a_revoked_key_stops_working_within_the_auth_cache_time(tmp_path, pg_url, redis_url, keys) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    cached = make_settings(tmp_path, pg_url, redis_url, auth_cache_s=1.0)
+    key = keys.make("cached")
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(cached)) as client:
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
+        with transaction(cached) as session:
+            revoke_key(session, key.split("_")[1])
+        time.sleep(1.2)
+        assert client.get("/v1/jobs", headers=headers).status_code == 401

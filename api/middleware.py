@@ -1,0 +1,69 @@
+"""Request context as a plain ASGI middleware: request id, body-size limit, one JSON log line per request.
+
+Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware wraps every request in
+extra tasks and streams, a measurable share of a small request's cost (bench/api.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from api.errors import error_body
+from core.store.logs import request_id_var
+from core.store.settings import Settings
+
+log = logging.getLogger("embedtrain.api")
+
+
+class RequestContext:
+    """Tags each request with an id (``X-Request-ID`` in and out), refuses oversized bodies, logs it."""
+
+    def __init__(self, app, settings: Settings) -> None:  # noqa: ANN001 - an ASGI app
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = (headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex)[:64]
+        scope.setdefault("state", {})["request_id"] = request_id
+        try:
+            length = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            await _answer(send, 400, error_body(400, "invalid Content-Length header"), request_id)
+            return
+        upload = headers.get(b"content-type", b"").startswith(b"multipart/")
+        limit = self.settings.max_upload_bytes + (1 << 20) if upload else self.settings.max_body_bytes
+        if length > limit:
+            await _answer(send, 413, error_body(413, f"request body larger than {limit} bytes"), request_id)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message) -> None:  # noqa: ANN001
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                           "duration_ms": round((time.perf_counter() - start) * 1000, 2)})  # fmt: skip
+            request_id_var.reset(token)
+
+
+async def _answer(send, status: int, body: dict, request_id: str) -> None:  # noqa: ANN001
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"x-request-id", request_id.encode("latin-1"))]})  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,94 @@
+"""The API under load against PostgreSQL: job status polls and job submissions with 64 concurrent clients.
+
+    python bench/api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--workers 2]
+
+Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted
+jobs stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and
+errors, plus the database connections in use at the end. Writes ``bench/results/api.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.service import Service  # noqa: E402
+
+DONE = """done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"us\\": %d}\\n",
+    summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def run_wrk(url: str, script: str, clients: int, seconds: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script + DONE)
+    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", handle.name, url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+    return {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
+            "requests_per_s": round(stats["requests"] / (stats["us"] / 1e6), 1),
+            "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/api.json"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/api.py needs wrk (apt-get install wrk)")
+    name = f"embedtrain_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.pg, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = args.pg.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    result: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+                    "api_processes": args.workers, "clients": args.clients, "seconds": args.seconds}  # fmt: skip
+    try:
+        with Service(database_url=url, api_workers=args.workers, worker=False) as service:
+            with httpx.Client(base_url=service.base, headers=service.headers, timeout=60) as client:
+                rows = "a,b\n" + "".join(f"{i},{i % 5}\n" for i in range(64))
+                dataset = client.post("/v1/datasets", data={"modality": "vectors"},
+                                      files={"file": ("v.csv", rows.encode())}).json()  # fmt: skip
+                body = {
+                    "dataset_id": dataset["id"],
+                    "config": {"data": {"modality": "vectors"}, "train": {"batch_size": 8}},
+                }
+                job = client.post("/v1/jobs", json=body).json()
+            auth = f'wrk.headers["Authorization"] = "Bearer {service.key}"\n'
+            result["status_polls"] = run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds)
+            submit = (auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = {json.dumps(json.dumps(body))}\n")  # fmt: skip
+            result["submissions"] = run_wrk(f"{service.base}/v1/jobs", submit, args.clients, args.seconds)
+            with psycopg.connect(args.pg) as conn:
+                result["db_connections_at_end"] = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]  # fmt: skip
+            result["db_pool_limit"] = f"{args.workers} processes x (pool 10 + overflow 10) = {args.workers * 20}"
+    finally:
+        with psycopg.connect(args.pg, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

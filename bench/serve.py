@@ -1,0 +1,232 @@
+"""Serving throughput and latency of POST /v1/embeddings, against the raw forward limit and a peer.
+
+    python bench/serve.py [--seconds 8] [--clients 1 8 32 128]
+
+For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a vector model (MLP), closed-loop
+clients each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s,
+embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its
+best batch size; the single-input raw latency is the comparison point for p50 at one client. The peer is
+sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request batching),
+driven the same way. The load generator runs on the same machine as the server. Writes
+``bench/results/serve.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
+from core.inference import Embedder  # noqa: E402
+
+SENTENCES = [f"the quick brown fox number {i} jumps over the lazy dog near the river bank" for i in range(512)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def drive(url: str, headers: dict, make_body, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(index: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        i = index
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            try:
+                response = await http.post(url, json=make_body(i), headers=headers)
+                ok = response.status_code == 200
+            except httpx.TransportError:  # counted, and reported: a dropped connection is a failed request
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+            i += clients
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*[client(i, http) for i in range(clients)])
+        elapsed = time.perf_counter() - began
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "embeddings_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+    }
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def drive_wrk(url: str, headers: dict, body: dict, clients: int, seconds: float) -> dict:
+    """The same closed loop with wrk (C): the load generator takes far less of the shared CPU than Python."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}",
+             'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lines += ["done = function(summary, latency, requests)",
+              '  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p95\\": %d, '
+              '\\"p99\\": %d, \\"us\\": %d}\\n", summary.requests, summary.errors.status + summary.errors.connect + '
+              "summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50), "
+              "latency:percentile(95), latency:percentile(99), summary.duration))",
+              "end"]  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    threads = 1 if clients < 8 else 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s", "-s", script.name, url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+    rate = stats["requests"] / (stats["us"] / 1e6)
+    return {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
+            "requests_per_s": round(rate, 1), "embeddings_per_s": round(rate, 1), "p50_ms": stats["p50"] / 1000,
+            "p95_ms": stats["p95"] / 1000, "p99_ms": stats["p99"] / 1000, "generator": "wrk"}  # fmt: skip
+
+
+def run_level(url: str, headers: dict, make_body, clients: int, seconds: float) -> dict:
+    if wrk_available():
+        return drive_wrk(url, headers, make_body(0), clients, seconds)
+    return {**asyncio.run(drive(url, headers, make_body, clients, seconds)), "generator": "httpx"}
+
+
+def raw_limit(embedder: Embedder, make_inputs, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0) -> dict:
+    """Embeddings/s of the forward pass alone at each batch size, and the single-input latency."""
+    out = {}
+    for size in sizes:
+        inputs = make_inputs(size)
+        embedder.embed(inputs)  # warm-up
+        count, times, stop = 0, [], time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            embedder.embed(inputs)
+            times.append(time.perf_counter() - start)
+            count += size
+        out[size] = {
+            "embeddings_per_s": round(count / sum(times), 1),
+            "median_ms": round(statistics.median(times) * 1000, 2),
+        }
+    best = max(out, key=lambda s: out[s]["embeddings_per_s"])
+    return {"by_batch": out, "best_batch": best, "best_embeddings_per_s": out[best]["embeddings_per_s"],
+            "single_input_ms": out[1]["median_ms"]}  # fmt: skip
+
+
+def deploy(client: httpx.Client, service: Service, modality: str, name: str) -> Path:
+    if modality == "text":
+        data = "\n".join(json.dumps({"text": s}) for s in SENTENCES[:64]).encode()
+        upload = ("t.jsonl", data)
+        config = {"data": {"modality": "text", "val_fraction": 0.0}, "train": {"max_steps": 2, "batch_size": 8}}
+    else:
+        rng = np.random.default_rng(0)
+        rows = "\n".join(",".join(f"{v:.4f}" for v in row) for row in rng.normal(size=(256, 64)))
+        upload = ("v.csv", (",".join(f"f{i}" for i in range(64)) + "\n" + rows + "\n").encode())
+        config = {"data": {"modality": "vectors", "val_fraction": 0.0}, "train": {"max_steps": 2, "batch_size": 32}}
+    dataset = client.post("/v1/datasets", data={"modality": modality}, files={"file": upload}).json()
+    job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": config}).json()
+    job = wait_job(client, job["id"], interval=0.5)
+    assert job["status"] == "succeeded", job
+    client.post("/v1/models", json={"job_id": job["id"], "name": name}).raise_for_status()
+    client.post(f"/v1/models/{name}/deploy").raise_for_status()
+    step = job["progress"]["step"]
+    return service.tmp / "storage" / "checkpoints" / job["id"] / f"step-{step:08d}"
+
+
+def start_peer() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.peer_st:app", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(f"{base}/embed", json={"input": ["warm"]}, timeout=5).raise_for_status()
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError("peer did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
+    args = parser.parse_args()
+    result: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, no GPU",
+                    "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
+    with Service(embed_batch_size="128") as service, \
+            httpx.Client(base_url=service.base, headers=service.headers, timeout=300) as client:  # fmt: skip
+        paths = {
+            "text": deploy(client, service, "text", "text-bench"),
+            "vectors": deploy(client, service, "vectors", "vec-bench"),
+        }
+        for modality, name in (("text", "text-bench"), ("vectors", "vec-bench")):
+            if modality == "text":
+
+                def body(i, name=name):
+                    return {"model": name, "input": [SENTENCES[i % len(SENTENCES)]]}
+
+                def make_inputs(n):
+                    return [SENTENCES[i % len(SENTENCES)] for i in range(n)]
+            else:
+                vec = np.random.default_rng(1).normal(size=(512, 64)).round(4).tolist()
+
+                def body(i, name=name, vec=vec):
+                    return {"model": name, "input": [vec[i % 512]]}
+
+                def make_inputs(n, vec=vec):
+                    return np.asarray([vec[i % 512] for i in range(n)], dtype=np.float32)
+
+            levels = [run_level(f"{service.base}/v1/embeddings", service.headers, body, c, args.seconds)
+                      for c in args.clients]  # fmt: skip
+            raw = raw_limit(Embedder(paths[modality]), make_inputs)
+            for level in levels:
+                level["fraction_of_raw_limit"] = round(level["embeddings_per_s"] / raw["best_embeddings_per_s"], 3)
+            result["models"][modality] = {"levels": levels, "raw": raw,
+                                          "p50_at_1_client_minus_raw_ms": round(levels[0]["p50_ms"] - raw["single_input_ms"], 2)}  # fmt: skip
+            print(json.dumps({modality: result["models"][modality]}, indent=1), flush=True)
+    peer, base = start_peer()
+    try:
+
+        def peer_body(i):
+            return {"input": [SENTENCES[i % len(SENTENCES)]]}
+
+        levels = [run_level(f"{base}/embed", {}, peer_body, c, args.seconds) for c in args.clients]
+    finally:
+        peer.terminate()
+        peer.wait(timeout=30)
+    ours = {lv["clients"]: lv for lv in result["models"]["text"]["levels"]}
+    for level in levels:
+        level["ours_over_peer"] = round(
+            ours[level["clients"]]["embeddings_per_s"] / max(level["embeddings_per_s"], 1e-9), 2
+        )
+    result["peer_sentence_transformers"] = levels
+    print(json.dumps({"peer": levels}, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
