@@ -10,6 +10,8 @@ from api.embeddings.router import router as embeddings_router
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.health.router import router as health_router
 from api.jobs.router import router as jobs_router
+from api.keys.router import router as keys_router
+from api.metrics import Metrics
 from api.middleware import RequestContext
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
@@ -30,8 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.storage = Storage(settings.storage_root)
+    app.state.metrics = Metrics(settings)
     app.state.model_cache = ModelCache(
-        settings.model_cache_size, settings.embed_batch_size, settings.embed_batch_wait_ms
+        settings.model_cache_size, settings.embed_batch_size, settings.embed_batch_wait_ms, app.state.metrics
     )
     app.state.auth_cache = {}
     app.state.model_lookup = {}
@@ -39,8 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)
     install_error_handlers(app)
 
-    app.add_middleware(RequestContext, settings=settings)
+    app.add_middleware(RequestContext, settings=settings, metrics=app.state.metrics)
     app.include_router(health_router)
-    for router in (datasets_router, jobs_router, models_router, embeddings_router):
+    for router in (datasets_router, jobs_router, models_router, embeddings_router, keys_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

@@ -12,6 +12,7 @@ import time
 import uuid
 
 from api.errors import error_body
+from api.metrics import Metrics
 from core.store.logs import request_id_var
 from core.store.settings import Settings
 
@@ -21,8 +22,8 @@ log = logging.getLogger("embedtrain.api")
 class RequestContext:
     """Tags each request with an id (``X-Request-ID`` in and out), refuses oversized bodies, logs it."""
 
-    def __init__(self, app, settings: Settings) -> None:  # noqa: ANN001 - an ASGI app
-        self.app, self.settings = app, settings
+    def __init__(self, app, settings: Settings, metrics: Metrics) -> None:  # noqa: ANN001 - an ASGI app
+        self.app, self.settings, self.metrics = app, settings, metrics
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI
         if scope["type"] != "http":
@@ -55,6 +56,8 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
+            self.metrics.observe_request(scope["method"], route, status, time.perf_counter() - start)
             if log.isEnabledFor(logging.INFO):
                 log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
                                            "duration_ms": round((time.perf_counter() - start) * 1000, 2)})  # fmt: skip

@@ -68,3 +68,16 @@ def test_commands_point_at_real_entry_points() -> None:
     assert "worker.celery_app" in services["worker"]["command"]
     scripts = (ROOT / "pyproject.toml").read_text()
     assert 'embedtrain-admin = "core.store.admin:app"' in scripts
+
+
+def test_monitoring_profile_scrapes_the_api_and_the_workers() -> None:
+    doc = compose()
+    prometheus = doc["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"] and "embedtrain_admin_key" in prometheus["secrets"]
+    assert doc["secrets"]["embedtrain_admin_key"] == {"environment": "EMBEDTRAIN_ADMIN_KEY"}
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert targets["embedtrain-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert targets["embedtrain-api"]["authorization"]["credentials_file"] == "/run/secrets/embedtrain_admin_key"
+    assert "worker:9108" in targets["embedtrain-workers"]["static_configs"][0]["targets"]
+    assert doc["services"]["worker"]["environment"]["EMBEDTRAIN_WORKER_METRICS_PORT"] == "9108"

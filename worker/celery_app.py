@@ -28,6 +28,10 @@ def _start_sweeper(**_: object) -> None:
     from worker.sweeper import start_sweeper
 
     start_sweeper(get_settings())
+    if get_settings().worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(get_settings().worker_metrics_port)
 
 
 @worker_shutdown.connect

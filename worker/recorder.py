@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import asdict
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import OperationalError
 
 from core.store.db import transaction
@@ -15,6 +16,9 @@ from core.store.storage import Storage
 from core.train.callbacks import CheckpointInfo, EvalReport, StepReport
 
 log = logging.getLogger("embedtrain.worker")
+SAMPLES_PER_S = Gauge("embedtrain_worker_job_samples_per_second", "Training samples/s of the job on this worker.",
+                      ["job_id"])  # fmt: skip
+STEPS = Counter("embedtrain_worker_steps", "Optimisation steps run by this worker.")
 STEP_SERIES = ("loss", "lr", "temperature", "samples_per_s")
 
 
@@ -34,6 +38,8 @@ class DatabaseRecorder:
         self.final_retries = final_retries
 
     def on_step(self, report: StepReport) -> None:
+        SAMPLES_PER_S.labels(self.job_id).set(report.samples_per_s)
+        STEPS.inc()
         values = asdict(report)
         self.pending += [(name, report.step, report.epoch, float(values[name])) for name in STEP_SERIES]
         self.latest.update({name: float(values[name]) for name in ("loss", "lr", "temperature")})

@@ -8,6 +8,7 @@ accepting requests), and hands each request its rows.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,8 +20,12 @@ from torch import Tensor
 class MicroBatcher:
     """Batches calls of ``embed(list_of_inputs) -> tensors with B rows each`` across concurrent callers."""
 
-    def __init__(self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float) -> None:
+    def __init__(
+        self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
+        self.on_batch = on_batch  # (inputs, seconds) of each forward pass, for metrics
         # One thread runs every forward pass: torch's intra-op (OpenMP) pool belongs to the calling thread,
         # and passes hopping across a pool of threads would start competing thread teams on the same cores.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
@@ -64,6 +69,7 @@ class MicroBatcher:
         if not batch:
             return
         inputs = [x for items, _ in batch for x in items]
+        start = time.perf_counter()
         try:
             out = await asyncio.get_running_loop().run_in_executor(self.executor, self.embed, inputs)
         except Exception as error:  # every caller of this pass gets the error, none hangs
@@ -72,6 +78,8 @@ class MicroBatcher:
                     future.set_exception(error)
             return
         self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
+        if self.on_batch is not None:
+            self.on_batch(len(inputs), time.perf_counter() - start)
         start = 0
         for items, future in batch:
             if not future.done():

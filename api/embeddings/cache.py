@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.embeddings.batcher import MicroBatcher
+from api.metrics import Metrics
 from core.inference import Embedder
 
 
@@ -20,8 +21,9 @@ class ServedModel:
 class ModelCache:
     """LRU of served models keyed by model version id."""
 
-    def __init__(self, size: int, max_batch: int, max_wait_ms: float) -> None:
+    def __init__(self, size: int, max_batch: int, max_wait_ms: float, metrics: Metrics | None = None) -> None:
         self.size, self.max_batch, self.max_wait_ms = size, max_batch, max_wait_ms
+        self.metrics = metrics
         self.models: OrderedDict[str, ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
         self.hits = 0
@@ -34,11 +36,22 @@ class ModelCache:
             if served is not None:
                 self.models.move_to_end(version_id)
                 self.hits += 1
+                if self.metrics:
+                    self.metrics.cache.labels("hit").inc()
                 return served
             self.misses += 1
             embedder = await asyncio.to_thread(Embedder, checkpoint)
-            served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms))
+            served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,
+                                                        on_batch=self._observe))  # fmt: skip
             self.models[version_id] = served
             while len(self.models) > self.size:
                 self.models.popitem(last=False)
+            if self.metrics:
+                self.metrics.cache.labels("miss").inc()
+                self.metrics.loaded.set(len(self.models))
             return served
+
+    def _observe(self, inputs: int, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.batch_size.observe(inputs)
+            self.metrics.forward.observe(seconds)

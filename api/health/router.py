@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from api.deps import SettingsDep
+from api.deps import PrincipalDep, SettingsDep
+from api.errors import ERROR_RESPONSES, NotFound
 from core.store.broker import client
 from core.store.db import get_engine
 
@@ -17,6 +19,15 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """Answer while the process is alive."""
     return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response, tags=["operators"],
+            responses={200: {"content": {"text/plain": {}}}, **ERROR_RESPONSES})  # fmt: skip
+def metrics(request: Request, principal: PrincipalDep) -> Response:
+    """Prometheus metrics (admin key: they span every tenant)."""
+    if not principal.is_admin:
+        raise NotFound("not found")
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

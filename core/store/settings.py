@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=100, description="Deliveries of a job before a stale one is failed.")
     progress_interval_s: float = Field(2.0, ge=0, le=600, description="Most one progress write per this interval.")
     job_time_limit_s: int = Field(24 * 3600, ge=10, description="Hard time limit of one training job.")
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Workers serve Prometheus metrics on this port (0: off)."
+    )
     auto_device_queue: str = Field("cpu", pattern="^(cpu|gpu)$", description="Queue of jobs with device 'auto'.")
     admin_key: SecretStr | None = Field(None, description="Bootstrap admin key created at start if set.")
     rate_jobs_per_min: int = Field(60, ge=1, description="Job submissions per key per minute.")

@@ -12,6 +12,7 @@ import openai
 import pytest
 import torch
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import RunConfig
 from core.data import Records
@@ -143,3 +144,28 @@ def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, k
     batcher = next(iter(app.state.model_cache.models.values())).batcher  # wait 50 ms: concurrent calls meet
     assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == len(rows)
     assert torch.allclose(torch.tensor(out), embedder.embed(np.array(rows, dtype=np.float32)), atol=1e-5)
+
+
+def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, keys) -> None:
+    name, _ = trained_model(settings, client, auth, "vectors")
+    for _ in range(3):
+        assert (
+            client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.1] * 6]}).status_code == 200
+        )
+    assert client.get("/metrics", headers=auth).status_code == 404  # tenants do not see operator metrics
+    admin = {"Authorization": f"Bearer {keys.make('ops', admin=True)}"}
+    response = client.get("/metrics", headers=admin)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'embedtrain_http_requests_total{method="POST",route="/v1/embeddings",status="200"} 3.0' in text
+    assert 'embedtrain_http_request_seconds_bucket{le="0.001",method="POST",route="/v1/embeddings"}' in text
+    jobs = {
+        sample.labels["status"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "embedtrain_jobs"
+        for sample in family.samples
+    }
+    assert jobs["succeeded"] >= 1 and set(jobs) == {"queued", "running", "succeeded", "failed", "cancelled"}
+    assert 'embedtrain_model_cache_total{result="miss"} 1.0' in text
+    assert 'embedtrain_model_cache_total{result="hit"} 2.0' in text
+    assert "embedtrain_embedding_batch_size_count 3.0" in text

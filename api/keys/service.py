@@ -1,0 +1,29 @@
+"""Key rules: admins create keys for any owner; a key can be revoked by an admin or by its own owner."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from api.errors import NotFound
+from api.keys.schemas import KeyCreate
+from core.store.keys import Principal, create_key, revoke_key
+from core.store.tables import ApiKey
+
+
+def create(session: Session, principal: Principal, body: KeyCreate) -> tuple[ApiKey, str]:
+    """A new key (admins only; others see 404, as for anything they may not touch)."""
+    if not principal.is_admin:
+        raise NotFound("not found")
+    row, key = create_key(session, body.owner, body.name, is_admin=body.admin)
+    session.commit()
+    return row, key
+
+
+def revoke(session: Session, principal: Principal, key_id: str) -> ApiKey:
+    """Revoke a key by id or prefix."""
+    row = session.query(ApiKey).filter((ApiKey.id == key_id) | (ApiKey.prefix == key_id)).one_or_none()
+    if row is None or (row.owner != principal.owner and not principal.is_admin):
+        raise NotFound(f"key {key_id} not found", field="key_id")
+    revoke_key(session, row.id)
+    session.commit()
+    return row

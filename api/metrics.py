@@ -1,0 +1,67 @@
+"""Prometheus metrics of an API process: requests, jobs by state, queue depth, training speed, embeddings.
+
+Request counters and histograms are filled by the request middleware and the embedding batcher; job states,
+queue depth and per-job samples/s are read from the database when Prometheus scrapes (the database is the
+source of truth, so every API replica reports the same values for them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from core.store.db import session_factory
+from core.store.settings import Settings
+from core.store.tables import Job
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class JobCollector:
+    """Collects job-derived gauges from the database at scrape time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        by_state = GaugeMetricFamily("embedtrain_jobs", "Jobs by state.", labels=["status"])
+        depth = GaugeMetricFamily("embedtrain_queue_depth", "Queued jobs per queue (database view).", labels=["queue"])
+        speed = GaugeMetricFamily("embedtrain_job_samples_per_second", "Training samples/s of each running job.",
+                                  labels=["job_id", "worker"])  # fmt: skip
+        with session_factory(self.settings)() as session:
+            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            queues = session.execute(select(Job.queue, func.count()).where(Job.status == "queued").group_by(Job.queue))
+            running = session.execute(select(Job.id, Job.worker, Job.samples_per_s).where(Job.status == "running"))
+            for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+                by_state.add_metric([status], counts.get(status, 0))
+            for queue, count in queues:
+                depth.add_metric([queue], count)
+            for job_id, worker, rate in running:
+                speed.add_metric([job_id, worker or ""], rate or 0.0)
+        yield from (by_state, depth, speed)
+
+
+class Metrics:
+    """The metrics of one app instance, in their own registry (so tests can build several apps)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("embedtrain_http_requests", "HTTP requests.", ["method", "route", "status"],
+                                registry=self.registry)  # fmt: skip
+        self.latency = Histogram("embedtrain_http_request_seconds", "HTTP request latency.", ["method", "route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.batch_size = Histogram("embedtrain_embedding_batch_size", "Inputs per shared forward pass.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)  # fmt: skip
+        self.forward = Histogram("embedtrain_embedding_forward_seconds", "Duration of one forward pass.",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.cache = Counter("embedtrain_model_cache", "Model cache lookups.", ["result"], registry=self.registry)
+        self.loaded = Gauge("embedtrain_models_loaded", "Deployed models held in memory.", registry=self.registry)
+        self.registry.register(JobCollector(settings))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

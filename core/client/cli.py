@@ -1,0 +1,246 @@
+"""``embedtrain``: the command line over the REST API (typer + rich), built on :class:`core.client.Client`.
+
+The URL and key come from EMBEDTRAIN_URL / EMBEDTRAIN_API_KEY or ``~/.config/embedtrain/config.toml``
+(``url = "..."``, ``api_key = "..."``); ``--url`` and ``--key`` override both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core.client.client import ApiError, Client
+
+app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
+                  no_args_is_help=True)  # fmt: skip
+datasets = typer.Typer(help="Upload and list datasets.", no_args_is_help=True)
+jobs = typer.Typer(help="Submit, list, show, cancel and watch training jobs.", no_args_is_help=True)
+models = typer.Typer(help="Register, deploy and list models.", no_args_is_help=True)
+keys = typer.Typer(help="Create and revoke API keys (creating needs an admin key).", no_args_is_help=True)
+for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
+    app.add_typer(sub, name=name)
+
+console = Console()
+state: dict[str, str | None] = {"url": None, "key": None}
+
+
+@app.callback()
+def main(
+    url: str | None = typer.Option(None, help="Service URL (default: EMBEDTRAIN_URL or the config file)."),
+    key: str | None = typer.Option(None, help="API key (default: EMBEDTRAIN_API_KEY or the config file)."),
+) -> None:
+    state.update(url=url, key=key)
+
+
+def client() -> Client:
+    return Client(state["url"], state["key"])
+
+
+def fail(error: ApiError) -> None:
+    console.print(f"[red]error[/red] {error}")
+    raise typer.Exit(1)
+
+
+def _table(*columns: str) -> Table:
+    """A table whose id columns are never cut (people copy them into the next command)."""
+    table = Table()
+    for column in columns:
+        if column in ("id", "job"):
+            table.add_column(column, no_wrap=True, min_width=32)
+        else:
+            table.add_column(column)
+    return table
+
+
+def show(data: object) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+@datasets.command("upload")
+def datasets_upload(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False),
+    modality: str = typer.Option(..., help="text, vectors or image"),
+    name: str | None = typer.Option(None),
+    format: str | None = typer.Option(None, help="Defaults to the file's extension."),
+) -> None:
+    """Upload a dataset file."""
+    try:
+        show(client().upload_dataset(path, modality, name, format))
+    except ApiError as error:
+        fail(error)
+
+
+@datasets.command("list")
+def datasets_list() -> None:
+    """List datasets."""
+    try:
+        page = client().list_datasets()
+    except ApiError as error:
+        fail(error)
+    table = _table("id", "name", "modality", "records", "labels", "created")
+    for d in page["items"]:
+        table.add_row(
+            d["id"], d["name"], d["modality"], str(d["num_records"]), str(d["num_labels"] or ""), d["created_at"][:19]
+        )
+    console.print(table)
+
+
+@jobs.command("submit")
+def jobs_submit(
+    dataset: str = typer.Option(..., help="Dataset id."),
+    config: Path = typer.Option(..., exists=True, help="Run config as a JSON file."),
+    name: str = typer.Option("job"),
+    idempotency_key: str | None = typer.Option(None, help="Retrying with the same key creates one job."),
+) -> None:
+    """Submit a training job."""
+    try:
+        show(client().submit_job(dataset, json.loads(config.read_text()), name, idempotency_key))
+    except ApiError as error:
+        fail(error)
+
+
+@jobs.command("list")
+def jobs_list(status: str | None = typer.Option(None)) -> None:
+    """List jobs."""
+    try:
+        page = client().list_jobs(status)
+    except ApiError as error:
+        fail(error)
+    table = _table("id", "name", "status", "progress", "samples/s", "created")
+    for j in page["items"]:
+        rate = j["progress"]["samples_per_s"]
+        table.add_row(j["id"], j["name"], j["status"], f"{j['progress']['fraction']:.0%}",
+                      f"{rate:.0f}" if rate else "", j["created_at"][:19])  # fmt: skip
+    console.print(table)
+
+
+@jobs.command("show")
+def jobs_show(job_id: str) -> None:
+    """Show a job."""
+    try:
+        show(client().get_job(job_id))
+    except ApiError as error:
+        fail(error)
+
+
+@jobs.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job."""
+    try:
+        show(client().cancel_job(job_id))
+    except ApiError as error:
+        fail(error)
+
+
+@jobs.command("watch")
+def jobs_watch(job_id: str, poll: float = typer.Option(1.0, help="Seconds between polls.")) -> None:
+    """Follow a job with a live progress bar (loss, samples/s, ETA) until it ends."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+               TextColumn("loss {task.fields[loss]}  {task.fields[rate]} samples/s"))  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(job_id[:8], total=None, loss="-", rate="-")
+
+        def update(job: dict) -> None:
+            p, loss = job["progress"], job["metrics"].get("loss")
+            progress.update(task, total=p["total_steps"] or None, completed=p["step"], description=job["status"],
+                            loss=f"{loss:.4f}" if loss is not None else "-",
+                            rate=f"{p['samples_per_s']:.0f}" if p["samples_per_s"] else "-")  # fmt: skip
+
+        try:
+            job = client().wait(job_id, poll_s=poll, on_update=update)
+        except ApiError as error:
+            fail(error)
+    console.print(f"{job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@models.command("register")
+def models_register(
+    job: str = typer.Option(..., help="Job id."),
+    name: str = typer.Option(...),
+    checkpoint: str = typer.Option("last", help="last, best, or a checkpoint id."),
+) -> None:
+    """Register a job's checkpoint as a new model version."""
+    try:
+        show(client().register_model(job, name, checkpoint))
+    except ApiError as error:
+        fail(error)
+
+
+@models.command("deploy")
+def models_deploy(name: str, version: int | None = typer.Option(None)) -> None:
+    """Deploy a model version (the newest by default)."""
+    try:
+        show(client().deploy(name, version))
+    except ApiError as error:
+        fail(error)
+
+
+@models.command("list")
+def models_list() -> None:
+    """List model versions."""
+    try:
+        rows = client().list_models()
+    except ApiError as error:
+        fail(error)
+    table = _table("name", "version", "modality", "dims", "deployed", "job")
+    for m in rows:
+        table.add_row(m["name"], str(m["version"]), m["modality"], str(m["dimensions"]), "yes" if m["deployed"] else "",
+                      m["job_id"])  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def embed(
+    texts: list[str] = typer.Argument(None, help="Texts to embed; read one per line from stdin if none."),
+    model: str = typer.Option(...),
+    dimensions: int | None = typer.Option(None),
+    output: str = typer.Option("json", help="json (to stdout) or npy (to --out)."),
+    out: Path | None = typer.Option(None, help="File for npy output."),
+) -> None:
+    """Embed texts with a deployed model."""
+    inputs = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    try:
+        vectors = client().embed(model, inputs, dimensions)
+    except ApiError as error:
+        fail(error)
+    if output == "npy":
+        if out is None:
+            buffer = io.BytesIO()
+            np.save(buffer, vectors)
+            sys.stdout.buffer.write(buffer.getvalue())
+        else:
+            np.save(out, vectors)
+    else:
+        typer.echo(json.dumps(vectors.tolist()))
+
+
+@keys.command("create")
+def keys_create(owner: str = typer.Option(...), name: str = typer.Option("default"), admin: bool = False) -> None:
+    """Create a key (shown once)."""
+    try:
+        show(client().create_key(owner, name, admin))
+    except ApiError as error:
+        fail(error)
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id or prefix."""
+    try:
+        show(client().revoke_key(key_id))
+    except ApiError as error:
+        fail(error)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,150 @@
+"""``Client``: upload, train, wait, deploy, embed over the REST API.
+
+from core.client import Client
+client = Client("http://127.0.0.1:8000", key="et_...")
+dataset = client.upload_dataset("digits.npz", modality="image")
+job = client.submit_job(dataset["id"], {"data": {"modality": "image"}, "train": {"epochs": 5}})
+job = client.wait(job["id"])
+client.register_model(job["id"], name="digits", checkpoint="best")
+client.deploy("digits")
+vectors = client.embed("digits", [png_base64])       # (n, d) numpy array
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(RuntimeError):
+    """A 4xx/5xx answer, with the service's message and the field it names."""
+
+    def __init__(self, status: int, message: str, field: str | None) -> None:
+        super().__init__(f"{status}: {message}" + (f" (field: {field})" if field else ""))
+        self.status, self.message, self.field = status, message, field
+
+
+def default_settings() -> tuple[str, str | None]:
+    """URL and key from EMBEDTRAIN_URL / EMBEDTRAIN_API_KEY, else the config file, else localhost and none."""
+    url, key = os.environ.get("EMBEDTRAIN_URL"), os.environ.get("EMBEDTRAIN_API_KEY")
+    if (url is None or key is None) and CONFIG_FILE.is_file():
+        stored = tomllib.loads(CONFIG_FILE.read_text())
+        url, key = url or stored.get("url"), key or stored.get("api_key")
+    return url or "http://127.0.0.1:8000", key
+
+
+class Client:
+    """The REST API as Python methods. Every method raises :class:`ApiError` on an error answer."""
+
+    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0) -> None:
+        default_url, default_key = default_settings()
+        headers = {"Authorization": f"Bearer {key or default_key}"} if (key or default_key) else {}
+        self.http = httpx.Client(base_url=url or default_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                raise ApiError(response.status_code, error["message"], error.get("param"))
+            except (ValueError, KeyError):
+                raise ApiError(response.status_code, response.text[:500], None) from None
+        return response.json() if response.content else None
+
+    # datasets
+    def upload_dataset(
+        self, path: str | Path, modality: str, name: str | None = None, format: str | None = None
+    ) -> dict:
+        data = {"modality": modality, **({"name": name} if name else {}), **({"format": format} if format else {})}
+        with open(path, "rb") as handle:
+            return self._call("POST", "/v1/datasets", data=data, files={"file": (Path(path).name, handle)})
+
+    def list_datasets(self, limit: int = 50, offset: int = 0) -> dict:
+        return self._call("GET", "/v1/datasets", params={"limit": limit, "offset": offset})
+
+    # jobs
+    def submit_job(self, dataset_id: str, config: dict, name: str = "job", idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/jobs", json={"dataset_id": dataset_id, "name": name, "config": config},
+                          headers=headers)  # fmt: skip
+
+    def list_jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+        params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
+        return self._call("GET", "/v1/jobs", params=params)
+
+    def get_job(self, job_id: str) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def job_metrics(self, job_id: str) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}/metrics")["series"]
+
+    def job_checkpoints(self, job_id: str) -> list[dict]:
+        return self._call("GET", f"/v1/jobs/{job_id}/checkpoints")
+
+    def job_events(self, job_id: str) -> list[dict]:
+        return self._call("GET", f"/v1/jobs/{job_id}/events")
+
+    def wait(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
+             on_update: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
+        """Poll until the job ends; ``on_update`` sees every poll."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get_job(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    # models
+    def register_model(self, job_id: str, name: str, checkpoint: str = "last") -> dict:
+        return self._call("POST", "/v1/models", json={"job_id": job_id, "name": name, "checkpoint": checkpoint})
+
+    def deploy(self, name: str, version: int | None = None) -> dict:
+        return self._call("POST", f"/v1/models/{name}/deploy", json={"version": version} if version else None)
+
+    def undeploy(self, name: str) -> list[dict]:
+        return self._call("POST", f"/v1/models/{name}/undeploy")
+
+    def list_models(self) -> list[dict]:
+        return self._call("GET", "/v1/models")
+
+    # embeddings
+    def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None) -> np.ndarray:
+        """(n, d) float32 embeddings (sent as base64 float32, as OpenAI's client does)."""
+        body = {"model": model, "input": inputs, "encoding_format": "base64",
+                **({"dimensions": dimensions} if dimensions else {})}  # fmt: skip
+        data = self._call("POST", "/v1/embeddings", json=body)["data"]
+        return np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data])
+
+    # keys
+    def create_key(self, owner: str, name: str = "default", admin: bool = False) -> dict:
+        return self._call("POST", "/v1/keys", json={"owner": owner, "name": name, "admin": admin})
+
+    def revoke_key(self, key_id: str) -> dict:
+        return self._call("DELETE", f"/v1/keys/{key_id}")

@@ -1,0 +1,82 @@
+"""The `embedtrain` CLI and the Python client against a live server and a real worker."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from core.client import ApiError, Client
+from core.client.cli import app
+from tests.api.test_embeddings import LiveServer
+from tests.worker.test_job_lifecycle import vector_config, vectors_csv
+
+
+@pytest.mark.slow
+def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    data = tmp_path / "v.csv"
+    data.write_bytes(vectors_csv(n=96))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(vector_config(epochs=2)))
+    with LiveServer(client.app) as base:
+        cli = ["--url", base, "--key", key]
+
+        def run(*args: str, code: int = 0, stdin: str | None = None) -> str:
+            result = runner.invoke(app, [*cli, *args], input=stdin)
+            assert result.exit_code == code, (args, result.output)
+            return result.output
+
+        dataset = json.loads(run("datasets", "upload", str(data), "--modality", "vectors"))
+        assert dataset["num_records"] == 96
+        assert dataset["id"] in run("datasets", "list")
+        job = json.loads(run("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), "--name", "cli"))
+        watched = run("jobs", "watch", job["id"], "--poll", "0.3")
+        assert f"{job['id']} succeeded" in watched and "loss" in watched
+        assert "succeeded" in run("jobs", "list", "--status", "succeeded")
+        assert json.loads(run("jobs", "show", job["id"]))["status"] == "succeeded"
+        model = json.loads(run("models", "register", "--job", job["id"], "--name", "cli-model"))
+        assert model["version"] == 1
+        assert json.loads(run("models", "deploy", "cli-model"))["deployed"] is True
+        assert "cli-model" in run("models", "list")
+        # vector models take numeric lists: use the Python client for those, the CLI's embed is for text
+        with Client(base, key) as python_client:
+            vectors = python_client.embed("cli-model", [[0.1] * 8, [0.2] * 8], dimensions=4)
+            assert vectors.shape == (2, 4) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+            with pytest.raises(ApiError) as refused:
+                python_client.embed("cli-model", "a text")
+            assert refused.value.status == 422 and refused.value.field == "input"
+        error = run("embed", "--model", "no-such-model", "hello", code=1)
+        assert "404" in error and "no deployed model" in error
+        # keys: only admins create; anyone can revoke their own
+        assert "404" in run("keys", "create", "--owner", "x", code=1)
+        admin = keys.make("cli-admin", admin=True)
+        created = json.loads(
+            runner.invoke(app, ["--url", base, "--key", admin, "keys", "create", "--owner", "bob"]).output
+        )
+        assert created["key"].startswith("et_") and created["owner"] == "bob"
+        revoked = json.loads(
+            runner.invoke(app, ["--url", base, "--key", created["key"], "keys", "revoke", created["id"]]).output
+        )
+        assert revoked["revoked_at"] is not None
+
+
+def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> None:
+    from tests.api.test_embeddings import trained_model
+
+    name, embedder = trained_model(settings, client, auth, "text")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base:
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "hello", "world"])
+        assert out.exit_code == 0, out.output
+        vectors = np.array(json.loads(out.output))
+        assert np.allclose(vectors, embedder.embed(["hello", "world"]).numpy(), atol=1e-5)
+        target = tmp_path / "e.npy"
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "npy", "--out",
+                                  str(target)], input="first line\nsecond line\n")  # fmt: skip
+        assert out.exit_code == 0, out.output
+        assert np.load(target).shape == (2, 32)
