@@ -39,6 +39,7 @@ services:
 	@bash .ci/services.sh
 
 test: install-dev services
+	bash .ci/browser.sh
 	$(BIN)/python -m pytest -q --timeout 900 $(PYTEST_ARGS)
 
 bench: install

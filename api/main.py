@@ -15,6 +15,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContext
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
+from api.ui.router import mount_ui
 from core.store.logs import configure_logging
 from core.store.settings import Settings, get_settings
 from core.store.storage import Storage
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.auth_cache = {}
     app.state.model_lookup = {}
+    app.state.neighbor_banks = {}
     app.state.job_limiter = RateLimiter(settings.rate_jobs_per_min)
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)
     install_error_handlers(app)
@@ -46,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     for router in (datasets_router, jobs_router, models_router, embeddings_router, keys_router):
         app.include_router(router, responses=ERROR_RESPONSES)
+    mount_ui(app)
     return app

@@ -6,9 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.jobs import service
-from api.jobs.schemas import CheckpointRead, EventRead, JobCreate, JobMetrics, JobPage, JobRead, JobStatus
+from api.jobs.schemas import (
+    CheckpointRead,
+    EventRead,
+    JobCreate,
+    JobMetrics,
+    JobPage,
+    JobRead,
+    JobStatus,
+    Projection,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -70,6 +79,21 @@ def get_checkpoints(session: SessionDep, principal: PrincipalDep, job_id: str) -
     """The job's checkpoints, by step."""
     job = service.owned_job(session, principal, job_id)
     return [CheckpointRead.model_validate(c) for c in service.checkpoints(session, job)]
+
+
+@router.get("/{job_id}/projection", response_model=Projection)
+def get_projection(
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    job_id: str,
+    checkpoint_id: str | None = None,
+    limit: Annotated[int, Query(ge=2, le=2000)] = 500,
+) -> Projection:
+    """A 2-D PCA projection of held-out embeddings at a checkpoint, with labels."""
+    job = service.owned_job(session, principal, job_id)
+    return service.projection(session, storage, settings, job, checkpoint_id, limit)
 
 
 @router.get("/{job_id}/events", response_model=list[EventRead])

@@ -83,3 +83,16 @@ class EventRead(BaseModel):
     kind: str
     message: str
     created_at: datetime
+
+
+class ProjectionPoint(BaseModel):
+    x: float
+    y: float
+    label: str | None
+
+
+class Projection(BaseModel):
+    job_id: str
+    checkpoint_id: str
+    step: int
+    points: list[ProjectionPoint]

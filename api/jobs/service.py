@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.datasets.service import owned_dataset
 from api.errors import Invalid, NotFound
-from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress
+from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
+from core.config import RunConfig
+from core.data.readers import ReadLimits, read_records
+from core.inference import Embedder
+from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
 from core.store.jobs import add_event, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
-from core.store.tables import Checkpoint, Job, JobEvent, Metric
+from core.store.storage import Storage
+from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric
 
 log = logging.getLogger("embedtrain.api")
 
@@ -140,3 +146,30 @@ def to_read(job: Job) -> JobRead:
         cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at,
     )  # fmt: skip
+
+
+def projection(session: Session, storage: Storage, settings: Settings, job: Job, checkpoint_id: str | None,
+               limit: int) -> Projection:  # fmt: skip
+    """A 2-D PCA picture of held-out embeddings at a checkpoint (the last by default), coloured by label."""
+    rows = checkpoints(session, job)
+    if not rows:
+        raise Invalid(f"job {job.id} has no checkpoint yet", field="checkpoint_id")
+    chosen = rows[-1] if checkpoint_id is None else next((c for c in rows if c.id == checkpoint_id), None)
+    if chosen is None:
+        raise NotFound(f"checkpoint {checkpoint_id} not found in job {job.id}", field="checkpoint_id")
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+    if dataset is None:
+        raise Invalid("the job's dataset was deleted", field="job_id")
+    config = RunConfig.model_validate(job.config)
+    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
+    records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
+    _, held_out = records.split(config.data.val_fraction, config.train.seed)
+    sample = held_out if held_out is not None else records
+    sample = sample.take(np.arange(min(limit, len(sample))))
+    xy = project_2d(embed_records(Embedder(storage.path(chosen.storage_key)), sample))
+    names = sample.label_names or []
+    labels = [names[i] if i < len(names) else str(i) for i in sample.labels] if sample.labels is not None else None
+    points = [
+        ProjectionPoint(x=float(x), y=float(y), label=labels[n] if labels else None) for n, (x, y) in enumerate(xy)
+    ]
+    return Projection(job_id=job.id, checkpoint_id=chosen.id, step=chosen.step, points=points)

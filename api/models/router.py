@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from api.deps import PrincipalDep, SessionDep, StorageDep
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.models import service
-from api.models.schemas import ModelCreate, ModelDeploy, ModelRead
+from api.models.schemas import ModelCreate, ModelDeploy, ModelRead, Neighbor, NeighborQuery
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -27,6 +27,16 @@ def list_models(session: SessionDep, principal: PrincipalDep) -> list[ModelRead]
 def deploy_model(session: SessionDep, principal: PrincipalDep, name: str, body: ModelDeploy | None = None) -> ModelRead:
     """Serve a version of a model (the newest by default)."""
     return ModelRead.model_validate(service.deploy(session, principal, name, body.version if body else None))
+
+
+@router.post("/{name}/neighbors", response_model=list[Neighbor])
+def model_neighbors(
+    request: Request, session: SessionDep, storage: StorageDep, settings: SettingsDep, principal: PrincipalDep,
+    name: str, body: NeighborQuery,
+) -> list[Neighbor]:  # fmt: skip
+    """Embed a text and return its nearest records of the model's training dataset."""
+    return service.neighbors(session, storage, settings, principal, name, body.input, body.k,
+                             request.app.state.neighbor_banks)  # fmt: skip
 
 
 @router.post("/{name}/undeploy", response_model=list[ModelRead])

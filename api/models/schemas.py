@@ -34,3 +34,17 @@ class ModelRead(BaseModel):
     deployed: bool
     created_at: datetime
     deployed_at: datetime | None
+
+
+class NeighborQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, max_length=32_768, description="A text (text models).")
+    k: int = Field(5, ge=1, le=50)
+
+
+class Neighbor(BaseModel):
+    index: int
+    score: float
+    text: str | None
+    label: str | None

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
 from api.jobs.service import owned_job
-from api.models.schemas import ModelCreate
+from api.models.schemas import ModelCreate, Neighbor
+from core.data.readers import ReadLimits, read_records
 from core.inference import Embedder
+from core.inspect import embed_records, nearest
 from core.store.keys import Principal
+from core.store.settings import Settings
 from core.store.storage import Storage
-from core.store.tables import Checkpoint, ModelVersion, utcnow
+from core.store.tables import Checkpoint, Dataset, Job, ModelVersion, utcnow
 
 
 def _pick_checkpoint(session: Session, job_id: str, which: str) -> Checkpoint:
@@ -100,3 +104,37 @@ def deployed_version(session: Session, principal: Principal, name: str) -> tuple
         raise NotFound(f"no deployed model named {name!r}; register it and POST /v1/models/{name}/deploy",
                        field="model")  # fmt: skip
     return own[0], own[1]
+
+
+def neighbors(
+    session: Session, storage: Storage, settings: Settings, principal: Principal, name: str, query: str, k: int,
+    banks: dict,
+) -> list[Neighbor]:  # fmt: skip
+    """The records of the model's training dataset nearest to ``query`` (text models; first 2,000 records)."""
+    version, key = deployed_version(session, principal, name)
+    if version.modality != "text":
+        raise Invalid("neighbours are offered for text models", field="name")
+    if version.id not in banks:
+        if len(banks) >= settings.model_cache_size:  # bounded like the model cache
+            banks.clear()
+        job = session.get(Job, version.job_id)
+        dataset = session.get(Dataset, job.dataset_id) if job and job.dataset_id else None
+        if dataset is None:
+            raise Invalid("the model's dataset was deleted", field="name")
+        limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
+        records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
+        records = records.take(np.arange(min(2000, len(records))))
+        embedder = Embedder(storage.path(key))
+        banks[version.id] = (records, embed_records(embedder, records), embedder)
+    records, bank, embedder = banks[version.id]
+    hits = nearest(embedder.embed([query]).numpy()[0], bank, k)
+    names = records.label_names or []
+    return [
+        Neighbor(
+            index=i,
+            score=score,
+            text=records.texts[i],
+            label=names[records.labels[i]] if records.labels is not None else None,
+        )  # fmt: skip
+        for i, score in hits
+    ]

@@ -1,0 +1,224 @@
+// The embedtrain dashboard: plain JavaScript over the REST API, charts drawn as SVG (works offline).
+"use strict";
+
+const view = document.getElementById("view");
+const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#a16207", "#475569"];
+let timer = null;
+
+function key() { return sessionStorage.getItem("embedtrain-key"); }
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${key()}`, ...(options.headers || {}) };
+  if (options.json !== undefined) { headers["Content-Type"] = "application/json"; options.body = JSON.stringify(options.json); }
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) { sessionStorage.removeItem("embedtrain-key"); showLogin("the key was refused"); throw new Error("401"); }
+  const body = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+function fmt(x, digits = 3) { return x === null || x === undefined ? "" : Number(x).toFixed(digits); }
+function eta(s) { if (!s) return ""; const m = Math.floor(s / 60); return m ? `${m} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`; }
+
+// ---- charts ---------------------------------------------------------------------------------------------
+function lineChart(title, series, testid) {
+  const names = Object.keys(series).filter((n) => series[n] && series[n].length);
+  const card = el("div", { class: "card" }, el("h3", {}, title));
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 400 200");
+  svg.setAttribute("data-testid", testid);
+  const all = names.flatMap((n) => series[n]);
+  svg.setAttribute("data-points", String(all.length));
+  card.append(svg);
+  if (!all.length) { card.append(el("p", {}, "no data yet")); return card; }
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const sx = (x) => 40 + (x1 === x0 ? 0 : (x - x0) / (x1 - x0)) * 350;
+  const sy = (y) => 180 - (y1 === y0 ? 0.5 : (y - y0) / (y1 - y0)) * 165;
+  for (const [text, x, y] of [[fmt(y1), 2, 18], [fmt(y0), 2, 182], [String(x0), 40, 197], [String(x1), 360, 197]]) {
+    const t = document.createElementNS(svgNS, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "10"); t.textContent = text; svg.append(t);
+  }
+  const legend = el("div", { class: "legend" });
+  names.forEach((name, i) => {
+    const line = document.createElementNS(svgNS, "polyline");
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", COLORS[i % COLORS.length]); line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("points", series[name].map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "));
+    svg.append(line);
+    legend.append(el("span", { style: `color:${COLORS[i % COLORS.length]}` }, `■ ${name}`));
+  });
+  card.append(legend);
+  return card;
+}
+
+function scatter(points, testid) {
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("class", "chart"); svg.setAttribute("viewBox", "0 0 400 300"); svg.setAttribute("style", "height:300px");
+  svg.setAttribute("data-testid", testid); svg.setAttribute("data-points", String(points.length));
+  if (!points.length) return svg;
+  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const labels = [...new Set(points.map((p) => p.label))];
+  for (const p of points) {
+    const c = document.createElementNS(svgNS, "circle");
+    c.setAttribute("cx", (10 + (p.x - x0) / ((x1 - x0) || 1) * 380).toFixed(1));
+    c.setAttribute("cy", (290 - (p.y - y0) / ((y1 - y0) || 1) * 280).toFixed(1));
+    c.setAttribute("r", "2.5"); c.setAttribute("fill", COLORS[labels.indexOf(p.label) % COLORS.length]);
+    svg.append(c);
+  }
+  return svg;
+}
+
+function series(metrics, name) { return (metrics[name] || []).map((p) => [p.step, p.value]); }
+
+// ---- pages ----------------------------------------------------------------------------------------------
+async function jobsPage() {
+  const page = await api("/v1/jobs?limit=100");
+  const table = el("table", { "data-testid": "jobs" },
+    el("tr", {}, ...["name", "status", "dataset", "progress", "samples/s", "ETA", "created"].map((h) => el("th", {}, h))));
+  for (const j of page.items) {
+    const bar = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(j.progress.fraction * 100)}%` }));
+    table.append(el("tr", { "data-job": j.id },
+      el("td", {}, el("a", { href: `#/jobs/${j.id}` }, j.name)), el("td", { class: `status-${j.status}` }, j.status),
+      el("td", {}, j.dataset_id ? j.dataset_id.slice(0, 8) : ""), el("td", {}, bar, ` ${Math.round(j.progress.fraction * 100)}%`),
+      el("td", {}, j.progress.samples_per_s ? Math.round(j.progress.samples_per_s) : ""), el("td", {}, eta(j.progress.eta_s)),
+      el("td", {}, j.created_at.slice(0, 19).replace("T", " "))));
+  }
+  view.replaceChildren(el("h2", {}, `Jobs (${page.total})`), table);
+  timer = setTimeout(route, 2000);  // live refresh without a page reload
+}
+
+async function jobPage(id) {
+  const [job, metrics, checkpoints, events] = await Promise.all([
+    api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics`).then((m) => m.series),
+    api(`/v1/jobs/${id}/checkpoints`), api(`/v1/jobs/${id}/events`)]);
+  const head = el("div", {},
+    el("h2", {}, `${job.name} `, el("span", { class: `status-${job.status}`, "data-testid": "job-status" }, job.status)),
+    el("p", {}, `step ${job.progress.step} / ${job.progress.total_steps} · epoch ${job.progress.epoch} · attempts ${job.attempts}`,
+      job.error ? el("span", { class: "error" }, ` · ${job.error}`) : ""));
+  if (job.status === "queued" || job.status === "running") {
+    head.append(el("button", { "data-testid": "cancel", onclick: async () => { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); route(); } }, "Cancel"));
+  }
+  const charts = el("div", { class: "grid" },
+    lineChart("Loss", { loss: series(metrics, "loss"), val_loss: series(metrics, "val_loss") }, "chart-loss"),
+    lineChart("Learning rate", { lr: series(metrics, "lr") }, "chart-lr"),
+    lineChart("Temperature", { temperature: series(metrics, "temperature") }, "chart-temperature"),
+    lineChart("Alignment and uniformity (per epoch)", { alignment: series(metrics, "alignment"), uniformity: series(metrics, "uniformity") }, "chart-geometry"),
+    lineChart("k-NN and linear probe top-1 (per epoch)", { knn_top1: series(metrics, "knn_top1"), linear_probe_top1: series(metrics, "linear_probe_top1") }, "chart-accuracy"),
+    lineChart("Negative similarity diagnostics", { pos_sim_mean: series(metrics, "pos_sim_mean"), neg_sim_mean: series(metrics, "neg_sim_mean"), neg_sim_max: series(metrics, "neg_sim_max") }, "chart-diagnostics"),
+    lineChart("Entropy of the weights on negatives", { neg_weight_entropy_ratio: series(metrics, "neg_weight_entropy_ratio") }, "chart-entropy"));
+  const ckTable = el("table", { "data-testid": "checkpoints" }, el("tr", {}, el("th", {}, "step"), el("th", {}, "k-NN"), el("th", {}, "")));
+  for (const c of checkpoints) {
+    const name = el("input", { placeholder: "model name", size: "16", "data-testid": `model-name-${c.step}` });
+    ckTable.append(el("tr", {}, el("td", {}, c.step), el("td", {}, fmt(c.metrics.knn_top1)),
+      el("td", {}, name, el("button", { "data-testid": `register-${c.step}`, onclick: async () => {
+        const m = await api("/v1/models", { method: "POST", json: { job_id: id, checkpoint: c.id, name: name.value } });
+        alertText(`registered ${m.name} v${m.version}`);
+      } }, "Register model"))));
+  }
+  const picture = el("div", { class: "card" }, el("h3", {}, "Embedding picture (PCA of held-out records)"));
+  if (checkpoints.length) {
+    const select = el("select", { "data-testid": "projection-checkpoint" }, ...checkpoints.map((c) => el("option", { value: c.id }, `step ${c.step}`)));
+    select.value = checkpoints[checkpoints.length - 1].id;
+    const holder = el("div");
+    const draw = async () => { const p = await api(`/v1/jobs/${id}/projection?checkpoint_id=${select.value}&limit=400`); holder.replaceChildren(scatter(p.points, "projection")); };
+    select.addEventListener("change", draw);
+    picture.append(select, holder);
+    draw();
+  }
+  const eventList = el("ol", { "data-testid": "events" }, ...events.map((e) => el("li", {}, `${e.created_at.slice(11, 19)} ${e.kind} ${e.message}`)));
+  view.replaceChildren(head, charts, el("h3", {}, "Checkpoints"), ckTable, picture, el("h3", {}, "Events"), eventList, el("p", { id: "notice" }));
+  if (job.status === "queued" || job.status === "running") timer = setTimeout(route, 2000);
+}
+
+function alertText(text) { const n = document.getElementById("notice"); if (n) n.textContent = text; }
+
+async function newJobPage() {
+  const datasets = await api("/v1/datasets?limit=200");
+  const select = el("select", { id: "dataset", "data-testid": "dataset" }, ...datasets.items.map((d) => el("option", { value: d.id, "data-modality": d.modality }, `${d.name} (${d.modality}, ${d.num_records})`)));
+  const name = el("input", { id: "job-name", value: "job", "data-testid": "job-name" });
+  const config = el("textarea", { id: "config", rows: "14", "data-testid": "config" });
+  const setDefault = () => {
+    const modality = select.selectedOptions[0] ? select.selectedOptions[0].dataset.modality : "vectors";
+    config.value = JSON.stringify({ data: { modality, val_fraction: 0.2 }, train: { epochs: 5, batch_size: 64 } }, null, 2);
+  };
+  select.addEventListener("change", setDefault); setDefault();
+  const error = el("p", { class: "error", "data-testid": "submit-error" });
+  const submit = el("button", { "data-testid": "submit", onclick: async () => {
+    try {
+      const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: select.value, name: name.value, config: JSON.parse(config.value) } });
+      location.hash = `#/jobs/${job.id}`;
+    } catch (e) { error.textContent = e.message; }
+  } }, "Submit job");
+  view.replaceChildren(el("h2", {}, "New training job"), el("p", {}, "Dataset ", select), el("p", {}, "Name ", name),
+    el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
+}
+
+async function modelsPage() {
+  const models = await api("/v1/models");
+  const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
+  for (const m of models) {
+    const action = m.deployed
+      ? el("button", { onclick: async () => { await api(`/v1/models/${m.name}/undeploy`, { method: "POST" }); route(); } }, "Undeploy")
+      : el("button", { onclick: async () => { await api(`/v1/models/${m.name}/deploy`, { method: "POST", json: { version: m.version } }); route(); } }, "Deploy");
+    table.append(el("tr", {}, el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.modality), el("td", {}, m.dimensions),
+      el("td", {}, m.deployed ? "yes" : ""), el("td", {}, action)));
+  }
+  const deployedText = models.filter((m) => m.deployed && m.modality === "text");
+  const tryIt = el("div", { class: "card" }, el("h3", {}, "Try it: nearest records of the training data"));
+  if (deployedText.length) {
+    const which = el("select", {}, ...deployedText.map((m) => el("option", { value: m.name }, m.name)));
+    const text = el("input", { size: "50", placeholder: "a text" });
+    const out = el("ol");
+    tryIt.append(which, text, el("button", { onclick: async () => {
+      const hits = await api(`/v1/models/${which.value}/neighbors`, { method: "POST", json: { input: text.value, k: 5 } });
+      out.replaceChildren(...hits.map((h) => el("li", {}, `${fmt(h.score)} ${h.text}${h.label ? ` [${h.label}]` : ""}`)));
+    } }, "Embed"), out);
+  } else tryIt.append(el("p", {}, "Deploy a text model to try it here."));
+  view.replaceChildren(el("h2", {}, "Models"), table, tryIt);
+}
+
+// ---- routing and login ----------------------------------------------------------------------------------
+function showLogin(message = "") {
+  document.getElementById("login").hidden = false;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("login-error").textContent = message;
+  view.replaceChildren();
+}
+
+async function route() {
+  clearTimeout(timer);
+  if (!key()) return showLogin();
+  document.getElementById("login").hidden = true;
+  document.getElementById("logout").hidden = false;
+  const hash = location.hash || "#/jobs";
+  try {
+    if (hash.startsWith("#/jobs/")) await jobPage(hash.slice(7));
+    else if (hash === "#/new") await newJobPage();
+    else if (hash === "#/models") await modelsPage();
+    else await jobsPage();
+  } catch (e) {
+    if (e.message !== "401") view.replaceChildren(el("p", { class: "error" }, e.message));
+  }
+}
+
+document.getElementById("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("embedtrain-key", document.getElementById("key").value.trim());
+  route();
+});
+document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem("embedtrain-key"); showLogin(); });
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,70 @@
+"""The dashboard in a real browser: headless Debian Chromium driven by Playwright (no browser download)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.api.test_embeddings import LiveServer
+from tests.worker.test_job_lifecycle import upload, vectors_csv
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, worker) -> None:
+    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    key = auth["Authorization"].removeprefix("Bearer ")
+    dataset = upload(client, auth, vectors_csv(n=160))
+    config = {
+        "data": {"modality": "vectors", "val_fraction": 0.2},
+        "model": {"kind": "mlp", "hidden_dim": 32, "output_dim": 16},
+        "eval": {"knn_k": 5, "linear_probe": False},
+        "train": {"epochs": 3, "batch_size": 16, "checkpoint_every_steps": 8},
+    }
+    with LiveServer(client.app) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(f"{base}/ui")
+            page.fill("#key", key)
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("[data-testid=jobs]")).to_be_visible()
+            assert key not in page.url
+
+            page.goto(f"{base}/ui/index.html#/new")
+            page.select_option("[data-testid=dataset]", dataset["id"])
+            page.fill("[data-testid=job-name]", "from-the-ui")
+            page.fill("[data-testid=config]", json.dumps(config))
+            page.click("[data-testid=submit]")
+            status = page.locator("[data-testid=job-status]")
+            expect(status).to_have_text("succeeded", timeout=120_000)  # the page refreshes itself while running
+            page.reload()
+            for chart in ("chart-loss", "chart-lr", "chart-temperature", "chart-geometry", "chart-accuracy",
+                          "chart-diagnostics"):  # fmt: skip
+                points = int(page.locator(f"[data-testid={chart}]").get_attribute("data-points"))
+                assert points > 0, chart
+            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
+            assert page.locator("[data-testid=events] li").count() >= 3
+            page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
+
+            page.fill("[data-testid=model-name-24]", "ui-model")
+            page.click("[data-testid=register-24]")
+            expect(page.locator("#notice")).to_have_text("registered ui-model v1")
+            page.goto(f"{base}/ui/index.html#/models")
+            expect(page.locator("[data-testid=models]")).to_contain_text("ui-model")
+            page.click("[data-testid=models] button:has-text('Deploy')")
+            expect(page.locator("[data-testid=models]")).to_contain_text("yes")
+            page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+
+            page.goto(f"{base}/ui/index.html#/jobs")
+            expect(page.locator("[data-testid=jobs]")).to_contain_text("from-the-ui")
+            page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
+        finally:
+            browser.close()
