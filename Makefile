@@ -44,7 +44,13 @@ test: install-dev services
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip download -q --no-deps -d bench/.cache lightly==1.6.0
+	bash .ci/wrk.sh
 	$(BIN)/python bench/loss.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/api.py
+	$(BIN)/python bench/report.py
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

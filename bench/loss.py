@@ -4,8 +4,8 @@
     python bench/loss.py --sizes 1024 4096 --impls ours_dense ours_chunked
 
 Implementations: this project's dense and chunked paths, the usual hand-written loss (similarity matrix,
-masked diagonal, cross-entropy over 2N rows), and pytorch-metric-learning's ``NTXentLoss`` when the optional
-``bench`` extra is installed. Each child caps its address space at ``--cap-gib`` more than it started with;
+masked diagonal, cross-entropy over 2N rows), pytorch-metric-learning's ``NTXentLoss`` (the optional ``bench``
+extra) and lightly's ``NTXentLoss`` (its module loaded from the wheel, see ``_load_lightly_ntxent``). Each child caps its address space at ``--cap-gib`` more than it started with;
 an allocation past the cap is reported as ``oom``. Peak memory is the child's peak RSS minus its RSS before the
 loss ran (inputs already allocated). Writes JSON to ``bench/results/loss.json`` and prints a table.
 """
@@ -24,7 +24,52 @@ from pathlib import Path
 
 D = 128
 SIZES = [256, 1024, 4096, 8192, 16384, 32768]
-IMPLS = ["ours_dense", "ours_chunked", "handwritten", "pytorch_metric_learning"]
+IMPLS = ["ours_dense", "ours_chunked", "handwritten", "pytorch_metric_learning", "lightly"]
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def _load_lightly_ntxent():
+    """lightly's NTXentLoss from its wheel (``make bench`` fetches it with --no-deps), without its package.
+
+    ``lightly.loss`` imports torchvision, which has no CPU build here. ``ntx_ent_loss.py`` itself needs only
+    torch, ``lightly.utils.dist`` (torch only, loaded from the wheel) and ``MemoryBankModule``, which is used
+    only when ``memory_bank_size > 0``; that class is a placeholder here and the benchmark keeps the size 0.
+    """
+    import sys
+    import types
+    import zipfile
+
+    try:
+        from lightly.loss import NTXentLoss
+
+        return NTXentLoss
+    except ImportError:
+        pass
+    wheels = sorted(CACHE.glob("lightly-*.whl"))
+    if not wheels:
+        raise ImportError("lightly is not installed and no wheel in bench/.cache (run `make bench`)")
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        sources = {name: wheel.read(f"lightly/{name}").decode() for name in ("utils/dist.py", "loss/ntx_ent_loss.py")}
+
+    def module(name: str, source: str | None = None, **attrs):
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        sys.modules[name] = mod
+        if source is not None:
+            exec(compile(source, f"<lightly wheel>/{name}", "exec"), mod.__dict__)
+        return mod
+
+    import torch
+
+    class MemoryBankModule(torch.nn.Module):  # never constructed with memory_bank_size=0
+        def __init__(self, *args, **kwargs):
+            raise NotImplementedError("the memory bank is not part of this benchmark")
+
+    dist = module("lightly.utils.dist", sources["utils/dist.py"])
+    module("lightly", __path__=[]), module("lightly.utils", __path__=[], dist=dist)
+    module("lightly.models", __path__=[]), module("lightly.models.modules", __path__=[])
+    module("lightly.models.modules.memory_bank", MemoryBankModule=MemoryBankModule)
+    return module("lightly.loss.ntx_ent_loss", sources["loss/ntx_ent_loss.py"]).NTXentLoss
 
 
 def _rss_mib() -> float:
@@ -73,6 +118,9 @@ def _make(impl: str, tau: float, chunk: int):
             return loss(torch.cat([a, b]), labels)
 
         return pml
+    if impl == "lightly":
+        loss = _load_lightly_ntxent()(temperature=tau, memory_bank_size=0)
+        return lambda a, b: loss(a, b)
     raise ValueError(impl)
 
 

@@ -169,3 +169,22 @@ def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, 
     assert 'embedtrain_model_cache_total{result="miss"} 1.0' in text
     assert 'embedtrain_model_cache_total{result="hit"} 2.0' in text
     assert "embedtrain_embedding_batch_size_count 3.0" in text
+
+
+def test_request_size_limits_on_embeddings(tmp_path, pg_url, redis_url, keys) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = make_settings(tmp_path, pg_url, redis_url, embed_max_inputs=3, embed_max_chars=20)
+    auth = {"Authorization": f"Bearer {keys.make('limits')}"}
+    with TestClient(create_app(settings)) as client:
+        name, _ = trained_model(settings, client, auth, "text")
+        too_many = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": ["a"] * 4})
+        assert too_many.status_code == 422 and "at most 3 per request" in too_many.json()["error"]["message"]
+        too_long = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": ["x" * 21]})
+        assert too_long.status_code == 422 and "longer than 20 characters" in too_long.json()["error"]["message"]
+        empty = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [""]})
+        assert empty.status_code == 422 and "empty string" in empty.json()["error"]["message"]
+        ok = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": ["abc", "def", "ghi"]})
+        assert ok.status_code == 200

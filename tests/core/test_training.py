@@ -61,7 +61,9 @@ def _weights(path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "train", [{}, {"precision": "bf16"}, {"grad_cache_sub_batch": 8}], ids=["fp32", "bf16", "gradcache"]
+    "train",
+    [{}, {"precision": "bf16"}, {"precision": "fp16"}, {"grad_cache_sub_batch": 8}],
+    ids=["fp32", "bf16", "fp16-grad-scaler", "gradcache"],
 )
 def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, train) -> None:
     config = vector_config(**train)

@@ -20,8 +20,8 @@ def events(client, auth, job_id: str) -> list[dict]:
     return client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()
 
 
-@pytest.mark.slow
-def test_sigkilled_worker_job_resumes_from_its_checkpoint_on_another_worker(client, auth, settings, tmp_path) -> None:
+def _kill_and_recover(client, auth, settings, tmp_path) -> None:
+    """SIGKILL the worker of a running job; a second worker must finish it from its last checkpoint."""
     first = WorkerProcess(settings, tmp_path / "first.log", "first").start()
     try:
         dataset = upload(client, auth, vectors_csv())
@@ -48,6 +48,29 @@ def test_sigkilled_worker_job_resumes_from_its_checkpoint_on_another_worker(clie
     series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
     for name in ("loss", "lr", "samples_per_s"):
         assert [p["step"] for p in series[name]] == list(range(1, done["progress"]["total_steps"] + 1)), name
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_job_resumes_from_its_checkpoint_on_another_worker(client, auth, settings, tmp_path) -> None:
+    _kill_and_recover(client, auth, settings, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigkill_on_the_embedded_default_loses_no_job(tmp_path) -> None:
+    """SQLite + the filesystem broker: the transport alone would lose the task; the lease and sweeper do not."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.store.keys import create_key
+    from tests.conftest import migrate
+
+    url = f"sqlite:///{tmp_path}/embedded.db"
+    migrate(url)
+    settings = make_settings(tmp_path, url, "filesystem://")
+    with transaction(settings) as session:
+        _, key = create_key(session, "embedded", "test")
+    with TestClient(create_app(settings)) as client:
+        _kill_and_recover(client, {"Authorization": f"Bearer {key}"}, settings, tmp_path)
 
 
 def _running_job(settings, attempts: int, heartbeat_age_s: float, cancel: bool = False) -> str:

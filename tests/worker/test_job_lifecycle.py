@@ -130,3 +130,30 @@ def test_out_of_memory_is_reported_as_actionable() -> None:
     assert _is_cpu_oom(failed.value)
     assert not _is_cpu_oom(RuntimeError("shape mismatch"))
     assert "lower train.batch_size" in OUT_OF_MEMORY
+
+
+@pytest.mark.slow
+def test_the_request_id_follows_the_job_into_the_worker_logs(tmp_path, pg_url, redis_url, keys) -> None:
+    import json as _json
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import WorkerProcess, make_settings
+
+    settings = make_settings(tmp_path, pg_url, redis_url, log_level="INFO")
+    auth = {"Authorization": f"Bearer {keys.make('tracing')}"}
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        with TestClient(create_app(settings)) as client:
+            dataset = upload(client, auth, vectors_csv(n=64))
+            response = client.post("/v1/jobs", headers={**auth, "X-Request-ID": "trace-abc-123"},
+                                   json={"dataset_id": dataset["id"], "config": vector_config(epochs=1)})  # fmt: skip
+            job_id = response.json()["id"]
+            assert wait_end(client, auth, job_id)["status"] == "succeeded"
+    finally:
+        worker.stop()
+    lines = [_json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    mine = [entry for entry in lines if entry.get("job_id") == job_id]
+    assert mine and all(entry.get("request_id") == "trace-abc-123" for entry in mine), mine
+    assert any(entry["message"] == "job ended succeeded" for entry in mine)

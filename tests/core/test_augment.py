@@ -1,0 +1,55 @@
+"""Views: seeded, on the device, different between the two views, and SCARF draws from the marginals."""
+
+from __future__ import annotations
+
+import torch
+
+from core.augment import build_views
+from core.augment.vectors import VectorViews
+from core.config import RunConfig, VectorAugmentConfig
+
+
+def config(modality: str, **augment) -> RunConfig:
+    return RunConfig.model_validate({"data": {"modality": modality}, "augment": {"kind": modality, **augment}})
+
+
+def test_vector_views_are_seeded_and_differ_between_views() -> None:
+    bank = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+    views = build_views(config("vectors"), bank, 0, None, torch.device("cpu"))
+    torch.manual_seed(1)
+    first = views.stacked(bank[:8])
+    torch.manual_seed(1)
+    again = views.stacked(bank[:8])
+    assert first.shape == (16, 5) and torch.equal(first, again)
+    assert not torch.allclose(first[:8], first[8:])
+
+
+def test_scarf_replaces_features_with_values_from_their_own_column() -> None:
+    bank = torch.arange(40, dtype=torch.float32).reshape(10, 4) * torch.tensor([1.0, 100.0, 1e4, 1e6])
+    scarf = VectorViews(VectorAugmentConfig(noise_std=0.0, mask_prob=0.0, scarf_prob=0.9), bank)
+    torch.manual_seed(0)
+    out = scarf(bank[:3])
+    for column in range(4):
+        assert set(out[:, column].tolist()) <= set(bank[:, column].tolist())  # never mixed across columns
+    assert not torch.equal(out, bank[:3])
+
+
+def test_image_views_follow_simclr_and_keep_shape_and_range() -> None:
+    views = build_views(config("image"), None, 3, None, torch.device("cpu"))
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(2)
+    out = views.stacked(x)
+    assert out.shape == (12, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out[:6], out[6:])
+    grey = build_views(config("image"), None, 1, None, torch.device("cpu"))
+    assert grey.stacked(torch.rand(4, 1, 8, 8)).shape == (8, 1, 32, 32)  # resized to the model's image size
+
+
+def test_text_views_are_dropout_copies_or_given_pairs() -> None:
+    def tokenize(texts, device):
+        return {"input_ids": torch.tensor([[len(t)] for t in texts]), "attention_mask": torch.ones(len(texts), 1)}
+
+    dropout = build_views(config("text"), None, 0, tokenize, torch.device("cpu"))
+    assert dropout.stacked(["a", "bb"])["input_ids"].flatten().tolist() == [1, 2, 1, 2]
+    pairs = build_views(config("text", mode="pairs"), None, 0, tokenize, torch.device("cpu"))
+    assert pairs.stacked(["a", "bb"], ["ccc", "dddd"])["input_ids"].flatten().tolist() == [1, 2, 3, 4]
