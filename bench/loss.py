@@ -178,7 +178,9 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
     parser.add_argument("--cap-gib", type=float, default=16.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=512, help="rows per block of the chunked path")
+    parser.add_argument(
+        "--chunk", type=int, default=128, help="rows per block of the chunked path (128: tiles stay in cache)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--out", type=Path, default=Path("bench/results/loss.json"))
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)

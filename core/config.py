@@ -88,7 +88,13 @@ class LossConfig(_Strict):
     learnable_temperature: bool = False
     tau_plus: float | None = Field(None, ge=0.0, lt=1.0, description="Class prior (debiased, hard).")
     beta: float = Field(1.0, ge=0.0, le=10.0, description="Hardness concentration (hard).")
-    chunk_size: int | None = Field(None, ge=16, le=65536, description="Rows per block of the exact chunked path.")
+    chunk_size: int | None = Field(
+        None,
+        ge=16,
+        le=65536,
+        description="Rows per block of the exact chunked path (same loss and gradients, O(N * chunk) memory); "
+        "on CPU 128 was fastest in bench/loss.py, faster than the dense path from 4k pairs up.",
+    )
 
 
 class VectorAugmentConfig(_Strict):

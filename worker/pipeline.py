@@ -114,7 +114,7 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
             error = f"internal error: {type(failure).__name__}: {failure}"
     finally:
         heartbeat.stop()
-    recorder._retry(lambda session: finish(session, job_id, worker, status, error))
+    recorder.retry(lambda session: finish(session, job_id, worker, status, error))
     log.info("job ended %s", status)
 
 

@@ -62,7 +62,7 @@ class DatabaseRecorder:
     def on_checkpoint(self, info: CheckpointInfo) -> None:
         self.flush(must=True)
         key = self.storage.key_of(info.path)
-        self._retry(lambda s: record_checkpoint(s, self.job_id, info.step, info.epoch, key, info.metrics))
+        self.retry(lambda s: record_checkpoint(s, self.job_id, info.step, info.epoch, key, info.metrics))
 
     def flush(self, must: bool = False) -> None:
         """Write what is pending; ``must`` retries until written (checkpoints and the end of the run)."""
@@ -74,7 +74,7 @@ class DatabaseRecorder:
             record_progress(session, self.job_id, self.worker, fields, pending)
 
         if must:
-            self._retry(write)
+            self.retry(write)
         else:
             try:
                 with transaction(self.settings) as session:
@@ -87,9 +87,10 @@ class DatabaseRecorder:
 
     def event(self, kind: str, message: str) -> None:
         """Append to the job's event log."""
-        self._retry(lambda s: add_event(s, self.job_id, kind, message))
+        self.retry(lambda s: add_event(s, self.job_id, kind, message))
 
-    def _retry(self, work) -> None:  # noqa: ANN001 - a callable taking a Session
+    def retry(self, work) -> None:  # noqa: ANN001 - a callable taking a Session
+        """Run ``work(session)`` in a transaction, retrying with backoff while the database is away."""
         for attempt in range(self.final_retries):
             try:
                 with transaction(self.settings) as session:

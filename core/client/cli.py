@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import typer
@@ -29,6 +31,7 @@ for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (k
     app.add_typer(sub, name=name)
 
 console = Console()
+T = TypeVar("T")
 state: dict[str, str | None] = {"url": None, "key": None}
 
 
@@ -47,6 +50,15 @@ def client() -> Client:
 def fail(error: ApiError) -> None:
     console.print(f"[red]error[/red] {error}")
     raise typer.Exit(1)
+
+
+def call(action: Callable[[], T]) -> T:
+    """Run one client call; an error answer is printed and ends the command with exit code 1."""
+    try:
+        return action()
+    except ApiError as error:
+        fail(error)
+        raise  # unreachable: fail() exits
 
 
 def _table(*columns: str) -> Table:
@@ -72,19 +84,13 @@ def datasets_upload(
     format: str | None = typer.Option(None, help="Defaults to the file's extension."),
 ) -> None:
     """Upload a dataset file."""
-    try:
-        show(client().upload_dataset(path, modality, name, format))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().upload_dataset(path, modality, name, format)))
 
 
 @datasets.command("list")
 def datasets_list() -> None:
     """List datasets."""
-    try:
-        page = client().list_datasets()
-    except ApiError as error:
-        fail(error)
+    page = call(lambda: client().list_datasets())
     table = _table("id", "name", "modality", "records", "labels", "created")
     for d in page["items"]:
         table.add_row(
@@ -101,19 +107,13 @@ def jobs_submit(
     idempotency_key: str | None = typer.Option(None, help="Retrying with the same key creates one job."),
 ) -> None:
     """Submit a training job."""
-    try:
-        show(client().submit_job(dataset, json.loads(config.read_text()), name, idempotency_key))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().submit_job(dataset, json.loads(config.read_text()), name, idempotency_key)))
 
 
 @jobs.command("list")
 def jobs_list(status: str | None = typer.Option(None)) -> None:
     """List jobs."""
-    try:
-        page = client().list_jobs(status)
-    except ApiError as error:
-        fail(error)
+    page = call(lambda: client().list_jobs(status))
     table = _table("id", "name", "status", "progress", "samples/s", "created")
     for j in page["items"]:
         rate = j["progress"]["samples_per_s"]
@@ -125,19 +125,13 @@ def jobs_list(status: str | None = typer.Option(None)) -> None:
 @jobs.command("show")
 def jobs_show(job_id: str) -> None:
     """Show a job."""
-    try:
-        show(client().get_job(job_id))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().get_job(job_id)))
 
 
 @jobs.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job."""
-    try:
-        show(client().cancel_job(job_id))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().cancel_job(job_id)))
 
 
 @jobs.command("watch")
@@ -154,10 +148,7 @@ def jobs_watch(job_id: str, poll: float = typer.Option(1.0, help="Seconds betwee
                             loss=f"{loss:.4f}" if loss is not None else "-",
                             rate=f"{p['samples_per_s']:.0f}" if p["samples_per_s"] else "-")  # fmt: skip
 
-        try:
-            job = client().wait(job_id, poll_s=poll, on_update=update)
-        except ApiError as error:
-            fail(error)
+        job = call(lambda: client().wait(job_id, poll_s=poll, on_update=update))
     console.print(f"{job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
     if job["status"] != "succeeded":
         raise typer.Exit(1)
@@ -170,28 +161,19 @@ def models_register(
     checkpoint: str = typer.Option("last", help="last, best, or a checkpoint id."),
 ) -> None:
     """Register a job's checkpoint as a new model version."""
-    try:
-        show(client().register_model(job, name, checkpoint))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().register_model(job, name, checkpoint)))
 
 
 @models.command("deploy")
 def models_deploy(name: str, version: int | None = typer.Option(None)) -> None:
     """Deploy a model version (the newest by default)."""
-    try:
-        show(client().deploy(name, version))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().deploy(name, version)))
 
 
 @models.command("list")
 def models_list() -> None:
     """List model versions."""
-    try:
-        rows = client().list_models()
-    except ApiError as error:
-        fail(error)
+    rows = call(lambda: client().list_models())
     table = _table("name", "version", "modality", "dims", "deployed", "job")
     for m in rows:
         table.add_row(m["name"], str(m["version"]), m["modality"], str(m["dimensions"]), "yes" if m["deployed"] else "",
@@ -209,10 +191,7 @@ def embed(
 ) -> None:
     """Embed texts with a deployed model."""
     inputs = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    try:
-        vectors = client().embed(model, inputs, dimensions)
-    except ApiError as error:
-        fail(error)
+    vectors = call(lambda: client().embed(model, inputs, dimensions))
     if output == "npy":
         if out is None:
             buffer = io.BytesIO()
@@ -227,19 +206,13 @@ def embed(
 @keys.command("create")
 def keys_create(owner: str = typer.Option(...), name: str = typer.Option("default"), admin: bool = False) -> None:
     """Create a key (shown once)."""
-    try:
-        show(client().create_key(owner, name, admin))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().create_key(owner, name, admin)))
 
 
 @keys.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by id or prefix."""
-    try:
-        show(client().revoke_key(key_id))
-    except ApiError as error:
-        fail(error)
+    show(call(lambda: client().revoke_key(key_id)))
 
 
 if __name__ == "__main__":
