@@ -22,12 +22,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_dir.resolve()
-        for sub in ("messages", "processed"):
+        for sub in ("messages", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         options = {
             "data_folder_in": str(folder / "messages"),
             "data_folder_out": str(folder / "messages"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),  # else kombu writes ./control in the working directory
             "store_processed": False,
         }
     elif settings.broker_url.startswith(("redis", "rediss")):
