@@ -81,3 +81,13 @@ def test_monitoring_profile_scrapes_the_api_and_the_workers() -> None:
     assert targets["embedtrain-api"]["authorization"]["credentials_file"] == "/run/secrets/embedtrain_admin_key"
     assert "worker:9108" in targets["embedtrain-workers"]["static_configs"][0]["targets"]
     assert doc["services"]["worker"]["environment"]["EMBEDTRAIN_WORKER_METRICS_PORT"] == "9108"
+
+
+def test_the_image_the_services_build_installs_the_project() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert all(service.get("build") == "." for name, service in compose()["services"].items()
+               if name in ("api", "worker", "worker-cpu", "migrate"))  # fmt: skip
+    for needed in ("COPY core core", "COPY api api", "COPY worker worker", "COPY migrations migrations",
+                   "alembic.ini", "pip install"):  # fmt: skip
+        assert needed in dockerfile, needed
+    assert "USER app" in dockerfile and "api.main:create_app" in dockerfile
