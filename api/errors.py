@@ -10,6 +10,9 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from core.data.readers import DatasetError
+from core.train.checkpoint import CheckpointError
+
 log = logging.getLogger("embedtrain.api")
 
 
@@ -97,6 +100,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse(error_body(error.status, error.message, error.field), error.status, headers=error.headers)
+
+    @app.exception_handler(DatasetError)
+    async def _dataset(_: Request, error: DatasetError) -> JSONResponse:
+        # a stored dataset that can no longer be read (found late, after its upload was accepted)
+        return JSONResponse(error_body(422, f"the dataset {error}", "dataset"), 422)
+
+    @app.exception_handler(CheckpointError)
+    async def _checkpoint(_: Request, error: CheckpointError) -> JSONResponse:
+        return JSONResponse(error_body(409, str(error), "checkpoint"), 409)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:

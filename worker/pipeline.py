@@ -21,7 +21,7 @@ from core.store.logs import job_id_var, request_id_var
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job
-from core.train.checkpoint import is_complete
+from core.train.checkpoint import CheckpointError, is_complete
 from core.train.loop import FitResult, TrainingError, fit
 from worker.distributed import run_distributed
 from worker.heartbeat import Heartbeat
@@ -102,7 +102,7 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
         else:
             log.warning("lease lost at step %d; leaving the job to its new owner", result.step)
             return
-    except (TrainingError, DatasetError) as failure:
+    except (TrainingError, DatasetError, CheckpointError) as failure:
         error = str(failure)
     except torch.OutOfMemoryError:
         error = OUT_OF_MEMORY

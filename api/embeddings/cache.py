@@ -26,8 +26,6 @@ class ModelCache:
         self.metrics = metrics
         self.models: OrderedDict[str, ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
-        self.hits = 0
-        self.misses = 0
 
     async def get(self, version_id: str, checkpoint: Path) -> ServedModel:
         """The served model of a version, loading it (in a thread) on a miss."""
@@ -35,11 +33,9 @@ class ModelCache:
             served = self.models.get(version_id)
             if served is not None:
                 self.models.move_to_end(version_id)
-                self.hits += 1
                 if self.metrics:
                     self.metrics.cache.labels("hit").inc()
                 return served
-            self.misses += 1
             embedder = await asyncio.to_thread(Embedder, checkpoint)
             served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,
                                                         on_batch=self._observe))  # fmt: skip

@@ -30,6 +30,15 @@ from core.data.records import InputSpec
 FORMAT = "embedtrain-checkpoint/1"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint on disk is missing, truncated or not of this format."""
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    # the directory name only: storage paths are not for API callers
+    return CheckpointError(f"checkpoint {Path(path).name} cannot be loaded ({type(error).__name__}: {error})")
+
+
 @dataclass
 class TrainerState:
     """Everything beyond the weights that a resumed run needs."""
@@ -111,16 +120,22 @@ def read_config(path: Path) -> tuple[RunConfig, InputSpec]:
     """The run config and input spec stored with a checkpoint's weights."""
     from safetensors import safe_open
 
-    with safe_open(Path(path) / "model.safetensors", framework="pt") as handle:
-        metadata = handle.metadata()
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a checkpoint of format {FORMAT}")
-    return RunConfig.model_validate_json(metadata["config"]), InputSpec(**json.loads(metadata["spec"]))
+    try:
+        with safe_open(Path(path) / "model.safetensors", framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"not of format {FORMAT}")
+        return RunConfig.model_validate_json(metadata["config"]), InputSpec(**json.loads(metadata["spec"]))
+    except Exception as error:  # safetensors, OS and validation errors all mean: unusable checkpoint
+        raise _unreadable(path, error) from error
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """The model's state dict (safetensors: no code runs while loading)."""
-    return load_file(Path(path) / "model.safetensors", device=str(device))
+    try:
+        return load_file(Path(path) / "model.safetensors", device=str(device))
+    except Exception as error:  # same: a truncated or foreign file is an unusable checkpoint
+        raise _unreadable(path, error) from error
 
 
 def load_trainer_state(path: Path) -> TrainerState:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from core.config import RunConfig
 from core.data import Records
@@ -37,7 +38,7 @@ def trained_model(settings, client, auth, modality: str) -> tuple[str, Embedder]
     config = RunConfig.model_validate({**raw, "train": {"epochs": 1, "batch_size": 8}})
     with transaction(settings) as session:
         owner = session.execute(
-            __import__("sqlalchemy").text("SELECT owner FROM api_key WHERE prefix = :p"),
+            text("SELECT owner FROM api_key WHERE prefix = :p"),
             {"p": auth["Authorization"].split("_")[1]},
         ).scalar_one()
         data = Dataset(owner=owner, name="d", modality=modality, format="npy", storage_key="none", size_bytes=0,
