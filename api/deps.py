@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import Unauthorized
 from core.store.db import session_factory
@@ -18,11 +20,11 @@ from core.store.settings import Settings
 from core.store.storage import Storage
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
@@ -32,6 +34,18 @@ def get_session(settings: Annotated[Settings, Depends(get_app_settings)]) -> Ite
         yield session
 
 
+T = TypeVar("T")
+
+
+async def run_read(request: Request, function: Callable[..., T], *args: object) -> T:
+    """Run a hot read (check out a connection, query, return it) in one of the process's few read threads.
+
+    Polls share a small limiter rather than the default 40 threads: on a few cores, more threads than cores only
+    trade the GIL back and forth, and heavy routes (uploads, projections) never delay them.
+    """
+    return await to_thread.run_sync(function, *args, limiter=request.app.state.read_limiter)
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -39,15 +53,14 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer et_...`")
 
 
-def _authenticate_cached(request: Request, settings: Settings, key: str) -> Principal | None:
+async def _authenticate_cached(request: Request, settings: Settings, key: str) -> Principal | None:
     """Check a key, remembering a valid one for ``auth_cache_s`` (failures are never cached)."""
     cache: dict[str, tuple[Principal, float]] = request.app.state.auth_cache
     digest = hashlib.sha256(key.encode()).hexdigest()
     hit = cache.get(digest)
     if hit is not None and hit[1] > time.monotonic():
-        return hit[0]
-    with session_factory(settings)() as session:
-        principal = authenticate(session, key)
+        return hit[0]  # answered on the event loop: no thread, no connection
+    principal = await run_in_threadpool(_authenticate, settings, key)
     if principal is not None and settings.auth_cache_s > 0:
         if len(cache) > 10_000:
             cache.clear()
@@ -55,7 +68,12 @@ def _authenticate_cached(request: Request, settings: Settings, key: str) -> Prin
     return principal
 
 
-def get_principal(
+def _authenticate(settings: Settings, key: str) -> Principal | None:
+    with session_factory(settings)() as session:
+        return authenticate(session, key)
+
+
+async def get_principal(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -69,7 +87,7 @@ def get_principal(
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
-    principal = _authenticate_cached(request, settings, credentials.credentials)
+    principal = await _authenticate_cached(request, settings, credentials.credentials)
     if principal is None:
         raise Unauthorized("invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return principal

@@ -38,7 +38,7 @@ end
 def run_wrk(url: str, script: str, clients: int, seconds: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + DONE)
-    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", handle.name, url],
+    out = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", handle.name, url],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
     return {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
@@ -74,6 +74,7 @@ def main() -> None:
                 }
                 job = client.post("/v1/jobs", json=body).json()
             auth = f'wrk.headers["Authorization"] = "Bearer {service.key}"\n'
+            run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, 3)  # warm-up: threads, pool, caches
             result["status_polls"] = run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds)
             submit = (auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(json.dumps(body))}\n")  # fmt: skip

@@ -6,6 +6,7 @@ process per GPU) is what ``make run`` and Compose use.
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from celery import Celery
@@ -26,6 +27,8 @@ log = logging.getLogger("embedtrain.worker")
 @worker_ready.connect
 def _start_sweeper(**_: object) -> None:
     from worker.sweeper import start_sweeper
+
+    gc.freeze()  # torch, Celery and SQLAlchemy live as long as the worker: keep full collections from walking them
 
     start_sweeper(get_settings())
     if get_settings().worker_metrics_port:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep, run_read
 from api.jobs import service
 from api.jobs.schemas import (
     CheckpointRead,
@@ -56,9 +56,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobRead:
+async def get_job(request: Request, settings: SettingsDep, principal: PrincipalDep, job_id: str) -> JobRead:
     """Read a job's status, progress and latest metrics."""
-    return service.to_read(service.owned_job(session, principal, job_id))
+    return await run_read(request, service.read_job, settings, principal, job_id)
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)

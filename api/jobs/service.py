@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from core.data.readers import ReadLimits, read_records
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
+from core.store.db import read_connection
 from core.store.jobs import add_event, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -89,6 +90,15 @@ def owned_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
+def read_job(settings: Settings, principal: Principal, job_id: str) -> JobRead:
+    """The status poll, the hottest read: one autocommit Core statement, in the caller's thread."""
+    with read_connection(settings) as connection:
+        job = connection.execute(select(Job.__table__).where(Job.id == job_id)).first()
+    if job is None or (job.owner != principal.owner and not principal.is_admin):
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    return to_read(job)
+
+
 def list_jobs(
     session: Session, principal: Principal, status: str | None, limit: int, offset: int
 ) -> tuple[list[Job], int]:
@@ -131,8 +141,8 @@ def events(session: Session, job: Job) -> list[JobEvent]:
     return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
 
 
-def to_read(job: Job) -> JobRead:
-    """The API view of a job row, with progress and ETA."""
+def to_read(job: Job | Row) -> JobRead:
+    """The API view of a job (an ORM object or a row of the job table), with progress and ETA."""
     fraction = job.step / job.total_steps if job.total_steps else (1.0 if job.status == "succeeded" else 0.0)
     eta = None
     if job.status == "running" and job.samples_per_s and job.total_steps:

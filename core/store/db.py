@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.store.settings import Settings
@@ -39,6 +39,16 @@ def _engine(url: str, pool_size: int, max_overflow: int, timeout: float) -> Engi
 def get_engine(settings: Settings) -> Engine:
     """The engine for these settings."""
     return _engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow, settings.db_timeout_s)
+
+
+@lru_cache(maxsize=8)
+def _autocommit(engine: Engine) -> Engine:
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def read_connection(settings: Settings) -> Connection:
+    """A connection for single-statement reads: no BEGIN/ROLLBACK round trips, no ORM; same pool."""
+    return _autocommit(get_engine(settings)).connect()
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process (PostgreSQL).")
     db_max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under burst (PostgreSQL).")
     db_timeout_s: float = Field(5.0, gt=0, le=120, description="Connect and pool-wait timeout; then 503.")
+    api_read_threads: int = Field(
+        2, ge=1, le=200, description="Threads per API process for status polls (more than cores adds GIL contention)."
+    )
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest JSON request body.")
     max_records: int = Field(5_000_000, ge=10, description="Most records in one dataset.")
