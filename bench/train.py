@@ -1,6 +1,6 @@
 """Training throughput: a job through the service (API -> worker -> core) against a bare PyTorch loop.
 
-    python bench/train.py [--steps 60] [--batch 256]
+    python bench/train.py [--steps 120] [--batch 256] [--rounds 7]
 
 Same model (2-stage ResNet, width 16, 16x16 inputs), data (scikit-learn digits), views, loss, batch size and
 steps. The service's samples/s is the median of the per-step series the worker records (the loop measures
@@ -106,11 +106,11 @@ def through_service(steps: int, batch: int, device: str) -> tuple[list[float], f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the medians")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/service runs")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating bare/service runs")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train.json"))
     args = parser.parse_args()
 
