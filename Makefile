@@ -40,6 +40,7 @@ services:
 
 test: install-dev services
 	bash .ci/browser.sh
+	bash .ci/wrk.sh
 	$(BIN)/python -m pytest -q --timeout 900 $(PYTEST_ARGS)
 
 bench: install

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Annotated, TypeVar
 
 from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from api.errors import Unauthorized
 from core.store.db import session_factory
@@ -55,17 +54,8 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 async def _authenticate_cached(request: Request, settings: Settings, key: str) -> Principal | None:
     """Check a key, remembering a valid one for ``auth_cache_s`` (failures are never cached)."""
-    cache: dict[str, tuple[Principal, float]] = request.app.state.auth_cache
     digest = hashlib.sha256(key.encode()).hexdigest()
-    hit = cache.get(digest)
-    if hit is not None and hit[1] > time.monotonic():
-        return hit[0]  # answered on the event loop: no thread, no connection
-    principal = await run_in_threadpool(_authenticate, settings, key)
-    if principal is not None and settings.auth_cache_s > 0:
-        if len(cache) > 10_000:
-            cache.clear()
-        cache[digest] = (principal, time.monotonic() + settings.auth_cache_s)
-    return principal
+    return await request.app.state.auth_cache.get(digest, partial(_authenticate, settings, key))
 
 
 def _authenticate(settings: Settings, key: str) -> Principal | None:

@@ -18,6 +18,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContext
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
+from api.ttlcache import TTLCache
 from api.ui.router import mount_ui
 from core.store.logs import configure_logging
 from core.store.settings import Settings, get_settings
@@ -38,11 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = Storage(settings.storage_root)
     app.state.metrics = Metrics(settings)
     app.state.model_cache = ModelCache(
-        settings.model_cache_size, settings.embed_batch_size, settings.embed_batch_wait_ms, app.state.metrics
+        settings.model_cache_size,
+        settings.embed_batch_size,
+        settings.embed_batch_wait_ms,
+        settings.embed_forward_workers,
+        app.state.metrics,
     )
-    app.state.auth_cache = {}
     app.state.read_limiter = CapacityLimiter(settings.api_read_threads)
-    app.state.model_lookup = {}
+    app.state.auth_cache = TTLCache(settings.auth_cache_s, app.state.read_limiter)
+    app.state.model_lookup = TTLCache(settings.model_lookup_cache_s, app.state.read_limiter)
     app.state.neighbor_banks = {}
     app.state.job_limiter = RateLimiter(settings.rate_jobs_per_min)
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)
@@ -50,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestContext, settings=settings, metrics=app.state.metrics)
     app.include_router(health_router)
-    for router in (datasets_router, jobs_router, models_router, embeddings_router, keys_router):
+    # routes are matched in order: the hottest path (embeddings) first, it overlaps with no other
+    for router in (embeddings_router, jobs_router, datasets_router, models_router, keys_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     mount_ui(app)
     # Everything imported so far (torch, pydantic, SQLAlchemy: ~300k objects) lives as long as the process; a full

@@ -32,5 +32,29 @@ def loss_table(path: Path = RESULTS / "loss.json") -> str:
     return "\n".join(lines)
 
 
+def serve_table(path: Path = RESULTS / "serve.json") -> str:
+    data = json.loads(path.read_text())
+    lines = ["| model | clients | requests/s | embeddings/s | p50 ms | p95 ms | p99 ms | fraction of raw limit |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for modality, model in data["models"].items():
+        for lv in model["levels"]:
+            lines.append(f"| {modality} | {lv['clients']} | {lv['requests_per_s']} | {lv['embeddings_per_s']} | "
+                         f"{lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['fraction_of_raw_limit']} |")  # fmt: skip
+    for lv in data.get("peer_sentence_transformers", []):
+        lines.append(f"| sentence-transformers peer (text) | {lv['clients']} | {lv['requests_per_s']} | "
+                     f"{lv['embeddings_per_s']} | {lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | "
+                     f"ours ÷ peer: {lv['ours_over_peer']} |")  # fmt: skip
+    for modality, model in data["models"].items():
+        raw = model["raw"]
+        layouts = raw["by_layout_and_batch"]
+        lines.append(f"\nRaw limit, {modality}: {raw['best_embeddings_per_s']:,} embeddings/s ({raw['best']}); by layout "
+                     "and batch: " + ", ".join(f"{k} {v['embeddings_per_s']:,}" for k, v in layouts.items())
+                     + f". One input: {raw['single_input_ms']} ms (by threads: {raw['single_input_ms_by_threads']}); "
+                     f"p50 at 1 client minus that: {model['p50_at_1_client_minus_raw_ms']} ms.")  # fmt: skip
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(loss_table())
+    print()
+    print(serve_table())

@@ -23,11 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -112,25 +114,56 @@ def run_level(url: str, headers: dict, make_body, clients: int, seconds: float) 
     return {**asyncio.run(drive(url, headers, make_body, clients, seconds)), "generator": "httpx"}
 
 
-def raw_limit(embedder: Embedder, make_inputs, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0) -> dict:
-    """Embeddings/s of the forward pass alone at each batch size, and the single-input latency."""
-    out = {}
-    for size in sizes:
-        inputs = make_inputs(size)
-        embedder.embed(inputs)  # warm-up
-        count, times, stop = 0, [], time.perf_counter() + seconds
-        while time.perf_counter() < stop:
+def _rate(embedder: Embedder, inputs, streams: int, threads: int, seconds: float) -> tuple[float, float]:
+    """(embeddings/s, median seconds per pass) of ``streams`` threads running passes side by side."""
+    counts, times = [0] * streams, [[] for _ in range(streams)]
+    stop = [0.0]  # set by the barrier's action, before any stream is released
+
+    def start_clock() -> None:
+        stop[0] = time.perf_counter() + seconds
+
+    ready = threading.Barrier(streams + 1, action=start_clock)  # timing starts once every stream has warmed up
+
+    def stream(k: int) -> None:
+        torch.set_num_threads(threads)  # this thread's intra-op team
+        embedder.embed(inputs)
+        ready.wait()
+        while not times[k] or time.perf_counter() < stop[0]:  # at least one timed pass
             start = time.perf_counter()
             embedder.embed(inputs)
-            times.append(time.perf_counter() - start)
-            count += size
-        out[size] = {
-            "embeddings_per_s": round(count / sum(times), 1),
-            "median_ms": round(statistics.median(times) * 1000, 2),
-        }
-    best = max(out, key=lambda s: out[s]["embeddings_per_s"])
-    return {"by_batch": out, "best_batch": best, "best_embeddings_per_s": out[best]["embeddings_per_s"],
-            "single_input_ms": out[1]["median_ms"]}  # fmt: skip
+            times[k].append(time.perf_counter() - start)
+            counts[k] += len(inputs)
+
+    workers = [threading.Thread(target=stream, args=(k,)) for k in range(streams)]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - (stop[0] - seconds)), statistics.median(t for ts in times for t in ts)
+
+
+def raw_limit(
+    embedder: Embedder, make_inputs, streams: int, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0
+) -> dict:
+    """The forward pass alone: embeddings/s for each batch size and each layout of the cores (one pass on every
+    core; ``streams`` passes side by side on a share each), the best of them, and the single-input latency."""
+    cores = torch.get_num_threads()
+    layouts = {f"1x{cores}": (1, cores), f"{streams}x{max(1, cores // streams)}": (streams, max(1, cores // streams))}
+    out: dict = {}
+    for name, (n, threads) in layouts.items():
+        for size in sizes:
+            rate, median = _rate(embedder, make_inputs(size), n, threads, seconds)
+            out[f"{name} batch {size}"] = {
+                "embeddings_per_s": round(rate, 1),
+                "median_pass_ms": round(median * 1000, 2),
+            }
+    torch.set_num_threads(cores)
+    best = max(out, key=lambda k: out[k]["embeddings_per_s"])
+    single = {f"{t} threads": round(_rate(embedder, make_inputs(1), 1, t, seconds)[1] * 1000, 2) for t in {cores, 1}}
+    torch.set_num_threads(cores)
+    return {"by_layout_and_batch": out, "best": best, "best_embeddings_per_s": out[best]["embeddings_per_s"],
+            "single_input_ms_by_threads": single, "single_input_ms": min(single.values())}  # fmt: skip
 
 
 def deploy(client: httpx.Client, service: Service, modality: str, name: str) -> Path:
@@ -168,15 +201,37 @@ def start_peer() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("peer did not start")
 
 
+def measure_peer(clients: list[int], seconds: float, ours: dict) -> list[dict]:
+    """The peer driven like ours, each level with the ratio of our embeddings/s to its."""
+    peer, base = start_peer()
+    try:
+        levels = [run_level(f"{base}/embed", {}, lambda i: {"input": [SENTENCES[i % len(SENTENCES)]]}, c, seconds)
+                  for c in clients]  # fmt: skip
+    finally:
+        peer.terminate()
+        peer.wait(timeout=30)
+    by_clients = {level["clients"]: level for level in ours["levels"]}
+    for level in levels:
+        level["ours_over_peer"] = round(
+            by_clients[level["clients"]]["embeddings_per_s"] / max(level["embeddings_per_s"], 1e-9), 2
+        )
+    print(json.dumps({"peer": levels}, indent=1))
+    return levels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--forward-workers", type=int, default=2, help="EMBEDTRAIN_EMBED_FORWARD_WORKERS")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the sentence-transformers peer")  # fmt: skip
+    parser.add_argument("--raw-seconds", type=float, default=3.0, help="per batch size and layout")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
     args = parser.parse_args()
     result: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, no GPU",
                     "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
-    with Service(embed_batch_size="128") as service, \
+    with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers)) as service, \
             httpx.Client(base_url=service.base, headers=service.headers, timeout=300) as client:  # fmt: skip
         paths = {
             "text": deploy(client, service, "text", "text-bench"),
@@ -201,29 +256,14 @@ def main() -> None:
 
             levels = [run_level(f"{service.base}/v1/embeddings", service.headers, body, c, args.seconds)
                       for c in args.clients]  # fmt: skip
-            raw = raw_limit(Embedder(paths[modality]), make_inputs)
+            raw = raw_limit(Embedder(paths[modality]), make_inputs, args.forward_workers, seconds=args.raw_seconds)
             for level in levels:
                 level["fraction_of_raw_limit"] = round(level["embeddings_per_s"] / raw["best_embeddings_per_s"], 3)
             result["models"][modality] = {"levels": levels, "raw": raw,
                                           "p50_at_1_client_minus_raw_ms": round(levels[0]["p50_ms"] - raw["single_input_ms"], 2)}  # fmt: skip
             print(json.dumps({modality: result["models"][modality]}, indent=1), flush=True)
-    peer, base = start_peer()
-    try:
-
-        def peer_body(i):
-            return {"input": [SENTENCES[i % len(SENTENCES)]]}
-
-        levels = [run_level(f"{base}/embed", {}, peer_body, c, args.seconds) for c in args.clients]
-    finally:
-        peer.terminate()
-        peer.wait(timeout=30)
-    ours = {lv["clients"]: lv for lv in result["models"]["text"]["levels"]}
-    for level in levels:
-        level["ours_over_peer"] = round(
-            ours[level["clients"]]["embeddings_per_s"] / max(level["embeddings_per_s"], 1e-9), 2
-        )
-    result["peer_sentence_transformers"] = levels
-    print(json.dumps({"peer": levels}, indent=1))
+    if args.peer:
+        result["peer_sentence_transformers"] = measure_peer(args.clients, args.seconds, result["models"]["text"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

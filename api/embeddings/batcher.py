@@ -1,8 +1,16 @@
 """Micro-batching: concurrent requests to one model share forward passes.
 
-Requests queue up; a single consumer takes the first, then waits up to ``max_wait_ms`` for more until the
-batch holds ``max_batch`` inputs, runs one forward pass in a worker thread (so the event loop keeps
-accepting requests), and hands each request its rows.
+Requests queue up; a single consumer waits for a free forward thread, takes the first request, then waits up
+to ``max_wait_ms`` for more until the batch holds ``max_batch`` inputs, and starts the pass on that thread (so
+the event loop keeps accepting requests). Up to ``workers`` passes run at once, each on its own share of the
+cores; a pass starts beside a running one only once ``split_at`` inputs are waiting, so that splitting the
+work never leaves both passes with crumbs. Each pass hands every request its rows.
+
+Why several passes, each on fewer cores: one pass spread over every core synchronises its threads at each
+operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them; passes on
+one thread each never wait for each other. On the 2-core development machine two one-thread passes embed
+1.3-1.7x what one two-thread pass does, and a lone one-thread pass inside the server was as fast as a
+two-thread one (bench/serve.py measures both layouts for its raw limit).
 """
 
 from __future__ import annotations
@@ -18,29 +26,49 @@ from torch import Tensor
 
 
 class MicroBatcher:
-    """Batches calls of ``embed(list_of_inputs) -> tensors with B rows each`` across concurrent callers."""
+    """Batches calls of ``embed(list_of_inputs) -> tensors with B rows each`` across concurrent callers.
+
+    Args:
+        embed: the forward pass.
+        max_batch: most inputs in one pass.
+        max_wait_ms: how long a pass waits for company (0: it takes what queued while the threads were busy).
+        workers: passes that may run at once, each on its own thread.
+        threads: intra-op threads of each pass (torch's count, which is process-wide, becomes this).
+        split_at: inputs that must be waiting before a pass starts beside a running one.
+        on_batch: called with (inputs, seconds) of each pass, for metrics.
+    """
 
     def __init__(
         self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
-        on_batch: Callable[[int, float], None] | None = None,
+        workers: int = 1, threads: int = 1, split_at: int = 8, on_batch: Callable[[int, float], None] | None = None,
     ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
-        self.on_batch = on_batch  # (inputs, seconds) of each forward pass, for metrics
-        # One thread runs every forward pass: torch's intra-op (OpenMP) pool belongs to the calling thread,
-        # and passes hopping across a pool of threads would start competing thread teams on the same cores.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self.workers = workers
+        self.on_batch = on_batch
+        # Each pass stays on one thread: torch's intra-op (OpenMP) team belongs to the calling thread.
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forward",
+                                           initializer=torch.set_num_threads, initargs=(threads,))  # fmt: skip
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future]] = asyncio.Queue()
+        self.free: asyncio.Semaphore | None = None
+        self.running = 0
+        self.queued_inputs = 0
+        self.changed: asyncio.Event | None = None
+        self.split_at = split_at
         self.task: asyncio.Task | None = None
+        self.passes: set[asyncio.Task] = set()
         self.batch_sizes: list[int] = []  # recent forward-pass sizes, for metrics
 
     async def submit(self, inputs: list[Any]) -> tuple[Tensor, ...]:
         """Run ``embed`` on ``inputs`` (in batches of at most ``max_batch``, shared with other callers)."""
         if self.task is None or self.task.done():
+            self.free, self.changed = asyncio.Semaphore(self.workers), asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._run())
         parts = []
         for start in range(0, len(inputs), self.max_batch):
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             await self.queue.put((inputs[start : start + self.max_batch], future))
+            self.queued_inputs += len(inputs[start : start + self.max_batch])
+            self.changed.set()
             parts.append(future)
         results = [await part for part in parts]
         return tuple(torch.cat(columns) for columns in zip(*results, strict=True))
@@ -48,6 +76,10 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self.free.acquire()  # a thread is free: what queued meanwhile makes the next batch
+            while self.running and self.queued_inputs < self.split_at:
+                await self.changed.wait()  # another pass runs: start beside it only with enough inputs
+                self.changed.clear()
             items, future = await self.queue.get()
             batch = [(items, future)]
             size = len(items)
@@ -59,15 +91,22 @@ class MicroBatcher:
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
                 if size + len(nxt[0]) > self.max_batch:
-                    await self._flush(batch)  # keep each pass within max_batch; the newcomer starts the next
+                    self._start(batch)  # keep each pass within max_batch; the newcomer starts the next
+                    await self.free.acquire()
                     batch, size = [], 0
                 batch.append(nxt)
                 size += len(nxt[0])
-            await self._flush(batch)
+            self._start(batch)
 
-    async def _flush(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
-        if not batch:
-            return
+    def _start(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
+        """Run one pass on a free thread (the caller holds a slot of ``free``; the pass gives it back)."""
+        self.queued_inputs -= sum(len(items) for items, _ in batch)
+        self.running += 1
+        task = asyncio.get_running_loop().create_task(self._pass(batch))
+        self.passes.add(task)  # keep a reference until it ends
+        task.add_done_callback(self.passes.discard)
+
+    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
         inputs = [x for items, _ in batch for x in items]
         start = time.perf_counter()
         try:
@@ -77,6 +116,10 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
+        finally:
+            self.running -= 1
+            self.changed.set()
+            self.free.release()
         self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
         if self.on_batch is not None:
             self.on_batch(len(inputs), time.perf_counter() - start)

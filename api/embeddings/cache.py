@@ -7,9 +7,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from api.embeddings.batcher import MicroBatcher
 from api.metrics import Metrics
 from core.inference import Embedder
+
+# The cores torch would use, read before any forward thread sets its own (smaller) share: the count is process-wide.
+TORCH_THREADS = torch.get_num_threads()
 
 
 @dataclass
@@ -21,8 +26,9 @@ class ServedModel:
 class ModelCache:
     """LRU of served models keyed by model version id."""
 
-    def __init__(self, size: int, max_batch: int, max_wait_ms: float, metrics: Metrics | None = None) -> None:
-        self.size, self.max_batch, self.max_wait_ms = size, max_batch, max_wait_ms
+    def __init__(self, size: int, max_batch: int, max_wait_ms: float, workers: int = 1,
+                 metrics: Metrics | None = None) -> None:  # fmt: skip
+        self.size, self.max_batch, self.max_wait_ms, self.workers = size, max_batch, max_wait_ms, workers
         self.metrics = metrics
         self.models: OrderedDict[str, ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
@@ -38,6 +44,7 @@ class ModelCache:
                 return served
             embedder = await asyncio.to_thread(Embedder, checkpoint)
             served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,
+                                                        workers=self.workers, threads=max(1, TORCH_THREADS // self.workers),
                                                         on_batch=self._observe))  # fmt: skip
             self.models[version_id] = served
             while len(self.models) > self.size:

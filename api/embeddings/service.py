@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from api.embeddings.cache import ModelCache
 from api.embeddings.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, Usage
 from api.errors import Invalid
 from api.models.service import deployed_version
+from api.ttlcache import TTLCache
 from core.data.readers import DatasetError, ReadLimits, decode_image
 from core.inference import Embedder
 from core.store.db import session_factory
@@ -89,32 +90,25 @@ def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
     return vector.tolist()
 
 
-async def _resolve(body: EmbeddingRequest, principal: Principal, settings: Settings, lookups: dict) -> tuple[str, str]:
-    """The (version id, checkpoint key) serving ``body.model`` for this caller, cached ``model_lookup_cache_s``."""
-    cache_key = (principal.owner, principal.is_admin, body.model)
-    hit = lookups.get(cache_key)
-    if hit is not None and hit[2] > time.monotonic():
-        return hit[0], hit[1]
+async def _resolve(body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage,
+                   lookups: TTLCache) -> tuple[str, Path]:  # fmt: skip
+    """The (version id, checkpoint path) serving ``body.model`` for this caller, cached ``model_lookup_cache_s``."""
 
-    def lookup() -> tuple[str, str]:
+    def lookup() -> tuple[str, Path]:
         with session_factory(settings)() as session:
             version, key = deployed_version(session, principal, body.model)
-            return version.id, key
+            return version.id, storage.path(key)
 
-    version_id, key = await run_in_threadpool(lookup)
-    if len(lookups) > 10_000:
-        lookups.clear()
-    lookups[cache_key] = (version_id, key, time.monotonic() + settings.model_lookup_cache_s)
-    return version_id, key
+    return await lookups.get((principal.owner, principal.is_admin, body.model), lookup)
 
 
 async def create_embeddings(
     body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage, cache: ModelCache,
-    lookups: dict,
+    lookups: TTLCache,
 ) -> EmbeddingResponse:  # fmt: skip
     """Embed the request's inputs with the deployed model it names."""
-    version_id, key = await _resolve(body, principal, settings, lookups)
-    served = await cache.get(version_id, storage.path(key))
+    version_id, checkpoint = await _resolve(body, principal, settings, storage, lookups)
+    served = await cache.get(version_id, checkpoint)
     if body.dimensions is not None and body.dimensions > served.embedder.dim:
         raise Invalid(f"dimensions must be at most {served.embedder.dim} for this model", field="dimensions")
     many = not isinstance(body.input, str) and len(body.input) > 64

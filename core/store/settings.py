@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     embed_batch_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="Extra wait for company before a forward pass (0: take what queued up)."
     )
+    embed_forward_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Forward passes of one model running at once, each on its own thread with "
+        "cores / workers intra-op threads (passes on fewer cores do not stall each other).",
+    )
     model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
     auth_cache_s: float = Field(
         5.0,

@@ -1,0 +1,132 @@
+"""The micro-batcher's concurrent passes and the single-flight TTL cache, driven directly on an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import torch
+from anyio import CapacityLimiter
+
+from api.embeddings.batcher import MicroBatcher
+from api.ttlcache import TTLCache
+
+
+class Recorder:
+    """A forward pass that doubles its inputs, slowly, and records how many passes overlapped."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.seconds, self.lock = seconds, threading.Lock()
+        self.running = self.most_running = 0
+        self.sizes: list[int] = []
+        self.threads: set[int] = set()
+
+    def __call__(self, inputs: list[float]) -> tuple[torch.Tensor, ...]:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.sizes.append(len(inputs))
+            self.threads.add(torch.get_num_threads())
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        if any(x < 0 for x in inputs):
+            raise ValueError("negative input")
+        x = torch.tensor(inputs)
+        return x * 2, torch.ones(len(inputs))
+
+
+def test_two_passes_run_side_by_side_and_every_caller_gets_its_own_rows() -> None:
+    embed = Recorder()
+    batcher = MicroBatcher(embed, max_batch=16, max_wait_ms=0, workers=2, threads=1, split_at=4)
+
+    async def run() -> list[tuple[torch.Tensor, ...]]:
+        return await asyncio.gather(*[batcher.submit([float(i), float(i) + 0.5]) for i in range(40)])
+
+    results = asyncio.run(run())
+    for i, (out, counts) in enumerate(results):
+        assert out.tolist() == [2.0 * i, 2.0 * i + 1.0] and counts.tolist() == [1.0, 1.0]
+    assert embed.most_running == 2  # never more than ``workers``, and both used under load
+    assert sum(embed.sizes) == 80 and max(embed.sizes) <= 16
+    assert embed.threads == {1}  # each forward thread runs with its share of the cores
+
+
+def test_a_second_pass_waits_for_enough_company() -> None:
+    embed = Recorder(seconds=0.1)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.submit([1.0]))
+        await asyncio.sleep(0.02)  # the first pass is running: 3 inputs are too few to start a second beside it
+        await asyncio.gather(first, *[batcher.submit([2.0]) for _ in range(3)])
+
+    asyncio.run(run())
+    assert embed.sizes == [1, 3] and embed.most_running == 1
+
+
+def test_a_failing_pass_fails_its_callers_only_and_the_batcher_goes_on() -> None:
+    embed = Recorder(seconds=0.01)
+    batcher = MicroBatcher(embed, max_batch=8, max_wait_ms=0, workers=1, threads=1)
+
+    async def run() -> tuple[list, torch.Tensor]:
+        failed = await asyncio.gather(batcher.submit([-1.0]), batcher.submit([3.0]), return_exceptions=True)
+        later = await batcher.submit([4.0])
+        return failed, later[0]
+
+    failed, later = asyncio.run(run())
+    assert all(isinstance(f, ValueError) for f in failed)  # one pass held both
+    assert later.tolist() == [8.0]
+
+
+def test_concurrent_misses_share_one_lookup_and_answers_expire() -> None:
+    calls: list[str] = []
+
+    def lookup(key: str) -> str | None:
+        calls.append(key)
+        time.sleep(0.05)
+        return None if key == "unknown" else key.upper()
+
+    async def run() -> None:
+        cache: TTLCache[str] = TTLCache(0.2, CapacityLimiter(4))
+        assert await asyncio.gather(*[cache.get("a", lambda: lookup("a")) for _ in range(20)]) == ["A"] * 20
+        assert calls == ["a"]
+        assert await cache.get("a", lambda: lookup("a")) == "A" and calls == ["a"]  # served from memory
+        assert await cache.get("unknown", lambda: lookup("unknown")) is None
+        assert await cache.get("unknown", lambda: lookup("unknown")) is None
+        assert calls.count("unknown") == 2  # a None answer is never kept
+        await asyncio.sleep(0.25)
+        assert await cache.get("a", lambda: lookup("a")) == "A" and calls.count("a") == 2  # expired: asked again
+
+    asyncio.run(run())
+
+
+def test_a_failed_lookup_reaches_every_waiter_and_is_not_kept() -> None:
+    attempts = []
+
+    def lookup() -> str:
+        attempts.append(1)
+        time.sleep(0.02)
+        if len(attempts) == 1:
+            raise ConnectionError("database away")
+        return "ok"
+
+    async def run() -> None:
+        cache: TTLCache[str] = TTLCache(60, CapacityLimiter(2))
+        results = await asyncio.gather(*[cache.get("k", lookup) for _ in range(5)], return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results) and len(attempts) == 1
+        assert await cache.get("k", lookup) == "ok"
+
+    asyncio.run(run())
+
+
+def test_ttl_zero_keeps_nothing() -> None:
+    calls = []
+
+    async def run() -> None:
+        cache: TTLCache[int] = TTLCache(0.0, CapacityLimiter(1))
+        for _ in range(3):
+            assert await cache.get("k", lambda: calls.append(1) or len(calls)) == len(calls)
+
+    asyncio.run(run())
+    assert len(calls) == 3

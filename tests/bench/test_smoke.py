@@ -1,0 +1,57 @@
+"""Smoke runs of the benchmarks: each script runs end to end at a tiny size and writes sane JSON.
+
+They check that `make bench` works and that each measures what it says (the same loss value across
+implementations, a job that succeeds, answers without errors); the figures themselves come from full runs,
+never from here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import PG
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    proc = subprocess.run([sys.executable, f"bench/{script}", "--out", str(out), *args], cwd=ROOT, timeout=timeout,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_loss_bench_runs_each_implementation_and_they_agree(tmp_path) -> None:
+    impls = ["ours_dense", "ours_chunked", "handwritten"]
+    data = run_bench("loss.py", tmp_path / "loss.json", "--sizes", "64", "--impls", *impls, "--timeout", "120")
+    assert {row["impl"] for row in data["rows"]} == set(impls)
+    for row in data["rows"]:
+        assert row["status"] == "ok" and row["agrees_with_ours"] and row["seconds"] > 0, row
+    assert data["largest_n"] == dict.fromkeys(impls, 64)
+
+
+def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) -> None:
+    data = run_bench("train.py", tmp_path / "train.json", "--steps", "8", "--batch", "64", "--rounds", "1",
+                     "--warmup", "2")  # fmt: skip
+    assert data["job_status"] == ["succeeded"]
+    assert data["bare_samples_per_s"] > 0 and data["service_samples_per_s"] > 0 and data["startup_latency_s"] > 0
+
+
+def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
+    data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "4", "--no-peer",
+                     "--raw-seconds", "0.2")  # fmt: skip
+    for modality in ("text", "vectors"):
+        model = data["models"][modality]
+        assert [level["clients"] for level in model["levels"]] == [1, 4]
+        assert all(level["requests"] > 0 and level["errors"] == 0 for level in model["levels"]), model["levels"]
+        assert set(model["raw"]["single_input_ms_by_threads"]) and model["raw"]["best_embeddings_per_s"] > 0
+
+
+def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
+    data = run_bench("api.py", tmp_path / "api.json", "--pg", PG, "--clients", "4", "--seconds", "1")
+    for scenario in ("status_polls", "submissions"):
+        assert data[scenario]["requests"] > 0 and data[scenario]["errors"] == 0, data[scenario]
+    assert data["db_connections_at_end"] <= 40
