@@ -206,6 +206,7 @@ class NTXentLoss(nn.Module):
         scale = self.scale
         if self.chunk_size is not None:
             return chunked_loss_sum(z, scale, anchors, layout, self.params, self.chunk_size)
-        s = (z[anchors] * scale) @ z.T  # (A, M): every anchor against the whole (global) batch
+        rows = z if len(anchors) == len(z) else z[anchors]  # one process: every row is an anchor, no gather copy
+        s = (rows * scale) @ z.T  # (A, M): every anchor against the whole (global) batch
         loss, ok = block_losses(s, anchors, layout, self.params, scale)
         return loss.sum(), ok.sum()

@@ -139,4 +139,6 @@ def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> 
         loss = torch.logsumexp(s, dim=1) - pos  # (R,)
     else:  # fused log-softmax + gather: one (R, M) temporary fewer than logsumexp's backward
         loss = torch.nn.functional.cross_entropy(s, partner[rows], reduction="none")
+    if has_negative:  # every anchor counts: no masking pass
+        return loss, ok
     return torch.where(ok, loss, torch.zeros_like(loss)), ok
