@@ -1,8 +1,9 @@
 """Exact NT-Xent in row blocks: the loss and its gradients without the full similarity matrix.
 
 Forward computes each block of ``K`` anchor rows against all ``M`` columns without autograd, keeping only the
-per-block sums. Backward recomputes each block's similarity tile with autograd enabled and accumulates its
-gradient into the embeddings, so the peak extra memory is O(K * M) instead of O(M^2). This is the
+per-block sums. Backward recomputes each block's similarity tile, differentiates the losses with respect to the
+tile with autograd, and accumulates the tile's gradient into the embeddings in place (two matrix products), so
+the peak extra memory is O(K * M) instead of O(M^2). This is the
 recompute-in-backward idea of Inf-CL (Cheng et al. 2024, "Breaking the Memory Barrier: Near Infinite Batch
 Size Scaling for Contrastive Loss", arXiv 2410.17243), with whole rows per tile: each anchor's log-sum-exp is
 complete inside its block, so no online merging across tiles is needed and every variant of
@@ -52,18 +53,19 @@ class _ChunkedLoss(torch.autograd.Function):
         z, scale, anchors = ctx.saved_tensors
         grad_z = torch.zeros_like(z)
         grad_scale = torch.zeros_like(scale)
-        want_scale = ctx.needs_input_grad[1]
         for rows in anchors.split(ctx.chunk_size):
-            with torch.enable_grad():
-                z_leaf = z.detach().requires_grad_(True)
-                scale_leaf = scale.detach().requires_grad_(want_scale)
-                block_total, _ = _block_sum(z_leaf, scale_leaf, rows, ctx.layout, ctx.params)
-                inputs = (z_leaf, scale_leaf) if want_scale else (z_leaf,)
-                grads = torch.autograd.grad(block_total, inputs, grad_outputs=grad_total)
-            grad_z += grads[0]
-            if want_scale:
-                grad_scale += grads[1]
-        return grad_z, (grad_scale if want_scale else None), None, None, None, None
+            z_rows = z[rows] * scale  # (K, D)
+            with torch.enable_grad():  # autograd only from the tile to the losses; the tile's own product by hand
+                s = (z_rows @ z.T).requires_grad_(True)  # (K, M)
+                # a copy: the formulas mask the tile in place, and s is kept for the temperature's gradient
+                block_total = block_losses(s.clone(), rows, ctx.layout, ctx.params, scale)[0].sum()
+                (grad_s,) = torch.autograd.grad(block_total, s, grad_outputs=grad_total)
+            # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block
+            grad_z.addmm_(grad_s.T, z_rows)  # through the columns
+            grad_z.index_add_(0, rows, (grad_s @ z) * scale)  # through the anchor rows
+            if ctx.needs_input_grad[1]:
+                grad_scale += (grad_s * s.detach()).sum() / scale
+        return grad_z, (grad_scale if ctx.needs_input_grad[1] else None), None, None, None, None
 
 
 def chunked_loss_sum(
