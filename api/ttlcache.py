@@ -41,6 +41,8 @@ class TTLCache(Generic[V]):
         task = self.inflight.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load(key, lookup))
+            # the callers re-raise a failure; if every one of them left first, asyncio must not log it as unseen
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
             self.inflight[key] = task
         # shield: a caller that disconnects must not cancel the lookup the others are waiting for
         return await asyncio.shield(task)

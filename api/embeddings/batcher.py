@@ -63,14 +63,14 @@ class MicroBatcher:
         if self.task is None or self.task.done():
             self.free, self.changed = asyncio.Semaphore(self.workers), asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._run())
-        parts = []
+        futures = []
         for start in range(0, len(inputs), self.max_batch):
-            future: asyncio.Future = asyncio.get_running_loop().create_future()
-            await self.queue.put((inputs[start : start + self.max_batch], future))
-            self.queued_inputs += len(inputs[start : start + self.max_batch])
+            part, future = inputs[start : start + self.max_batch], asyncio.get_running_loop().create_future()
+            await self.queue.put((part, future))
+            self.queued_inputs += len(part)
             self.changed.set()
-            parts.append(future)
-        results = [await part for part in parts]
+            futures.append(future)
+        results = [await future for future in futures]
         return tuple(torch.cat(columns) for columns in zip(*results, strict=True))
 
     async def _run(self) -> None:

@@ -6,11 +6,20 @@ import asyncio
 import threading
 import time
 
+import pytest
 import torch
 from anyio import CapacityLimiter
 
 from api.embeddings.batcher import MicroBatcher
 from api.ttlcache import TTLCache
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Forward threads set torch's thread count, which is process-wide: give the next tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 class Recorder:
