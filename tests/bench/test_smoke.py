@@ -42,12 +42,14 @@ def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) 
 
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "4", "--no-peer",
-                     "--raw-seconds", "0.2")  # fmt: skip
+                     "--raw-seconds", "0.2", "--latency-rounds", "1")  # fmt: skip
     for modality in ("text", "vectors"):
         model = data["models"][modality]
         assert [level["clients"] for level in model["levels"]] == [1, 4]
         assert all(level["requests"] > 0 and level["errors"] == 0 for level in model["levels"]), model["levels"]
-        assert set(model["raw"]["single_input_ms_by_threads"]) and model["raw"]["best_embeddings_per_s"] > 0
+        assert model["raw"]["best_embeddings_per_s"] > 0 and model["raw"]["best"] in model["raw"]["measured_again"]
+        (one_round,) = model["latency_at_1_client"]["rounds"]
+        assert one_round["p50_ms"] > 0 and all(ms > 0 for ms in one_round["raw_ms_by_threads"].values())
 
 
 def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
