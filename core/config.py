@@ -93,7 +93,7 @@ class LossConfig(_Strict):
         ge=16,
         le=65536,
         description="Rows per block of the exact chunked path (same loss and gradients, O(N * chunk) memory); "
-        "on CPU 128 was fastest in bench/loss.py, faster than the dense path from 4k pairs up.",
+        "on CPU 128 was fastest in bench/loss.py, faster than the dense path from 1k pairs up.",
     )
 
 
