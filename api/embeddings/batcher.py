@@ -87,7 +87,8 @@ class MicroBatcher:
             while self.running and self.queued_inputs < self.split_at:
                 await self.changed.wait()  # another pass runs: start beside it only with enough inputs
                 self.changed.clear()
-            first, carried = carried or await self.queue.get(), None
+            first = carried if carried is not None else await self.queue.get()
+            carried = None
             batch, size = [first], len(first[0])
             # the free threads share what is waiting: this pass takes its share, the next starts with the rest
             share = math.ceil(self.queued_inputs / (self.workers - self.running))
