@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.embed_batch_size,
         settings.embed_batch_wait_ms,
         settings.embed_forward_workers,
+        settings.embed_trace,
         app.state.metrics,
     )
     app.state.read_limiter = CapacityLimiter(settings.api_read_threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from core.encoders import EmbeddingModel, build_model
+from core.tracing import trace_checked
 from core.train.checkpoint import load_weights, read_config
 
 
@@ -19,15 +21,36 @@ class Embedder:
     Args:
         checkpoint: a checkpoint directory.
         device: where to run.
+        trace: run the pass as a TorchScript trace (:mod:`core.tracing`), which holds no GIL, where the trace
+            answers probes of several shapes as the eager pass does; :attr:`untraced_because` says why not
+            otherwise. Text and vector models only: the image encoder resizes inputs by a test on their shape,
+            which a trace would freeze.
     """
 
-    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False) -> None:
         self.config, self.spec = read_config(checkpoint)
         self.device = torch.device(device)
         self.model: EmbeddingModel = build_model(self.config, self.spec)
         self.model.load_state_dict(load_weights(checkpoint))
         self.model.to(self.device).eval()
         self.modality = self.spec.modality
+        self.forward: Callable[[Any], Tensor] = self.model.embed  # prepared inputs -> (B, D) embeddings
+        self.untraced_because: str | None = None
+        if trace and self.modality == "image":
+            self.untraced_because = "image models are not traced"
+        elif trace:
+            example, *probes = self._probes()
+            self.forward, self.untraced_because = trace_checked(self.model, "embed", example, probes)
+
+    def _probes(self) -> list[Any]:
+        """Prepared inputs of different shapes (batch of 1, padding, a text cut at ``max_length``)."""
+        if self.modality == "text":
+            long = " ".join(["word"] * (self.config.model.max_length + 8))
+            texts = [["a short text", "a longer one, so that the shorter is padded to its length"], ["one"],
+                     ["two words", long, "and a third text of middling length"]]  # fmt: skip
+            return [self.model.backbone.tokenize(batch, self.device) for batch in texts]
+        generator = torch.Generator().manual_seed(0)
+        return [torch.randn(n, self.spec.features, generator=generator).to(self.device) for n in (2, 1, 5)]
 
     @property
     def dim(self) -> int:
@@ -39,7 +62,7 @@ class Embedder:
         """(B, D) embeddings and (B,) usage counts: tokens per text (one tokenisation), 1 per other input."""
         if self.modality == "text":
             batch = self.model.backbone.tokenize(list(inputs), self.device)
-            return self.model.embed(batch).cpu(), batch["attention_mask"].sum(1).cpu()
+            return self.forward(batch).cpu(), batch["attention_mask"].sum(1).cpu()
         return self.embed(inputs), torch.ones(len(inputs), dtype=torch.long)
 
     @torch.inference_mode()
@@ -53,4 +76,4 @@ class Embedder:
             batch: Any = self.model.backbone.tokenize(list(inputs), self.device)
         else:
             batch = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=self.device)
-        return self.model.embed(batch).cpu()
+        return self.forward(batch).cpu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from api.embeddings.batcher import MicroBatcher
 from api.metrics import Metrics
 from core.inference import Embedder
+
+log = logging.getLogger("embedtrain.api")
 
 # The cores torch would use, read before any forward thread sets its own (smaller) share: the count is process-wide.
 TORCH_THREADS = torch.get_num_threads()
@@ -26,9 +29,10 @@ class ServedModel:
 class ModelCache:
     """LRU of served models keyed by model version id."""
 
-    def __init__(self, size: int, max_batch: int, max_wait_ms: float, workers: int = 1,
+    def __init__(self, size: int, max_batch: int, max_wait_ms: float, workers: int = 1, trace: bool = False,
                  metrics: Metrics | None = None) -> None:  # fmt: skip
         self.size, self.max_batch, self.max_wait_ms, self.workers = size, max_batch, max_wait_ms, workers
+        self.trace = trace
         self.metrics = metrics
         self.models: OrderedDict[str, ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
@@ -42,7 +46,9 @@ class ModelCache:
                 if self.metrics:
                     self.metrics.cache.labels("hit").inc()
                 return served
-            embedder = await asyncio.to_thread(Embedder, checkpoint)
+            embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace)
+            if self.trace and embedder.modality != "image" and embedder.untraced_because:
+                log.warning("model version %s is served eager (slower): %s", version_id, embedder.untraced_because)
             served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,
                                                         workers=self.workers, threads=max(1, TORCH_THREADS // self.workers),
                                                         on_batch=self._observe))  # fmt: skip

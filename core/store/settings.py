@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         description="Forward passes of one model running at once, each on its own thread with "
         "cores / workers intra-op threads (passes on fewer cores do not stall each other).",
     )
+    embed_trace: bool = Field(
+        True,
+        description="Serve text and vector models through a TorchScript trace of their forward pass, which runs "
+        "without Python's GIL; each trace is checked against the eager pass when the model loads (eager where they "
+        "differ).",
+    )
     model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
     auth_cache_s: float = Field(
         5.0,
