@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe  # noqa: E402
 from bench.service import Service  # noqa: E402
 
 DONE = """done = function(summary, latency, requests)
@@ -60,7 +59,7 @@ def main() -> None:
     with psycopg.connect(args.pg, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = args.pg.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
-    result: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+    result: dict = {"machine": describe(),
                     "api_processes": args.workers, "clients": args.clients, "seconds": args.seconds}  # fmt: skip
     try:
         with Service(database_url=url, api_workers=args.workers, worker=False) as service:

@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
 
 D = 128
 SIZES = [256, 1024, 4096, 8192, 16384, 32768]
@@ -217,7 +220,7 @@ def main() -> None:
             print(_format(row), flush=True)
     _check_agreement(rows)
     result = {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe(),
         "threads": args.threads,
         "d": D,
         "dtype": "fp32",

@@ -5,8 +5,9 @@
 For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a vector model (MLP), closed-loop
 clients each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s,
 embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its
-best batch size and layout of the cores (the two best of a sweep measured again, the better median kept). p50 at
-one client is compared with one raw forward pass of one input in alternating rounds (``--latency-rounds``).
+best forward (eager, or the TorchScript trace the service runs), batch size and layout of the cores (the two best
+of a sweep measured again, the better median kept). p50 at one client is compared with one raw forward pass of one
+input, the faster forward's, in alternating rounds (``--latency-rounds``).
 The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
 batching), driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
@@ -18,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe  # noqa: E402
 from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
 from core.inference import Embedder  # noqa: E402
 
@@ -145,25 +146,26 @@ def _rate(embedder: Embedder, inputs, streams: int, threads: int, seconds: float
 
 
 def raw_limit(
-    embedder: Embedder, make_inputs, streams: int, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0,
+    embedders: dict[str, Embedder], make_inputs, streams: int, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0,
     rounds: int = 3,
 ) -> dict:  # fmt: skip
-    """The forward pass alone: embeddings/s for each batch size and each layout of the cores (one pass on every
-    core; ``streams`` passes side by side on a share each). The two fastest of that sweep are measured again in
-    ``rounds`` alternating rounds and the limit is the better median: the top of a single noisy sweep overstates
-    it (on the 2-core VM one configuration swings by +-20% from minute to minute)."""
+    """The forward pass alone: embeddings/s for each forward (eager and traced), batch size and layout of the cores
+    (one pass on every core; ``streams`` passes side by side on a share each). The two fastest of that sweep are
+    measured again in ``rounds`` alternating rounds and the limit is the better median: the top of a single noisy
+    sweep overstates it (on the 2-core VM one configuration swings by +-20% from minute to minute)."""
     cores = torch.get_num_threads()
     layouts = {f"1x{cores}": (1, cores), f"{streams}x{max(1, cores // streams)}": (streams, max(1, cores // streams))}
-    configs = {f"{name} batch {size}": (n, threads, size) for name, (n, threads) in layouts.items() for size in sizes}
+    configs = {f"{kind} {name} batch {size}": (embedder, n, threads, size) for kind, embedder in embedders.items()
+               for name, (n, threads) in layouts.items() for size in sizes}  # fmt: skip
     out: dict = {}
-    for name, (n, threads, size) in configs.items():
+    for name, (embedder, n, threads, size) in configs.items():
         rate, median = _rate(embedder, make_inputs(size), n, threads, seconds)
         out[name] = {"embeddings_per_s": round(rate, 1), "median_pass_ms": round(median * 1000, 2)}
     top = sorted(out, key=lambda k: out[k]["embeddings_per_s"], reverse=True)[:2]
     again: dict[str, list[float]] = {name: [] for name in top}
     for _ in range(rounds):
         for name in top:
-            n, threads, size = configs[name]
+            embedder, n, threads, size = configs[name]
             again[name].append(round(_rate(embedder, make_inputs(size), n, threads, seconds)[0], 1))
     torch.set_num_threads(cores)
     best = max(again, key=lambda k: statistics.median(again[k]))
@@ -171,23 +173,22 @@ def raw_limit(
             "best_embeddings_per_s": round(statistics.median(again[best]), 1)}  # fmt: skip
 
 
-def single_input_ms(embedder: Embedder, make_inputs, seconds: float) -> dict[str, float]:
-    """Median time of one input's forward pass on one core and on all of them."""
+def single_input_ms(embedders: dict[str, Embedder], make_inputs, seconds: float) -> dict[str, float]:
+    """Median time of one input's forward pass, eager and traced, on one core and on all of them."""
     cores = torch.get_num_threads()
-    out = {
-        f"{t} threads": round(_rate(embedder, make_inputs(1), 1, t, seconds)[1] * 1000, 2) for t in sorted({1, cores})
-    }
+    out = {f"{kind} {t} threads": round(_rate(embedder, make_inputs(1), 1, t, seconds)[1] * 1000, 2)
+           for kind, embedder in embedders.items() for t in sorted({1, cores})}  # fmt: skip
     torch.set_num_threads(cores)
     return out
 
 
-def latency_over_raw(url: str, headers: dict, body, embedder: Embedder, make_inputs, seconds: float,
+def latency_over_raw(url: str, headers: dict, body, embedders: dict[str, Embedder], make_inputs, seconds: float,
                      rounds: int = 5) -> dict:  # fmt: skip
-    """p50 at one client against one raw forward pass of one input (the fastest thread count), in alternating
+    """p50 at one client against one raw forward pass of one input (the fastest forward), in alternating
     rounds: the machine's speed drifts between minutes, so each round's difference is taken and the median kept."""
     per_round = []
     for _ in range(rounds):
-        raw = single_input_ms(embedder, make_inputs, seconds / 2)
+        raw = single_input_ms(embedders, make_inputs, seconds / 2)
         p50 = run_level(url, headers, body, 1, seconds)["p50_ms"]
         per_round.append({"raw_ms_by_threads": raw, "p50_ms": p50, "minus_raw_ms": round(p50 - min(raw.values()), 2)})
     return {"rounds": per_round, "median_minus_raw_ms": statistics.median(r["minus_raw_ms"] for r in per_round)}
@@ -257,7 +258,7 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=5, help="alternating rounds of p50 at 1 client vs raw")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
     args = parser.parse_args()
-    result: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, no GPU",
+    result: dict = {"machine": describe(),
                     "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
     with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers)) as service, \
             httpx.Client(base_url=service.base, headers=service.headers, timeout=300) as client:  # fmt: skip
@@ -283,12 +284,13 @@ def main() -> None:
                     return np.asarray([vec[i % 512] for i in range(n)], dtype=np.float32)
 
             url = f"{service.base}/v1/embeddings"
+            client.post(url, json=body(0)).raise_for_status()  # loads (and traces) the model: not part of a level
             levels = [run_level(url, service.headers, body, c, args.seconds) for c in args.clients]
-            embedder = Embedder(paths[modality])
-            raw = raw_limit(embedder, make_inputs, args.forward_workers, seconds=args.raw_seconds)
+            embedders = {"eager": Embedder(paths[modality]), "traced": Embedder(paths[modality], trace=True)}
+            raw = raw_limit(embedders, make_inputs, args.forward_workers, seconds=args.raw_seconds)
             for level in levels:
                 level["fraction_of_raw_limit"] = round(level["embeddings_per_s"] / raw["best_embeddings_per_s"], 3)
-            latency = latency_over_raw(url, service.headers, body, embedder, make_inputs, max(1.0, args.seconds / 4),
+            latency = latency_over_raw(url, service.headers, body, embedders, make_inputs, max(1.0, args.seconds / 4),
                                        rounds=args.latency_rounds)  # fmt: skip
             result["models"][modality] = {"levels": levels, "raw": raw, "latency_at_1_client": latency,
                                           "p50_at_1_client_minus_raw_ms": latency["median_minus_raw_ms"]}  # fmt: skip

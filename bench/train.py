@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe  # noqa: E402
 from bench.service import Service, wait_job  # noqa: E402
 from core.augment import build_views  # noqa: E402
 from core.config import RunConfig  # noqa: E402
@@ -124,8 +123,7 @@ def main() -> None:
         statuses.append(job["status"])
     bare_rate, service_rate = statistics.median(bare_rates), statistics.median(service_rates)
     result = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
+        "machine": describe(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
         "torch_threads": torch.get_num_threads(),
         "steps": args.steps,
         "batch_size": args.batch,
