@@ -87,6 +87,8 @@ def test_openai_client_works_unchanged_against_a_text_model(client, auth, settin
         vectors = np.array([item.embedding for item in result.data])
         assert vectors.shape == (2, 32) and result.model == name and result.usage.total_tokens > 0
         assert np.allclose(vectors, embedder.embed(["hello world", "another text"]).numpy(), atol=1e-5)
+        (served,) = client.app.state.model_cache.models.values()  # the vectors above came from its trace
+        assert served.embedder.untraced_because is None and served.embedder.forward != served.embedder.model.embed
         small = oai.embeddings.create(model=name, input="one", dimensions=8, encoding_format="float")
         assert len(small.data[0].embedding) == 8 and abs(np.linalg.norm(small.data[0].embedding) - 1) < 1e-5
         with pytest.raises(openai.NotFoundError):
