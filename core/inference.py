@@ -14,6 +14,9 @@ from core.encoders import EmbeddingModel, build_model
 from core.tracing import trace_checked
 from core.train.checkpoint import load_weights, read_config
 
+# The image encoder resizes inputs by a test on their shape, which a trace would freeze: images stay eager.
+TRACED_MODALITIES = ("text", "vectors")
+
 
 class Embedder:
     """A model loaded from a checkpoint, in eval mode, that maps raw inputs to normalised embeddings.
@@ -23,8 +26,7 @@ class Embedder:
         device: where to run.
         trace: run the pass as a TorchScript trace (:mod:`core.tracing`), which holds no GIL, where the trace
             answers probes of several shapes as the eager pass does; :attr:`untraced_because` says why not
-            otherwise. Text and vector models only: the image encoder resizes inputs by a test on their shape,
-            which a trace would freeze.
+            otherwise. Only models of :data:`TRACED_MODALITIES`.
     """
 
     def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False) -> None:
@@ -36,8 +38,8 @@ class Embedder:
         self.modality = self.spec.modality
         self.forward: Callable[[Any], Tensor] = self.model.embed  # prepared inputs -> (B, D) embeddings
         self.untraced_because: str | None = None
-        if trace and self.modality == "image":
-            self.untraced_because = "image models are not traced"
+        if trace and self.modality not in TRACED_MODALITIES:
+            self.untraced_because = f"{self.modality} models are not traced"
         elif trace:
             example, *probes = self._probes()
             self.forward, self.untraced_because = trace_checked(self.model, "embed", example, probes)

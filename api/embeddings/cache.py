@@ -12,7 +12,7 @@ import torch
 
 from api.embeddings.batcher import MicroBatcher
 from api.metrics import Metrics
-from core.inference import Embedder
+from core.inference import TRACED_MODALITIES, Embedder
 
 log = logging.getLogger("embedtrain.api")
 
@@ -47,7 +47,7 @@ class ModelCache:
                     self.metrics.cache.labels("hit").inc()
                 return served
             embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace)
-            if self.trace and embedder.modality != "image" and embedder.untraced_because:
+            if self.trace and embedder.modality in TRACED_MODALITIES and embedder.untraced_because:
                 log.warning("model version %s is served eager (slower): %s", version_id, embedder.untraced_because)
             served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,
                                                         workers=self.workers, threads=max(1, TORCH_THREADS // self.workers),
