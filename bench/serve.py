@@ -7,7 +7,9 @@ clients each send one input per request for ``--seconds`` at each concurrency le
 embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its
 best forward (eager, or the TorchScript trace the service runs), batch size and layout of the cores (the two best
 of a sweep measured again, the better median kept). p50 at one client is compared with one raw forward pass of one
-input, the faster forward's, in alternating rounds (``--latency-rounds``).
+input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also records where the
+server's time went (its event loop's CPU per request, its forward passes' count and size, from /proc and /metrics)
+and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit.
 The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
 batching), driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import statistics
@@ -38,6 +41,7 @@ from bench.machine import describe  # noqa: E402
 from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
 from core.inference import Embedder  # noqa: E402
 
+RAW_SIZES = (1, 8, 32, 64, 128, 256)
 SENTENCES = [f"the quick brown fox number {i} jumps over the lazy dog near the river bank" for i in range(512)]
 
 
@@ -116,6 +120,43 @@ def run_level(url: str, headers: dict, make_body, clients: int, seconds: float) 
     return {**asyncio.run(drive(url, headers, make_body, clients, seconds)), "generator": "httpx"}
 
 
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _forward_totals(base: str, headers: dict) -> tuple[float, float]:
+    """(passes, seconds) of the server's forward passes so far, from its Prometheus histogram."""
+    totals = {"count": 0.0, "sum": 0.0}
+    for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text.splitlines():
+        for key in totals:
+            if line.startswith(f"embedtrain_embedding_forward_seconds_{key}"):
+                totals[key] += float(line.rsplit(" ", 1)[1])
+    return totals["count"], totals["sum"]
+
+
+def run_level_observed(base: str, url: str, headers: dict, make_body, clients: int, seconds: float, pid: int) -> dict:
+    """A level, with where the server's time went: CPU of its event loop (the main thread) and of the whole
+    process, and its forward passes (count, mean inputs, busy threads), read from /proc and /metrics."""
+    loop_stat, process_stat = Path(f"/proc/{pid}/task/{pid}/stat"), Path(f"/proc/{pid}/stat")
+    loop0, process0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat)
+    passes0, busy0 = _forward_totals(base, headers)
+    began = time.perf_counter()
+    level = run_level(url, headers, make_body, clients, seconds)
+    elapsed = time.perf_counter() - began
+    passes, busy = (now - then for now, then in zip(_forward_totals(base, headers), (passes0, busy0), strict=True))
+    loop = _cpu_seconds(loop_stat) - loop0
+    level["server"] = {
+        "event_loop_cores": round(loop / elapsed, 3),
+        "event_loop_ms_per_request": round(loop * 1000 / max(level["requests"], 1), 3),
+        "process_cores": round((_cpu_seconds(process_stat) - process0) / elapsed, 3),
+        "forward_passes": int(passes),
+        "inputs_per_pass": round(level["requests"] / max(passes, 1), 1),  # one input per request
+        "forward_threads_busy": round(busy / elapsed, 3),
+    }
+    return level
+
+
 def _rate(embedder: Embedder, inputs, streams: int, threads: int, seconds: float) -> tuple[float, float]:
     """(embeddings/s, median seconds per pass) of ``streams`` threads running passes side by side."""
     counts, times = [0] * streams, [[] for _ in range(streams)]
@@ -146,7 +187,7 @@ def _rate(embedder: Embedder, inputs, streams: int, threads: int, seconds: float
 
 
 def raw_limit(
-    embedders: dict[str, Embedder], make_inputs, streams: int, sizes=(1, 8, 32, 64, 128, 256), seconds: float = 3.0,
+    embedders: dict[str, Embedder], make_inputs, streams: int, sizes=RAW_SIZES, seconds: float = 3.0,
     rounds: int = 3,
 ) -> dict:  # fmt: skip
     """The forward pass alone: embeddings/s for each forward (eager and traced), batch size and layout of the cores
@@ -171,6 +212,21 @@ def raw_limit(
     best = max(again, key=lambda k: statistics.median(again[k]))
     return {"by_layout_and_batch": out, "measured_again": again, "best": best,
             "best_embeddings_per_s": round(statistics.median(again[best]), 1)}  # fmt: skip
+
+
+def batching_ceiling(raw: dict, clients: int, streams: int) -> float | None:
+    """The fraction of the raw limit that passes of this level's size could reach at best.
+
+    With one input per request and ``clients`` requests in flight, ``streams`` passes side by side hold at most
+    ceil(clients / streams) inputs each; the raw rate at that batch size (faster forward) over the limit bounds
+    what any server can do at this level. None where fewer clients than streams leave a stream idle.
+    """
+    if clients < streams:
+        return None
+    size = math.ceil(clients / streams)
+    rates = [v["embeddings_per_s"] for k, v in raw["by_layout_and_batch"].items()
+             if k.endswith(f" {streams}x1 batch {size}")]  # fmt: skip
+    return round(max(rates) / raw["best_embeddings_per_s"], 3)
 
 
 def single_input_ms(embedders: dict[str, Embedder], make_inputs, seconds: float) -> dict[str, float]:
@@ -285,11 +341,15 @@ def main() -> None:
 
             url = f"{service.base}/v1/embeddings"
             client.post(url, json=body(0)).raise_for_status()  # loads (and traces) the model: not part of a level
-            levels = [run_level(url, service.headers, body, c, args.seconds) for c in args.clients]
+            levels = [run_level_observed(service.base, url, service.headers, body, c, args.seconds, service.procs[0].pid)
+                      for c in args.clients]  # fmt: skip
             embedders = {"eager": Embedder(paths[modality]), "traced": Embedder(paths[modality], trace=True)}
-            raw = raw_limit(embedders, make_inputs, args.forward_workers, seconds=args.raw_seconds)
+            # the sweep covers each level's largest pass, for its batching ceiling
+            sizes = sorted(set(RAW_SIZES) | {math.ceil(c / args.forward_workers) for c in args.clients})
+            raw = raw_limit(embedders, make_inputs, args.forward_workers, sizes, seconds=args.raw_seconds)
             for level in levels:
                 level["fraction_of_raw_limit"] = round(level["embeddings_per_s"] / raw["best_embeddings_per_s"], 3)
+                level["batching_ceiling"] = batching_ceiling(raw, level["clients"], args.forward_workers)
             latency = latency_over_raw(url, service.headers, body, embedders, make_inputs, max(1.0, args.seconds / 4),
                                        rounds=args.latency_rounds)  # fmt: skip
             result["models"][modality] = {"levels": levels, "raw": raw, "latency_at_1_client": latency,
