@@ -34,16 +34,20 @@ def loss_table(path: Path = RESULTS / "loss.json") -> str:
 
 def serve_table(path: Path = RESULTS / "serve.json") -> str:
     data = json.loads(path.read_text())
-    lines = ["| model | clients | requests/s | embeddings/s | p50 ms | p95 ms | p99 ms | fraction of raw limit |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | clients | requests/s | embeddings/s | p50 ms | p95 ms | p99 ms | fraction of raw limit "
+             "| batching ceiling | inputs per pass | event loop ms per request |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for modality, model in data["models"].items():
         for lv in model["levels"]:
+            server = lv.get("server", {})
+            extra = [lv.get("batching_ceiling"), server.get("inputs_per_pass"), server.get("event_loop_ms_per_request")]
             lines.append(f"| {modality} | {lv['clients']} | {lv['requests_per_s']} | {lv['embeddings_per_s']} | "
-                         f"{lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['fraction_of_raw_limit']} |")  # fmt: skip
+                         f"{lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['fraction_of_raw_limit']} | "
+                         + " | ".join("–" if x is None else str(x) for x in extra) + " |")  # fmt: skip
     for lv in data.get("peer_sentence_transformers", []):
         lines.append(f"| sentence-transformers peer (text) | {lv['clients']} | {lv['requests_per_s']} | "
                      f"{lv['embeddings_per_s']} | {lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | "
-                     f"ours ÷ peer: {lv['ours_over_peer']} |")  # fmt: skip
+                     f"ours ÷ peer: {lv['ours_over_peer']} | | | |")  # fmt: skip
     for modality, model in data["models"].items():
         raw = model["raw"]
         layouts = raw["by_layout_and_batch"]
