@@ -8,7 +8,8 @@ masked diagonal, cross-entropy over 2N rows), pytorch-metric-learning's ``NTXent
 extra) and lightly's ``NTXentLoss`` (its module loaded from the wheel, see ``_load_lightly_ntxent``). Each child
 caps its address space at ``--cap-gib`` more than it started with; an allocation past the cap is reported as
 ``oom``. Up to N=``--rounds-up-to`` (8192) the implementations run ``--rounds`` times, alternating, and the
-median round is kept (this VM's noise flips close calls between single sweeps). Peak memory is the child's peak
+median round is kept (this VM's noise flips close calls between single sweeps); up to N=4096 a round is the
+median of at least 3 passes and 1 s of them. Peak memory is the child's peak
 RSS minus its RSS before the loss ran (inputs already allocated). Writes JSON to ``bench/results/loss.json``
 and prints a table.
 """
@@ -138,8 +139,9 @@ def _make(impl: str, tau: float, chunk: int):
     raise ValueError(impl)
 
 
-def child(impl: str, n: int, cap_gib: float, threads: int, chunk: int, repeats: int) -> dict:
-    """Run one configuration and return its measurements."""
+def child(impl: str, n: int, cap_gib: float, threads: int, chunk: int, repeats: int, min_seconds: float = 0.0) -> dict:
+    """Run one configuration and return its measurements: the median of ``repeats`` passes, or of as many more as
+    fill ``min_seconds`` (at small N one pass takes milliseconds, and three of them were at the mercy of noise)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -155,7 +157,8 @@ def child(impl: str, n: int, cap_gib: float, threads: int, chunk: int, repeats: 
     times, value = [], float("nan")
     base = _rss_mib()
     try:
-        for _ in range(repeats):
+        began = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - began < min_seconds:
             a.grad = b.grad = None
             start = time.perf_counter()
             loss = fn(a, b)
@@ -196,7 +199,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         n = int(args.child[1])
-        print(json.dumps(child(args.child[0], n, args.cap_gib, args.threads, args.chunk, 3 if n <= 4096 else 1)))
+        repeats, min_seconds = (3, 1.0) if n <= 4096 else (1, 0.0)
+        print(json.dumps(child(args.child[0], n, args.cap_gib, args.threads, args.chunk, repeats, min_seconds)))
         return
 
     rows, failed = [], {}
