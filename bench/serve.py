@@ -135,16 +135,19 @@ def _forward_totals(base: str, headers: dict) -> tuple[float, float]:
     return totals["count"], totals["sum"]
 
 
-def run_level_observed(base: str, url: str, headers: dict, make_body, clients: int, seconds: float, pid: int) -> dict:
-    """A level, with where the server's time went: CPU of its event loop (the main thread) and of the whole
-    process, and its forward passes (count, mean inputs, busy threads), read from /proc and /metrics."""
+def run_level_observed(service: Service, make_body, clients: int, seconds: float) -> dict:
+    """A level against ``/v1/embeddings``, with where the server's time went: CPU of its event loop (the main
+    thread of its one API process) and of the whole process, and its forward passes (count, mean inputs, busy
+    threads), read from /proc and /metrics."""
+    pid = service.procs[0].pid  # uvicorn with one worker serves in the process it starts in
     loop_stat, process_stat = Path(f"/proc/{pid}/task/{pid}/stat"), Path(f"/proc/{pid}/stat")
     loop0, process0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat)
-    passes0, busy0 = _forward_totals(base, headers)
+    passes0, busy0 = _forward_totals(service.base, service.headers)
     began = time.perf_counter()
-    level = run_level(url, headers, make_body, clients, seconds)
+    level = run_level(f"{service.base}/v1/embeddings", service.headers, make_body, clients, seconds)
     elapsed = time.perf_counter() - began
-    passes, busy = (now - then for now, then in zip(_forward_totals(base, headers), (passes0, busy0), strict=True))
+    passes, busy = (now - then for now, then in
+                    zip(_forward_totals(service.base, service.headers), (passes0, busy0), strict=True))  # fmt: skip
     loop = _cpu_seconds(loop_stat) - loop0
     level["server"] = {
         "event_loop_cores": round(loop / elapsed, 3),
@@ -347,8 +350,7 @@ def main() -> None:
 
             url = f"{service.base}/v1/embeddings"
             client.post(url, json=body(0)).raise_for_status()  # loads (and traces) the model: not part of a level
-            levels = [run_level_observed(service.base, url, service.headers, body, c, args.seconds, service.procs[0].pid)
-                      for c in args.clients]  # fmt: skip
+            levels = [run_level_observed(service, body, c, args.seconds) for c in args.clients]
             embedders = {"eager": Embedder(paths[modality]), "traced": Embedder(paths[modality], trace=True)}
             # the sweep covers each level's largest pass, for its batching ceiling
             sizes = sorted(set(RAW_SIZES) | {math.ceil(c / args.forward_workers) for c in args.clients})

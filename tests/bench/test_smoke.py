@@ -53,7 +53,8 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
             assert 0 < server["event_loop_cores"] <= server["process_cores"], level
         one, four = model["levels"]
         assert one["batching_ceiling"] is None and four["batching_ceiling"] > 0, model["levels"]
-        assert "eager 2x1 batch 2" in model["raw"]["by_layout_and_batch"]  # four clients: two passes of two
+        swept = model["raw"]["by_layout_and_batch"]
+        assert any(name.endswith(" batch 2") for name in swept), swept  # four clients: two passes of two
         assert model["raw"]["best_embeddings_per_s"] > 0 and model["raw"]["best"] in model["raw"]["measured_again"]
         (one_round,) = model["latency_at_1_client"]["rounds"]
         assert one_round["p50_ms"] > 0 and all(ms > 0 for ms in one_round["raw_ms_by_threads"].values())
