@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from api.errors import Unauthorized
 from core.store.db import session_factory
-from core.store.keys import Principal, authenticate
+from core.store.keys import Principal
+from core.store.keys import authenticate as authenticate_key
 from core.store.settings import Settings
 from core.store.storage import Storage
 
@@ -50,37 +51,39 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer et_...`")
-
-
-async def _authenticate_cached(request: Request, settings: Settings, key: str) -> Principal | None:
-    """Check a key, remembering a valid one for ``auth_cache_s`` (failures are never cached)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return await request.app.state.auth_cache.get(digest, partial(_authenticate, settings, key))
+# the OpenAPI security requirement of a route that calls authenticate() itself (api.plain_route)
+BEARER_SECURITY = [{_bearer.scheme_name: []}]
 
 
 def _authenticate(settings: Settings, key: str) -> Principal | None:
     with session_factory(settings)() as session:
-        return authenticate(session, key)
+        return authenticate_key(session, key)
 
 
-async def get_principal(
-    request: Request,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller of an authenticated route.
+async def authenticate(request: Request) -> Principal:
+    """The caller named by the request's ``Authorization: Bearer <key>`` header; 401 without a valid key.
 
-    Uses its own short session: the connection is back in the pool before the route runs, so a request that
-    waits (an embedding in the batcher) holds no connection.
+    A valid key is remembered for ``auth_cache_s`` (failures never are). The check uses its own short session:
+    the connection is back in the pool before the route runs, so a request that waits (an embedding in the
+    batcher) holds no connection.
     """
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
-    principal = await _authenticate_cached(request, settings, credentials.credentials)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    principal = await request.app.state.auth_cache.get(digest, partial(_authenticate, request.app.state.settings, key))
     if principal is None:
         raise Unauthorized("invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+async def get_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller of an authenticated route (the ``_bearer`` dependency puts the scheme in the OpenAPI schema)."""
+    return await authenticate(request)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

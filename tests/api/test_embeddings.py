@@ -191,3 +191,27 @@ def test_request_size_limits_on_embeddings(tmp_path, pg_url, redis_url, keys) ->
         assert empty.status_code == 422 and "empty string" in empty.json()["error"]["message"]
         ok = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": ["abc", "def", "ghi"]})
         assert ok.status_code == 200
+
+
+def test_embeddings_route_refuses_bad_bodies_and_keys_as_every_route_does(client, auth, settings) -> None:
+    """The route parses and authenticates by itself (api.plain_route): its errors match FastAPI's routes'."""
+    name, _ = trained_model(settings, client, auth, "vectors")
+
+    def post(body: bytes | str, headers: dict[str, str] = auth) -> httpx.Response:
+        return client.post("/v1/embeddings", headers={**headers, "Content-Type": "application/json"}, content=body)
+
+    not_json, jobs_not_json = post(b"{not json"), client.post("/v1/jobs", headers=auth, content=b"{not json")
+    assert not_json.status_code == 422 and jobs_not_json.status_code == 422
+    assert not_json.json()["error"]["type"] == jobs_not_json.json()["error"]["type"] == "invalid_request_error"
+    assert "JSON" in not_json.json()["error"]["message"]
+    wrong = post(f'{{"model": "{name}", "input": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], "encoding_format": "hex"}}')
+    assert wrong.status_code == 422 and wrong.json()["error"]["param"] == "encoding_format", wrong.text
+    assert post(b"[1, 2]").status_code == 422 and post(b"").status_code == 422
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer et_nope_nope"}):
+        refused = post(b"{not json", headers)  # the key is checked first: no body is parsed for a stranger
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", refused.text
+    operation = client.get("/openapi.json").json()["paths"]["/v1/embeddings"]["post"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["required"] == ["model", "input"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("EmbeddingResponse")

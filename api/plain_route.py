@@ -1,0 +1,60 @@
+"""Routes served as plain Starlette endpoints, yet documented in the OpenAPI schema like every other route.
+
+FastAPI's request handling (solving the dependency tree, parsing the body with ``json`` and validating the
+result, validating the returned model once more before serialising it) costs event-loop CPU on every request.
+On /v1/embeddings that event loop shares the machine's cores with the forward passes, so each of its
+milliseconds is taken from the model: on the 2-core development VM the embeddings route spent 0.53 ms of
+event-loop CPU per request through FastAPI's handler and 0.38 ms as a :class:`PlainRoute` (bench/serve.py,
+README "Serving").
+
+A :class:`PlainRoute`'s endpoint takes the :class:`~starlette.requests.Request` and returns a
+:class:`~starlette.responses.Response`; it does the few steps it needs itself (:func:`api.deps.authenticate`,
+:func:`parse_body`, :func:`json_response`), each with pydantic's Rust parser and serialiser. What it raises goes
+through the app's one error mapping (:mod:`api.errors`), as from any route. Its OpenAPI entry comes from the
+decorator's ``response_model`` and :func:`openapi_body`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class PlainRoute(APIRoute):
+    """An ``APIRoute`` whose endpoint is the whole handler: ``endpoint(request) -> Response``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
+
+
+def openapi_body(model: type[BaseModel], security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads a required JSON body of ``model`` and checks ``security`` itself."""
+    schema = model.model_json_schema()
+    if "$defs" in schema:
+        raise ValueError(f"{model.__name__} nests models, whose schemas would have to go into the components")
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "security": security,
+    }
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body as ``model``; otherwise a :class:`RequestValidationError` (a 422 naming the field)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as error:
+        # located under "body" as FastAPI does, so the error mapping names the field the same way
+        problems = error.errors(include_url=False, include_context=False, include_input=False)
+        raise RequestValidationError([{**p, "loc": ("body", *p["loc"])} for p in problems]) from None
+
+
+def json_response(model: BaseModel) -> Response:
+    """``model`` serialised as JSON (pydantic's serialiser: no second validation, no ``json.dumps``)."""
+    return Response(model.model_dump_json(), media_type="application/json")
