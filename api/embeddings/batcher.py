@@ -2,11 +2,16 @@
 
 Requests queue up; a single consumer waits for a free forward thread, takes what is waiting (after up to
 ``max_wait_ms`` for company) up to ``max_batch`` inputs, and starts the pass on that thread, so the event loop
-keeps accepting requests. Up to ``workers`` passes run at once, each on its own share of the cores; a pass
-starts beside a running one only once ``split_at`` inputs are waiting, so that splitting the work never leaves
-both passes with crumbs. When several threads are free, the waiting inputs are shared out between them (a
-request of many inputs is cut into parts for this, so a lone request of 32 texts is answered ~1.7x sooner than
-in one pass). Each pass hands every request its rows.
+keeps accepting requests. Up to ``workers`` passes run at once, each on its own share of the cores. When several
+threads are free, the waiting inputs are shared out between them (a request of many inputs is cut into parts
+for this, so a lone request of 32 texts is answered ~1.7x sooner than in one pass). Each pass hands every
+request its rows.
+
+A pass starts beside a running one only once enough inputs wait, so that splitting the work never leaves the
+passes with crumbs. Enough is the load's fair share: the most inputs in the batcher at once (waiting or in a
+pass) over the last second or two, over ``workers``, and at most ``split_at``. Eight clients each keep one input
+in flight, so a second pass starts with 4 of them beside a running pass of 4; a fixed threshold of 8 left one
+thread running passes of 8 and the other core idle (bench/serve.py on the 2-core VM: 209 vs 360 requests/s).
 
 Why several passes, each on fewer cores, under load: one pass spread over every core synchronises its threads
 at each operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them;
@@ -37,14 +42,16 @@ class MicroBatcher:
         max_wait_ms: how long a pass waits for company (0: it takes what queued while the threads were busy).
         workers: passes that may run at once, each on its own thread.
         threads: intra-op threads of each pass (torch's count, which is process-wide, becomes this).
-        split_at: inputs that must be waiting before a pass starts beside a running one, and the smallest part
-            a request is cut into.
+        split_at: the most inputs that must be waiting before a pass starts beside a running one (fewer when
+            fewer are in flight: see the module docstring), and the smallest part a request is cut into.
         on_batch: called with (inputs, seconds) of each pass, for metrics.
+        load_window_s: the recent load is the peak of the current and the previous window of this length.
     """
 
     def __init__(
         self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
         workers: int = 1, threads: int = 1, split_at: int = 8, on_batch: Callable[[int, float], None] | None = None,
+        load_window_s: float = 1.0,
     ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
         self.workers = workers
@@ -56,6 +63,8 @@ class MicroBatcher:
         self.free: asyncio.Semaphore | None = None
         self.running = 0
         self.queued_inputs = 0
+        self.passing_inputs = 0  # inputs in running passes
+        self.load = PeakLoad(load_window_s)  # the most inputs in the batcher at once, lately
         self.changed: asyncio.Event | None = None
         self.split_at = split_at
         self.task: asyncio.Task | None = None
@@ -74,6 +83,7 @@ class MicroBatcher:
             part, future = inputs[start : start + size], asyncio.get_running_loop().create_future()
             await self.queue.put((part, future))
             self.queued_inputs += len(part)
+            self.load.observe(self.queued_inputs + self.passing_inputs)
             self.changed.set()
             futures.append(future)
         results = [await future for future in futures]
@@ -84,7 +94,7 @@ class MicroBatcher:
         carried = None  # a part that did not fit the last pass: it heads the next one
         while True:
             await self.free.acquire()  # a thread is free: what queued meanwhile makes the next batch
-            while self.running and self.queued_inputs < self.split_at:
+            while self.running and self.queued_inputs < self._fair_share():
                 await self.changed.wait()  # another pass runs: start beside it only with enough inputs
                 self.changed.clear()
             first = carried if carried is not None else await self.queue.get()
@@ -92,7 +102,7 @@ class MicroBatcher:
             batch, size = [first], len(first[0])
             # the free threads share what is waiting: this pass takes its share, the next starts with the rest
             share = math.ceil(self.queued_inputs / (self.workers - self.running))
-            limit = min(self.max_batch, max(self.split_at, share))
+            limit = min(self.max_batch, max(self._fair_share(), share))
             deadline = loop.time() + self.max_wait
             while size < limit:
                 try:
@@ -107,9 +117,15 @@ class MicroBatcher:
                 size += len(nxt[0])
             self._start(batch)
 
+    def _fair_share(self) -> int:
+        """Inputs a pass should have: the recent peak of inputs in flight over the threads, at most ``split_at``."""
+        return max(1, min(self.split_at, math.ceil(self.load.peak() / self.workers)))
+
     def _start(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
         """Run one pass on a free thread (the caller holds a slot of ``free``; the pass gives it back)."""
-        self.queued_inputs -= sum(len(items) for items, _ in batch)
+        size = sum(len(items) for items, _ in batch)
+        self.queued_inputs -= size
+        self.passing_inputs += size
         self.running += 1
         task = asyncio.get_running_loop().create_task(self._pass(batch))
         self.passes.add(task)  # keep a reference until it ends
@@ -127,6 +143,7 @@ class MicroBatcher:
             return
         finally:
             self.running -= 1
+            self.passing_inputs -= len(inputs)
             self.changed.set()
             self.free.release()
         self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
@@ -137,3 +154,27 @@ class MicroBatcher:
             if not future.done():
                 future.set_result(tuple(t[start : start + len(items)] for t in out))
             start += len(items)
+
+
+class PeakLoad:
+    """The largest value observed over the last one to two windows of ``window_s`` (a decaying maximum)."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.current = self.previous = 0
+        self.window_end = 0.0
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now >= self.window_end:
+            # the window just ended becomes the previous one; after a quiet window, nothing is remembered
+            self.previous = self.current if now < self.window_end + self.window_s else 0
+            self.current, self.window_end = 0, now + self.window_s
+
+    def observe(self, value: int) -> None:
+        self._roll()
+        self.current = max(self.current, value)
+
+    def peak(self) -> int:
+        self._roll()
+        return max(self.current, self.previous)

@@ -61,17 +61,48 @@ def test_two_passes_run_side_by_side_and_every_caller_gets_its_own_rows() -> Non
     assert set(embed.threads) == {1}  # each forward thread runs with its share of the cores
 
 
-def test_a_second_pass_waits_for_enough_company() -> None:
+def test_a_second_pass_waits_for_the_loads_fair_share() -> None:
+    embed = Recorder(seconds=0.1)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=3, threads=1, split_at=8)
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.submit([float(i) for i in range(16)]))  # 16 in flight: 2 passes of 8
+        await asyncio.sleep(0.02)
+        # a thread is free, but 3 inputs are fewer than the load's share (16 / 3 threads): they wait for the passes
+        await asyncio.gather(first, *[batcher.submit([2.0]) for _ in range(3)])
+
+    asyncio.run(run())
+    assert embed.sizes == [8, 8, 3] and embed.most_running == 2
+
+
+def test_at_light_load_a_second_pass_starts_with_fewer_inputs() -> None:
     embed = Recorder(seconds=0.1)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
 
     async def run() -> None:
         first = asyncio.ensure_future(batcher.submit([1.0]))
-        await asyncio.sleep(0.02)  # the first pass is running: 3 inputs are too few to start a second beside it
+        await asyncio.sleep(0.02)  # 4 in flight: 2 each is the fair share, so the 3 waiting start beside the first
         await asyncio.gather(first, *[batcher.submit([2.0]) for _ in range(3)])
 
     asyncio.run(run())
-    assert embed.sizes == [1, 3] and embed.most_running == 1
+    assert embed.sizes == [1, 3] and embed.most_running == 2
+
+
+def test_the_fair_share_follows_the_load_down() -> None:
+    embed = Recorder(seconds=0.05)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8, load_window_s=0.1)
+
+    async def burst_then_light() -> None:
+        await batcher.submit([float(i) for i in range(32)])  # a peak of 32 in flight: the share is split_at, 8
+        assert batcher._fair_share() == 8
+        await asyncio.sleep(0.25)  # two windows later the peak is forgotten
+        embed.most_running = 0
+        first = asyncio.ensure_future(batcher.submit([1.0]))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, batcher.submit([2.0]), batcher.submit([3.0]))
+
+    asyncio.run(burst_then_light())
+    assert embed.sizes[-2:] == [1, 2] and embed.most_running == 2
 
 
 def test_a_lone_request_of_many_inputs_is_shared_by_the_threads() -> None:
