@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.losses.objective import Layout, VariantParams, block_losses
+from core.losses.objective import Layout, VariantParams, block_loss_sum
 
 
 class _ChunkedLoss(torch.autograd.Function):
@@ -43,21 +43,21 @@ class _ChunkedLoss(torch.autograd.Function):
         for rows in anchors.split(chunk_size):
             z_rows = z[rows] * scale  # (K, D)
             if grad_z is None:
-                loss, ok = block_losses(z_rows @ z.T, rows, layout, params, scale)
+                loss, ok = block_loss_sum(z_rows @ z.T, rows, layout, params, scale)
             else:
                 with torch.enable_grad():  # autograd only from the tile to the losses; the tile's products by hand
                     s = (z_rows @ z.T).requires_grad_(True)  # (K, M) fp32, the only quadratic tensor alive
                     # a copy: the formulas mask the tile in place, and s is kept for the temperature's gradient
-                    loss, ok = block_losses(s.clone(), rows, layout, params, scale)
-                    (grad_s,) = torch.autograd.grad(loss.sum(), s)
+                    loss, ok = block_loss_sum(s.clone(), rows, layout, params, scale)
+                    (grad_s,) = torch.autograd.grad(loss, s)
                 # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block
                 grad_z.addmm_(grad_s.T, z_rows)  # through the columns
                 grad_z.index_add_(0, rows, (grad_s @ z) * scale)  # through the anchor rows
                 if want_scale:
                     grad_scale += (grad_s * s.detach()).sum() / scale
                 loss = loss.detach()
-            total += loss.sum()
-            count += ok.sum()
+            total += loss
+            count += ok
         ctx.save_for_backward(grad_z, grad_scale)
         ctx.mark_non_differentiable(count)
         return total, count

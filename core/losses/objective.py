@@ -1,6 +1,6 @@
 """Per-anchor NT-Xent-family losses for a block of anchor rows against all candidate columns.
 
-This is the one place the formulas live. The dense path calls :func:`block_losses` once on the whole
+This is the one place the formulas live. The dense path calls :func:`block_loss_sum` once on the whole
 similarity matrix and lets autograd differentiate it; the chunked path calls it on row blocks, without
 graph in forward and with graph in backward (see :mod:`core.losses.chunked`). The formulas are written out
 in :mod:`core.losses.ntxent`.
@@ -59,10 +59,10 @@ def _log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def block_losses(
+def block_loss_sum(
     s: Tensor, rows: Tensor, layout: Layout, params: VariantParams, scale: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Loss of each anchor row in a block.
+    """Summed loss of the anchor rows in a block, and how many anchors it counts.
 
     Args:
         s: (R, M) fp32 scaled similarities of the block's anchors against every column.
@@ -72,8 +72,8 @@ def block_losses(
         scale: () the inverse temperature 1/tau (used by the debiased lower bound e^{-1/tau}).
 
     Returns:
-        ``(loss, ok)``: (R,) per-anchor losses with zeros where the anchor is excluded, and (R,) bool, False
-        for anchors without a positive, or without a negative where the variant needs one.
+        ``(total, count)``: () the sum of the anchors' losses and () int64 the number of anchors counted; an
+        anchor without a positive, or without a negative where the variant needs one, is left out of both.
     """
     if layout.partner is not None and params.variant in ("ntxent", "dcl"):
         return _one_positive(s, rows, layout.partner, params.variant == "dcl")
@@ -122,7 +122,7 @@ def block_losses(
         log_ng = torch.maximum(debiased, floor)  # (R, M)
         per_pair = torch.nn.functional.softplus(log_ng - s)  # -log(e^s / (e^s + Ng))
         loss = torch.where(pos, per_pair, torch.zeros_like(s)).sum(1) / n_pos_f
-    return torch.where(ok, loss, torch.zeros_like(loss)), ok
+    return torch.where(ok, loss, torch.zeros_like(loss)).sum(), ok.sum()
 
 
 def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
@@ -133,12 +133,10 @@ def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> 
     s = s.index_put_((r, rows), minus_inf)  # self; in place: the product's backward does not read s
     if decoupled:
         s = s.index_put_((r, partner[rows]), minus_inf)
-    has_negative = s.shape[1] > (3 if decoupled else 2)
-    ok = torch.full((len(rows),), has_negative, dtype=torch.bool, device=s.device)
+    if s.shape[1] <= (3 if decoupled else 2):  # no negative for any anchor: nothing counts
+        return s[:, :0].sum(), torch.zeros((), dtype=torch.long, device=s.device)  # a zero with a graph
+    count = torch.tensor(len(rows), device=s.device)
     if decoupled:
-        loss = torch.logsumexp(s, dim=1) - pos  # (R,)
-    else:  # fused log-softmax + gather: one (R, M) temporary fewer than logsumexp's backward
-        loss = torch.nn.functional.cross_entropy(s, partner[rows], reduction="none")
-    if has_negative:  # every anchor counts: no masking pass
-        return loss, ok
-    return torch.where(ok, loss, torch.zeros_like(loss)), ok
+        return (torch.logsumexp(s, dim=1) - pos).sum(), count
+    # fused log-softmax + gather, summed inside: a per-row loss vector and its sum cost a pass more in backward
+    return torch.nn.functional.cross_entropy(s, partner[rows], reduction="sum"), count

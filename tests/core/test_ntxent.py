@@ -230,3 +230,16 @@ def test_bad_shapes_are_refused() -> None:
         loss(torch.randn(4, 3))
     with pytest.raises(ValueError):
         loss(torch.randn(4, 3), torch.randn(4, 3), labels=torch.zeros(3))
+
+
+def test_batch_indices_built_in_inference_mode_still_serve_training() -> None:
+    """The loss builds its index tensors once per batch shape; a first call in inference mode (evaluation) must not
+    leave it inference tensors, which autograd refuses to save for the next training step."""
+    loss = NTXentLoss(0.2)
+    a, b = torch.randn(13, 8), torch.randn(13, 8)
+    with torch.inference_mode():
+        expected = loss(a, b)
+    a.requires_grad_(True)
+    value = loss(a, b)
+    value.backward()
+    assert value.item() == pytest.approx(expected.item()) and a.grad is not None and a.grad.abs().sum() > 0
