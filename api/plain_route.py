@@ -9,9 +9,9 @@ README "Serving").
 
 A :class:`PlainRoute`'s endpoint takes the :class:`~starlette.requests.Request` and returns a
 :class:`~starlette.responses.Response`; it does the few steps it needs itself (:func:`api.deps.authenticate`,
-:func:`parse_body`, :func:`json_response`), each with pydantic's Rust parser and serialiser. What it raises goes
-through the app's one error mapping (:mod:`api.errors`), as from any route. Its OpenAPI entry comes from the
-decorator's ``response_model`` and :func:`openapi_body`.
+:func:`parse_body` with pydantic's Rust parser, its own serialisation). What it raises goes through the app's one
+error mapping (:mod:`api.errors`), as from any route. Its OpenAPI entry comes from the decorator's
+``response_model`` and :func:`openapi_body`.
 """
 
 from __future__ import annotations
@@ -53,8 +53,3 @@ async def parse_body(request: Request, model: type[M]) -> M:
         # located under "body" as FastAPI does, so the error mapping names the field the same way
         problems = error.errors(include_url=False, include_context=False, include_input=False)
         raise RequestValidationError([{**p, "loc": ("body", *p["loc"])} for p in problems]) from None
-
-
-def json_response(model: BaseModel) -> Response:
-    """``model`` serialised as JSON (pydantic's serialiser: no second validation, no ``json.dumps``)."""
-    return Response(model.model_dump_json(), media_type="application/json")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from api.deps import BEARER_SECURITY, authenticate
 from api.embeddings import service
 from api.embeddings.schemas import EmbeddingRequest, EmbeddingResponse
-from api.plain_route import PlainRoute, json_response, openapi_body, parse_body
+from api.plain_route import PlainRoute, openapi_body, parse_body
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=PlainRoute)
 
@@ -28,4 +28,4 @@ async def create_embeddings(request: Request) -> Response:
     answer = await service.create_embeddings(
         body, principal, state.settings, state.storage, state.model_cache, state.model_lookup
     )
-    return json_response(answer)
+    return Response(answer, media_type="application/json")

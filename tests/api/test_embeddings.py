@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64 as pybase64
 import threading
 import time
 
@@ -15,6 +16,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from api.embeddings.schemas import EmbeddingResponse
 from core.config import RunConfig
 from core.data import Records
 from core.inference import Embedder
@@ -101,8 +103,13 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
     name, embedder = trained_model(settings, client, auth, "vectors")
     ok = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.1] * 6, [0.2] * 6]})
     assert ok.status_code == 200
-    assert np.allclose(np.array([d["embedding"] for d in ok.json()["data"]]),
-                       embedder.embed(np.array([[0.1] * 6, [0.2] * 6])).numpy(), atol=1e-5)  # fmt: skip
+    EmbeddingResponse.model_validate_json(ok.content)  # the documented shape, written without the model
+    served = np.array([d["embedding"] for d in ok.json()["data"]], dtype=np.float32)
+    assert np.allclose(served, embedder.embed(np.array([[0.1] * 6, [0.2] * 6])).numpy(), atol=1e-5)
+    as_base64 = client.post("/v1/embeddings", headers=auth,
+                         json={"model": name, "input": [[0.1] * 6, [0.2] * 6], "encoding_format": "base64"})  # fmt: skip
+    decoded = [np.frombuffer(pybase64.b64decode(d["embedding"]), dtype="<f4") for d in as_base64.json()["data"]]
+    assert np.array_equal(np.stack(decoded), served)  # the shortest float32 digits give back the very same floats
     cases = [
         ({"model": name, "input": [[0.1] * 5]}, "has 5 values"),
         ({"model": name, "input": "text"}, "vector model"),
