@@ -7,11 +7,16 @@ threads are free, the waiting inputs are shared out between them (a request of m
 for this, so a lone request of 32 texts is answered ~1.7x sooner than in one pass). Each pass hands every
 request its rows.
 
-A pass starts beside a running one only once enough inputs wait, so that splitting the work never leaves the
-passes with crumbs. Enough is the load's fair share: the most inputs in the batcher at once (waiting or in a
-pass) over the last second or two, over ``workers``, and at most ``split_at``. Eight clients each keep one input
-in flight, so a second pass starts with 4 of them beside a running pass of 4; a fixed threshold of 8 left one
-thread running passes of 8 and the other core idle (bench/serve.py on the 2-core VM: 209 vs 360 requests/s).
+Both rules below follow the load's fair share: the most inputs in the batcher at once (waiting or in a pass) over
+the last second or two, over ``workers``.
+
+* A pass starts beside a running one only once the fair share waits (at most ``split_at``), so that splitting the
+  work never leaves the passes with crumbs. Eight clients each keep one input in flight, so a second pass starts
+  with 4 of them beside a running pass of 4; a fixed threshold of 8 left one thread running passes of 8 and the
+  other core idle (bench/serve.py on the 2-core VM: 209 vs 360 requests/s).
+* No pass takes more than the fair share while others could run. Taking everything that waited could lock the
+  load into two groups that never meet: with 32 clients, a pass of 26 ran alone while the 6 answered by a short
+  pass waited for the threshold of 8, one core idle for seconds (300 instead of 480 requests/s).
 
 Why several passes, each on fewer cores, under load: one pass spread over every core synchronises its threads
 at each operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them;
@@ -94,15 +99,14 @@ class MicroBatcher:
         carried = None  # a part that did not fit the last pass: it heads the next one
         while True:
             await self.free.acquire()  # a thread is free: what queued meanwhile makes the next batch
-            while self.running and self.queued_inputs < self._fair_share():
+            while self.running and self.queued_inputs < self._start_at():
                 await self.changed.wait()  # another pass runs: start beside it only with enough inputs
                 self.changed.clear()
             first = carried if carried is not None else await self.queue.get()
             carried = None
             batch, size = [first], len(first[0])
-            # the free threads share what is waiting: this pass takes its share, the next starts with the rest
-            share = math.ceil(self.queued_inputs / (self.workers - self.running))
-            limit = min(self.max_batch, max(self._fair_share(), share))
+            limit = self._take()
+            deadline = loop.time() + self.max_wait
             deadline = loop.time() + self.max_wait
             while size < limit:
                 try:
@@ -118,8 +122,23 @@ class MicroBatcher:
             self._start(batch)
 
     def _fair_share(self) -> int:
-        """Inputs a pass should have: the recent peak of inputs in flight over the threads, at most ``split_at``."""
-        return max(1, min(self.split_at, math.ceil(self.load.peak() / self.workers)))
+        """Inputs a pass should have: the recent peak of inputs in flight over the threads."""
+        return max(1, math.ceil(self.load.peak() / self.workers))
+
+    def _start_at(self) -> int:
+        """Inputs that must wait before a pass starts beside a running one."""
+        return min(self.split_at, self._fair_share())
+
+    def _take(self) -> int:
+        """The most inputs the next pass takes (the queue holds its first part still).
+
+        The free threads share what waits, none taking more than the fair share; but what would be left behind too
+        few to start beside this pass comes along rather than wait for it to end.
+        """
+        queued, start_at = self.queued_inputs, self._start_at()
+        share = math.ceil(queued / (self.workers - self.running))
+        limit = max(start_at, min(share, self._fair_share()))
+        return min(self.max_batch, queued if queued - limit < start_at else limit)
 
     def _start(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
         """Run one pass on a free thread (the caller holds a slot of ``free``; the pass gives it back)."""

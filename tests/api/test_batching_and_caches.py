@@ -88,13 +88,27 @@ def test_at_light_load_a_second_pass_starts_with_fewer_inputs() -> None:
     assert embed.sizes == [1, 3] and embed.most_running == 2
 
 
+def test_no_pass_takes_more_than_the_fair_share_while_another_runs() -> None:
+    """Taking all that waits locked 32 clients into a pass of 26 alone and a pass of 6 that never met it."""
+    embed = Recorder(seconds=0.1)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
+
+    async def run() -> None:
+        six = asyncio.ensure_future(batcher.submit([float(i) for i in range(6)]))
+        await asyncio.sleep(0.02)  # the pass of 6 runs; 26 more arrive: 32 in flight, a fair share of 16
+        await asyncio.gather(six, *[batcher.submit([1.0]) for _ in range(26)])
+
+    asyncio.run(run())
+    assert embed.sizes == [6, 16, 10] and embed.most_running == 2
+
+
 def test_the_fair_share_follows_the_load_down() -> None:
     embed = Recorder(seconds=0.05)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8, load_window_s=0.1)
 
     async def burst_then_light() -> None:
-        await batcher.submit([float(i) for i in range(32)])  # a peak of 32 in flight: the share is split_at, 8
-        assert batcher._fair_share() == 8
+        await batcher.submit([float(i) for i in range(32)])  # a peak of 32 in flight: a second pass waits for 8
+        assert batcher._fair_share() == 16 and batcher._start_at() == 8
         await asyncio.sleep(0.25)  # two windows later the peak is forgotten
         embed.most_running = 0
         first = asyncio.ensure_future(batcher.submit([1.0]))
