@@ -49,6 +49,7 @@ embeddings are gathered with gradients and each rank computes only its own ancho
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from functools import lru_cache
 
 import torch
@@ -124,6 +125,8 @@ class NTXentLoss(nn.Module):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         log_scale = torch.tensor(math.log(min(1.0 / temperature, MAX_INVERSE_TEMPERATURE)))
+        # the dense path's scale when the temperature is fixed
+        self.fixed_scale = None if learnable_temperature else min(1.0 / temperature, MAX_INVERSE_TEMPERATURE)
         if learnable_temperature:
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -166,8 +169,9 @@ class NTXentLoss(nn.Module):
         V, N, _ = views.shape
         if labels is not None and labels.shape != (N,):
             raise ValueError(f"labels must have shape ({N},), got {tuple(labels.shape)}")
-        with torch.autocast(device_type=views.device.type, enabled=False):
-            # fp32 from here on: cosine, exp and log-sum-exp overflow or lose the positive in half precision.
+        device = views.device.type
+        # fp32 from here on: cosine, exp and log-sum-exp overflow or lose the positive in half precision.
+        with torch.autocast(device_type=device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():
             z = F.normalize(views.to(torch.promote_types(views.dtype, torch.float32)), dim=-1).reshape(
                 V * N, -1
             )  # (V*N, D) view-major
@@ -185,7 +189,8 @@ class NTXentLoss(nn.Module):
             if world > 1:
                 count = count.clone()
                 dist.all_reduce(count)
-            return total * world / count.clamp(min=1)
+                total = total * world
+            return total / count.clamp(min=1)
 
     def _stack_views(self, z_a: Tensor, z_b: Tensor | None) -> Tensor:
         if z_b is None:
@@ -220,9 +225,11 @@ class NTXentLoss(nn.Module):
         return z, group, modality
 
     def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
-        scale = self.scale
         if self.chunk_size is not None:
-            return chunked_loss_sum(z, scale, anchors, layout, self.params, self.chunk_size)
-        rows = z if len(anchors) == len(z) else z[anchors]  # one process: every row is an anchor, no gather copy
-        s = (rows * scale) @ z.T  # (A, M): every anchor against the whole (global) batch
+            return chunked_loss_sum(z, self.scale, anchors, layout, self.params, self.chunk_size)
+        # a fixed temperature as a plain number: no graph for it (and reading the tensor back would sync a GPU)
+        scale = self.scale if self.fixed_scale is None else self.fixed_scale
+        if len(anchors) == len(z):  # one process: every row is an anchor, in order; no gather copy, no index
+            return block_loss_sum((z * scale) @ z.T, None, layout, self.params, scale)  # (M, M)
+        s = (z[anchors] * scale) @ z.T  # (A, M): this rank's anchors against the whole global batch
         return block_loss_sum(s, anchors, layout, self.params, scale)

@@ -60,16 +60,17 @@ def _log1mexp(x: Tensor) -> Tensor:
 
 
 def block_loss_sum(
-    s: Tensor, rows: Tensor, layout: Layout, params: VariantParams, scale: Tensor
+    s: Tensor, rows: Tensor | None, layout: Layout, params: VariantParams, scale: Tensor | float
 ) -> tuple[Tensor, Tensor]:
     """Summed loss of the anchor rows in a block, and how many anchors it counts.
 
     Args:
         s: (R, M) fp32 scaled similarities of the block's anchors against every column.
-        rows: (R,) int64 column index of each anchor itself (its self-similarity is excluded).
+        rows: (R,) int64 column index of each anchor itself (its self-similarity is excluded); ``None`` when
+            anchor i is column i of a square block (one process, every embedding an anchor).
         layout: positives and candidates of the global batch.
         params: variant and its options.
-        scale: () the inverse temperature 1/tau (used by the debiased lower bound e^{-1/tau}).
+        scale: () the inverse temperature 1/tau, or the number (used by the debiased lower bound e^{-1/tau}).
 
     Returns:
         ``(total, count)``: () the sum of the anchors' losses and () int64 the number of anchors counted; an
@@ -77,6 +78,8 @@ def block_loss_sum(
     """
     if layout.partner is not None and params.variant in ("ntxent", "dcl"):
         return _one_positive(s, rows, layout.partner, params.variant == "dcl")
+    if rows is None:
+        rows = torch.arange(s.shape[0], device=s.device)
     M = s.shape[1]
     cols = torch.arange(M, device=s.device)
     g_row, g_col = layout.group[rows], layout.group
@@ -125,18 +128,23 @@ def block_loss_sum(
     return torch.where(ok, loss, torch.zeros_like(loss)).sum(), ok.sum()
 
 
-def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
-    """Standard or decoupled loss when each anchor has one positive at a known column: no (R, M) masks."""
-    r = torch.arange(len(rows), device=s.device)
-    pos = s[r, partner[rows]] if decoupled else None  # (R,) copied out before the in-place masking below
-    minus_inf = torch.tensor(float("-inf"), dtype=s.dtype, device=s.device)
-    s = s.index_put_((r, rows), minus_inf)  # self; in place: the product's backward does not read s
-    if decoupled:
-        s = s.index_put_((r, partner[rows]), minus_inf)
+def _one_positive(s: Tensor, rows: Tensor | None, partner: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
+    """Standard or decoupled loss when each anchor has one positive at a known column: no (R, M) masks.
+
+    The block's self-similarities are masked in place: the product's backward does not read ``s``.
+    """
+    if rows is None:  # anchor i is column i: the diagonal, and no index tensors to build
+        targets = partner  # (R,)
+        s.fill_diagonal_(float("-inf"))
+    else:
+        targets = partner[rows]  # (R,)
+        s = s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
     if s.shape[1] <= (3 if decoupled else 2):  # no negative for any anchor: nothing counts
         return s[:, :0].sum(), torch.zeros((), dtype=torch.long, device=s.device)  # a zero with a graph
-    count = torch.tensor(len(rows), device=s.device)
+    count = torch.tensor(s.shape[0], device=s.device)
     if decoupled:
+        pos = s.gather(1, targets[:, None])[:, 0]  # (R,) read out before the positive is masked too
+        s = s.scatter(1, targets[:, None], float("-inf"))
         return (torch.logsumexp(s, dim=1) - pos).sum(), count
     # fused log-softmax + gather, summed inside: a per-row loss vector and its sum cost a pass more in backward
-    return torch.nn.functional.cross_entropy(s, partner[rows], reduction="sum"), count
+    return torch.nn.functional.cross_entropy(s, targets, reduction="sum"), count
