@@ -20,6 +20,7 @@ from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
 from api.ttlcache import TTLCache
 from api.ui.router import mount_ui
+from core.allocator import keep_freed_memory
 from core.store.logs import configure_logging
 from core.store.settings import Settings, get_settings
 from core.store.storage import Storage
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (the environment's by default)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    keep_freed_memory()  # every forward pass frees and asks again for its activations (core/allocator.py)
     app = FastAPI(
         title="embedtrain",
         version="0.1.0",

@@ -144,6 +144,11 @@ def child(impl: str, n: int, cap_gib: float, threads: int, chunk: int, repeats: 
     fill ``min_seconds`` (at small N one pass takes milliseconds, and three of them were at the mercy of noise)."""
     import torch
 
+    from core.allocator import keep_freed_memory
+
+    # every implementation with the allocator setting of the service's processes: glibc's default trimming made
+    # the (2N)^2 buffers page-fault afresh at every pass, in one implementation's process and not another's
+    keep_freed_memory()
     torch.set_num_threads(threads)
     limit = _vm_bytes() + int(cap_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

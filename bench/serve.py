@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe  # noqa: E402
 from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.inference import Embedder  # noqa: E402
 
 RAW_SIZES = (1, 8, 32, 64, 128, 256)
@@ -323,6 +324,7 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=5, help="alternating rounds of p50 at 1 client vs raw")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
     args = parser.parse_args()
+    keep_freed_memory()  # the raw passes (in this process) get the allocator setting the API runs with
     result: dict = {"machine": describe(),
                     "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
     with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers)) as service, \

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe  # noqa: E402
 from bench.service import Service, wait_job  # noqa: E402
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.augment import build_views  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.data import Records  # noqa: E402
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="alternating bare/service runs")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train.json"))
     args = parser.parse_args()
+    keep_freed_memory()  # the bare loop (in this process) gets the allocator setting the worker runs with
 
     config = RunConfig.model_validate(run_config(args.steps, args.batch, args.device))
     bare_rates, service_rates, startups, statuses = [], [], [], []

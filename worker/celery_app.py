@@ -12,12 +12,14 @@ import logging
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from core.allocator import keep_freed_memory
 from core.store.broker import celery_config
 from core.store.logs import configure_logging
 from core.store.settings import get_settings
 
 settings = get_settings()
 configure_logging(settings.log_level)
+keep_freed_memory()  # each training step frees and asks again for the same large buffers (core/allocator.py)
 app = Celery("embedtrain-worker", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
 

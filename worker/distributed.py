@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from core.allocator import keep_freed_memory
 from core.config import RunConfig
 from core.data.records import Records
 from core.store.settings import Settings
@@ -36,6 +37,7 @@ def _rank_main(
 ) -> None:  # fmt: skip
     from worker.recorder import DatabaseRecorder
 
+    keep_freed_memory()  # a spawned process starts with glibc's defaults again
     config = RunConfig.model_validate_json(config_json)
     use_cuda = config.train.device != "cpu" and torch.cuda.is_available()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
