@@ -187,10 +187,11 @@ class NTXentLoss(nn.Module):
             layout = Layout(group=group, modality=modality, partner=partner if one_positive else None)
             total, count = self._loss_sum(z, anchors, layout)
             if world > 1:
-                count = count.clone()
+                count = torch.as_tensor(count, device=z.device).clone()
                 dist.all_reduce(count)
-                total = total * world
-            return total / count.clamp(min=1)
+                return total * world / count.clamp(min=1)
+            # a count known without the data is a plain number: no tensor to build, no graph node for it
+            return total / (max(count, 1) if isinstance(count, int) else count.clamp(min=1))
 
     def _stack_views(self, z_a: Tensor, z_b: Tensor | None) -> Tensor:
         if z_b is None:
@@ -224,7 +225,7 @@ class NTXentLoss(nn.Module):
             modality = gather_no_grad(modality)
         return z, group, modality
 
-    def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+    def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor | int]:
         if self.chunk_size is not None:
             return chunked_loss_sum(z, self.scale, anchors, layout, self.params, self.chunk_size)
         # a fixed temperature as a plain number: no graph for it (and reading the tensor back would sync a GPU)

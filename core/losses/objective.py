@@ -61,7 +61,7 @@ def _log1mexp(x: Tensor) -> Tensor:
 
 def block_loss_sum(
     s: Tensor, rows: Tensor | None, layout: Layout, params: VariantParams, scale: Tensor | float
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | int]:
     """Summed loss of the anchor rows in a block, and how many anchors it counts.
 
     Args:
@@ -73,8 +73,9 @@ def block_loss_sum(
         scale: () the inverse temperature 1/tau, or the number (used by the debiased lower bound e^{-1/tau}).
 
     Returns:
-        ``(total, count)``: () the sum of the anchors' losses and () int64 the number of anchors counted; an
-        anchor without a positive, or without a negative where the variant needs one, is left out of both.
+        ``(total, count)``: () the sum of the anchors' losses and the number of anchors counted, () int64, or a
+        plain int where it does not depend on the data; an anchor without a positive, or without a negative
+        where the variant needs one, is left out of both.
     """
     if layout.partner is not None and params.variant in ("ntxent", "dcl"):
         return _one_positive(s, rows, layout.partner, params.variant == "dcl")
@@ -128,7 +129,7 @@ def block_loss_sum(
     return torch.where(ok, loss, torch.zeros_like(loss)).sum(), ok.sum()
 
 
-def _one_positive(s: Tensor, rows: Tensor | None, partner: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
+def _one_positive(s: Tensor, rows: Tensor | None, partner: Tensor, decoupled: bool) -> tuple[Tensor, int]:
     """Standard or decoupled loss when each anchor has one positive at a known column: no (R, M) masks.
 
     The block's self-similarities are masked in place: the product's backward does not read ``s``.
@@ -140,8 +141,8 @@ def _one_positive(s: Tensor, rows: Tensor | None, partner: Tensor, decoupled: bo
         targets = partner[rows]  # (R,)
         s = s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
     if s.shape[1] <= (3 if decoupled else 2):  # no negative for any anchor: nothing counts
-        return s[:, :0].sum(), torch.zeros((), dtype=torch.long, device=s.device)  # a zero with a graph
-    count = torch.tensor(s.shape[0], device=s.device)
+        return s[:, :0].sum(), 0  # a zero with a graph
+    count = s.shape[0]  # every anchor counts
     if decoupled:
         pos = s.gather(1, targets[:, None])[:, 0]  # (R,) read out before the positive is masked too
         s = s.scatter(1, targets[:, None], float("-inf"))
