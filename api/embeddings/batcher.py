@@ -107,7 +107,6 @@ class MicroBatcher:
             batch, size = [first], len(first[0])
             limit = self._take()
             deadline = loop.time() + self.max_wait
-            deadline = loop.time() + self.max_wait
             while size < limit:
                 try:
                     nxt = self.queue.get_nowait() if self.max_wait == 0 else await asyncio.wait_for(

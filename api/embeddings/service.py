@@ -119,7 +119,7 @@ async def create_embeddings(
     body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage, cache: ModelCache,
     lookups: TTLCache,
 ) -> bytes:  # fmt: skip
-    """Embed the request's inputs with the deployed model it names: the JSON of an :class:`~api.embeddings.schemas.EmbeddingResponse`."""
+    """Embed the request's inputs with the deployed model it names; the answer's JSON (see :func:`render`)."""
     version_id, checkpoint = await _resolve(body, principal, settings, storage, lookups)
     served = await cache.get(version_id, checkpoint)
     if body.dimensions is not None and body.dimensions > served.embedder.dim:
