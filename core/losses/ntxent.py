@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.losses.chunked import chunked_loss_sum
+from core.losses.dense import paired_loss
 from core.losses.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.losses.objective import VARIANTS, Layout, Variant, VariantParams, block_loss_sum
 
@@ -172,18 +173,21 @@ class NTXentLoss(nn.Module):
         device = views.device.type
         # fp32 from here on: cosine, exp and log-sum-exp overflow or lose the positive in half precision.
         with torch.autocast(device_type=device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():
-            z = F.normalize(views.to(torch.promote_types(views.dtype, torch.float32)), dim=-1).reshape(
-                V * N, -1
-            )  # (V*N, D) view-major
+            x = views.to(torch.promote_types(views.dtype, torch.float32)).reshape(V * N, -1)  # (V*N, D) view-major
             distributed = (self.gather_distributed if gather is None else gather) and is_distributed()
             world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-            samples, anchors, partner = _batch_indices(V, N, world, z.device)
+            samples, anchors, partner = _batch_indices(V, N, world, x.device)
+            one_positive = labels is None and V == 2 and not self.symmetric
+            if one_positive and world == 1 and self.chunk_size is None and self.params.variant in ("ntxent", "dcl"):
+                # the common case as one operation with its gradient by hand (core.losses.dense)
+                scale = self.scale if self.fixed_scale is None else self.fixed_scale
+                return paired_loss(x, scale, partner, self.params.variant == "dcl")
+            z = F.normalize(x, dim=-1)  # (V*N, D)
             group = labels.long().repeat(V) if labels is not None else samples  # (V*N,)
             modality = torch.arange(V, device=z.device).repeat_interleave(N) if self.symmetric else None
             if distributed:
                 z, group, modality = self._gather(z, group, modality, labels is None, N * V)
                 anchors = anchors + rank * V * N
-            one_positive = labels is None and V == 2 and not self.symmetric
             layout = Layout(group=group, modality=modality, partner=partner if one_positive else None)
             total, count = self._loss_sum(z, anchors, layout)
             if world > 1:

@@ -1,9 +1,11 @@
 """Per-anchor NT-Xent-family losses for a block of anchor rows against all candidate columns.
 
-This is the one place the formulas live. The dense path calls :func:`block_loss_sum` once on the whole
-similarity matrix and lets autograd differentiate it; the chunked path calls it on row blocks, without
-graph in forward and with graph in backward (see :mod:`core.losses.chunked`). The formulas are written out
-in :mod:`core.losses.ntxent`.
+This is the one place the formulas live for every variant and layout. The dense path calls
+:func:`block_loss_sum` once on the whole similarity matrix and lets autograd differentiate it; the chunked path
+calls it on row blocks, without graph in forward and with graph in backward (see :mod:`core.losses.chunked`).
+The formulas are written out in :mod:`core.losses.ntxent`. One case has its own operation with the gradient
+written out: the standard and decoupled loss of one process with two views (:mod:`core.losses.dense`), the
+common training case.
 
 Notation (shapes in comments): ``R`` anchor rows in the block, ``M`` candidate columns (all embeddings of the
 global batch), ``s`` the scaled cosine similarity ``cos / tau``.
@@ -77,10 +79,10 @@ def block_loss_sum(
         plain int where it does not depend on the data; an anchor without a positive, or without a negative
         where the variant needs one, is left out of both.
     """
-    if layout.partner is not None and params.variant in ("ntxent", "dcl"):
-        return _one_positive(s, rows, layout.partner, params.variant == "dcl")
     if rows is None:
         rows = torch.arange(s.shape[0], device=s.device)
+    if layout.partner is not None and params.variant in ("ntxent", "dcl"):
+        return _one_positive(s, rows, layout.partner, params.variant == "dcl")
     M = s.shape[1]
     cols = torch.arange(M, device=s.device)
     g_row, g_col = layout.group[rows], layout.group
@@ -129,17 +131,13 @@ def block_loss_sum(
     return torch.where(ok, loss, torch.zeros_like(loss)).sum(), ok.sum()
 
 
-def _one_positive(s: Tensor, rows: Tensor | None, partner: Tensor, decoupled: bool) -> tuple[Tensor, int]:
+def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> tuple[Tensor, int]:
     """Standard or decoupled loss when each anchor has one positive at a known column: no (R, M) masks.
 
     The block's self-similarities are masked in place: the product's backward does not read ``s``.
     """
-    if rows is None:  # anchor i is column i: the diagonal, and no index tensors to build
-        targets = partner  # (R,)
-        s.fill_diagonal_(float("-inf"))
-    else:
-        targets = partner[rows]  # (R,)
-        s = s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
+    targets = partner[rows]  # (R,)
+    s = s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
     if s.shape[1] <= (3 if decoupled else 2):  # no negative for any anchor: nothing counts
         return s[:, :0].sum(), 0  # a zero with a graph
     count = s.shape[0]  # every anchor counts

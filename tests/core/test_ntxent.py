@@ -243,3 +243,58 @@ def test_batch_indices_built_in_inference_mode_still_serve_training() -> None:
     value = loss(a, b)
     value.backward()
     assert value.item() == pytest.approx(expected.item()) and a.grad is not None and a.grad.abs().sum() > 0
+
+
+def _autograd_paired(x: torch.Tensor, log_scale: torch.Tensor, decoupled: bool) -> torch.Tensor:
+    """The two-view loss as plain autograd operations: what core.losses.dense computes by hand."""
+    m = x.shape[0]
+    partner = (torch.arange(m) + m // 2) % m
+    z = F.normalize(x, dim=1)
+    s = (z @ z.T * log_scale.exp()).masked_fill(torch.eye(m, dtype=torch.bool), float("-inf"))
+    if not decoupled:
+        return F.cross_entropy(s, partner)
+    positive = s[torch.arange(m), partner]
+    s = s.masked_fill(F.one_hot(partner, m).bool(), float("-inf"))
+    return (torch.logsumexp(s, dim=1) - positive).mean()
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+@pytest.mark.parametrize("variant", ["ntxent", "dcl"])
+def test_paired_loss_matches_autograd_in_value_and_every_gradient(variant: str, learnable: bool) -> None:
+    """One process, two views: the loss with the gradient written out (core.losses.dense) against autograd, in
+    float64, with a zero vector and one shorter than F.normalize's epsilon among the embeddings."""
+    views = make_views(n=7, d=5)
+    views[0, 2] = 0.0
+    views[1, 4] = 1e-14
+    loss = NTXentLoss(0.3, variant=variant, learnable_temperature=learnable)
+    x = views.clone().requires_grad_(True)
+    value = loss(x)
+    value.backward()
+    x_ref = views.reshape(14, 5).clone().requires_grad_(True)
+    log_scale = loss.log_scale.detach().double().requires_grad_(True)
+    expected = _autograd_paired(x_ref, log_scale, variant == "dcl")
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(x.grad.reshape(14, 5), x_ref.grad, rtol=1e-5, atol=1e-9)
+    if learnable:
+        assert loss.log_scale.grad.item() == pytest.approx(log_scale.grad.item(), rel=1e-5)
+
+
+def test_paired_loss_backward_twice_gives_the_same_gradient() -> None:
+    """Backward reads the stored probabilities without changing them, so retain_graph=True is safe."""
+    x = make_views(n=6).float().requires_grad_(True)
+    value = NTXentLoss(0.2)(x)
+    value.backward(retain_graph=True)
+    first = x.grad.clone()
+    x.grad = None
+    value.backward()
+    assert torch.equal(first, x.grad)
+
+
+@pytest.mark.parametrize("variant", ["ntxent", "dcl"])
+def test_a_single_pair_has_no_negative_and_gives_a_zero_loss_with_a_graph(variant: str) -> None:
+    a = torch.randn(1, 4, requires_grad=True)
+    value = NTXentLoss(0.1, variant=variant)(a, torch.randn(1, 4))
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert torch.count_nonzero(a.grad) == 0
