@@ -9,9 +9,10 @@ tiles is needed and every variant of :mod:`core.losses.objective` is supported u
 Unlike Inf-CL, which recomputes every tile in backward, the gradients are computed in forward while the tile is
 at hand (as fused linear cross-entropy kernels do, e.g. Liger-Kernel, Hsu et al. 2024, arXiv 2410.10989): the
 loss is a sum, so its gradient is the gradient for an upstream 1 scaled by the upstream value. Per block:
-one product for the tile, autograd from the tile to its losses, and two products accumulated in place into the
-(M, D) gradient, the same three products as the dense path, with the elementwise work on a tile that stays in
-cache. Backward only scales the stored gradient. Without autograd (evaluation) no gradient is computed.
+one product for the tile, its gradient (written out, ``P - Y``, when each anchor has one positive; otherwise
+autograd from the tile to its losses), and two products accumulated in place into the (M, D) gradient, with the
+elementwise work on a tile that stays in cache. Backward only scales the stored gradient. Without autograd
+(evaluation) no gradient is computed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from core.losses.objective import Layout, VariantParams, block_loss_sum
+from core.losses.paired import log_softmax_rows
 
 
 class _ChunkedLoss(torch.autograd.Function):
@@ -41,23 +43,18 @@ class _ChunkedLoss(torch.autograd.Function):
         grad_z = torch.zeros_like(z) if want_z or want_scale else None
         grad_scale = torch.zeros_like(scale)
         for rows in anchors.split(chunk_size):
-            z_rows = z[rows] * scale  # (K, D)
-            if grad_z is None:
-                loss, ok = block_loss_sum(z_rows @ z.T, rows, layout, params, scale)
-            else:
-                with torch.enable_grad():  # autograd only from the tile to the losses; the tile's products by hand
-                    s = (z_rows @ z.T).requires_grad_(True)  # (K, M) fp32, the only quadratic tensor alive
-                    # a copy: the formulas mask the tile in place, and s is kept for the temperature's gradient
-                    loss, ok = block_loss_sum(s.clone(), rows, layout, params, scale)
-                    (grad_s,) = torch.autograd.grad(loss, s)
-                # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block
-                grad_z.addmm_(grad_s.T, z_rows)  # through the columns
-                grad_z.index_add_(0, rows, (grad_s @ z) * scale)  # through the anchor rows
-                if want_scale:
-                    grad_scale += (grad_s * s.detach()).sum() / scale
-                loss = loss.detach()
+            z_anchors = z[rows]  # (K, D)
+            z_rows = z_anchors * scale  # (K, D)
+            loss, ok, grad_s = _tile(z_rows @ z.T, rows, layout, params, scale, grad_z is not None)
             total += loss
             count += ok
+            if grad_s is not None:
+                # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block
+                grad_z.addmm_(grad_s.T, z_rows)  # through the columns
+                through_rows = grad_s @ z  # (K, D)
+                grad_z.index_add_(0, rows, through_rows * scale)  # through the anchor rows
+                if want_scale:
+                    grad_scale += (through_rows * z_anchors).sum()  # sum of grad_s * (s / scale)
         ctx.save_for_backward(grad_z, grad_scale)
         ctx.mark_non_differentiable(count)
         return total, count
@@ -68,6 +65,28 @@ class _ChunkedLoss(torch.autograd.Function):
         want_z, want_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (grad_z * grad_total if want_z else None), (grad_scale * grad_total if want_scale else None), \
             None, None, None, None  # fmt: skip
+
+
+def _tile(
+    s: Tensor, rows: Tensor, layout: Layout, params: VariantParams, scale: Tensor, want_grad: bool
+) -> tuple[Tensor, Tensor | int, Tensor | None]:
+    """Loss sum, anchor count and (if wanted) the gradient with respect to ``s`` of one (K, M) tile."""
+    decoupled = params.variant == "dcl"
+    if layout.partner is not None and params.variant in ("ntxent", "dcl") and s.shape[1] > (3 if decoupled else 2):
+        # one positive per anchor: the gradient is P - Y, written out (core.losses.paired)
+        s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
+        targets = layout.partner[rows][:, None]  # (K, 1)
+        loss, log_p = log_softmax_rows(s, targets, decoupled)
+        if not want_grad:
+            return loss, len(rows), None
+        return loss, len(rows), log_p.exp_().scatter_add_(1, targets, log_p.new_full(targets.shape, -1.0))
+    if not want_grad:
+        return *block_loss_sum(s, rows, layout, params, scale), None
+    with torch.enable_grad():  # autograd only from the tile to the losses; the tile's products by hand
+        s.requires_grad_(True)  # (K, M) fp32, the only quadratic tensor alive
+        loss, ok = block_loss_sum(s.clone(), rows, layout, params, scale)  # a copy: the formulas mask in place
+        (grad_s,) = torch.autograd.grad(loss, s)
+    return loss.detach(), ok, grad_s
 
 
 def chunked_loss_sum(

@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.losses.chunked import chunked_loss_sum
-from core.losses.dense import paired_loss
 from core.losses.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.losses.objective import VARIANTS, Layout, Variant, VariantParams, block_loss_sum
+from core.losses.paired import paired_loss
 
 MAX_INVERSE_TEMPERATURE = 100.0
 
@@ -179,7 +179,7 @@ class NTXentLoss(nn.Module):
             samples, anchors, partner = _batch_indices(V, N, world, x.device)
             one_positive = labels is None and V == 2 and not self.symmetric
             if one_positive and world == 1 and self.chunk_size is None and self.params.variant in ("ntxent", "dcl"):
-                # the common case as one operation with its gradient by hand (core.losses.dense)
+                # the common case as one operation with its gradient by hand (core.losses.paired)
                 scale = self.scale if self.fixed_scale is None else self.fixed_scale
                 return paired_loss(x, scale, partner, self.params.variant == "dcl")
             z = F.normalize(x, dim=-1)  # (V*N, D)

@@ -4,7 +4,7 @@ This is the one place the formulas live for every variant and layout. The dense 
 :func:`block_loss_sum` once on the whole similarity matrix and lets autograd differentiate it; the chunked path
 calls it on row blocks, without graph in forward and with graph in backward (see :mod:`core.losses.chunked`).
 The formulas are written out in :mod:`core.losses.ntxent`. One case has its own operation with the gradient
-written out: the standard and decoupled loss of one process with two views (:mod:`core.losses.dense`), the
+written out: the standard and decoupled loss of one process with two views (:mod:`core.losses.paired`), the
 common training case.
 
 Notation (shapes in comments): ``R`` anchor rows in the block, ``M`` candidate columns (all embeddings of the

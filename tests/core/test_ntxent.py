@@ -246,7 +246,7 @@ def test_batch_indices_built_in_inference_mode_still_serve_training() -> None:
 
 
 def _autograd_paired(x: torch.Tensor, log_scale: torch.Tensor, decoupled: bool) -> torch.Tensor:
-    """The two-view loss as plain autograd operations: what core.losses.dense computes by hand."""
+    """The two-view loss as plain autograd operations: what core.losses.paired computes by hand."""
     m = x.shape[0]
     partner = (torch.arange(m) + m // 2) % m
     z = F.normalize(x, dim=1)
@@ -258,15 +258,19 @@ def _autograd_paired(x: torch.Tensor, log_scale: torch.Tensor, decoupled: bool) 
     return (torch.logsumexp(s, dim=1) - positive).mean()
 
 
+@pytest.mark.parametrize("chunk_size", [None, 3])
 @pytest.mark.parametrize("learnable", [False, True])
 @pytest.mark.parametrize("variant", ["ntxent", "dcl"])
-def test_paired_loss_matches_autograd_in_value_and_every_gradient(variant: str, learnable: bool) -> None:
-    """One process, two views: the loss with the gradient written out (core.losses.dense) against autograd, in
-    float64, with a zero vector and one shorter than F.normalize's epsilon among the embeddings."""
+def test_paired_loss_matches_autograd_in_value_and_every_gradient(
+    variant: str, learnable: bool, chunk_size: int | None
+) -> None:
+    """One process, two views: the loss with the gradient written out (core.losses.paired, whole or in the
+    chunked path's tiles) against autograd, in float64, with a zero vector and one shorter than F.normalize's
+    epsilon among the embeddings."""
     views = make_views(n=7, d=5)
     views[0, 2] = 0.0
     views[1, 4] = 1e-14
-    loss = NTXentLoss(0.3, variant=variant, learnable_temperature=learnable)
+    loss = NTXentLoss(0.3, variant=variant, learnable_temperature=learnable, chunk_size=chunk_size)
     x = views.clone().requires_grad_(True)
     value = loss(x)
     value.backward()

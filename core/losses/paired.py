@@ -1,7 +1,9 @@
-r"""One process's standard or decoupled NT-Xent as one operation, with its gradient written out.
+r"""The standard and decoupled NT-Xent when every anchor has one positive, with the gradient written out.
 
-The common training case: one process, two views, no labels, so every embedding is an anchor with exactly one
-positive, its other view :math:`p(i)`. For raw embeddings :math:`x_i`, :math:`z_i = x_i / \max(\|x_i\|,
+:func:`log_softmax_rows` is the loss of a block of anchor rows and the log-probabilities its gradient needs
+(:math:`\partial \ell / \partial S = P - Y`); the chunked path (:mod:`core.losses.chunked`) uses it on its
+tiles. :func:`paired_loss` is the dense path of the common training case: one process, two views, no labels, so
+every embedding is an anchor with exactly one positive, its other view :math:`p(i)`. For raw embeddings :math:`x_i`, :math:`z_i = x_i / \max(\|x_i\|,
 \epsilon)` and :math:`S = z z^\top / \tau` (the diagonal excluded), the mean loss of Chen et al. 2020, eq. 1, is
 :math:`\frac{1}{M}\sum_i \big(\log\sum_{k \ne i} e^{S_{ik}} - S_{i,p(i)}\big)`, and its gradient with respect to
 the similarities is :math:`G = (P - Y) / M`: :math:`P` is the row softmax over the candidates and :math:`Y` the
@@ -32,6 +34,26 @@ from torch import Tensor
 EPS = 1e-12  # F.normalize's
 
 
+def log_softmax_rows(s: Tensor, targets: Tensor, decoupled: bool) -> tuple[Tensor, Tensor]:
+    """Summed loss of a block of anchor rows, and their log-probabilities over the candidates.
+
+    Args:
+        s: (R, M) scaled similarities, each anchor's own column already ``-inf``; consumed (reused or freed).
+        targets: (R, 1) int64 column of each anchor's positive.
+        decoupled: leave the positive out of the denominator (DCL); its probability is then 0.
+
+    Returns:
+        ``(total, log_p)``: () the summed loss, (R, M) log P (``exp_()`` it in place for P).
+    """
+    if decoupled:
+        positive = s.gather(1, targets)  # (R, 1) read out before the positive is masked too
+        s.scatter_(1, targets, float("-inf"))
+        lse = torch.logsumexp(s, dim=1, keepdim=True)  # (R, 1)
+        return (lse - positive).sum(), s.sub_(lse)
+    log_p = torch.log_softmax(s, dim=1)  # (R, M); one fused pass, where logsumexp takes several
+    return -log_p.gather(1, targets).sum(), log_p
+
+
 class _PairedLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -42,18 +64,8 @@ class _PairedLoss(torch.autograd.Function):
         norms.clamp_min_(EPS)
         z = x / norms  # (M, D)
         s = (z * scale) @ z.T  # (M, M)
-        s.fill_diagonal_(float("-inf"))
-        targets = partner[:, None]  # (M, 1)
-        if decoupled:
-            positive = s.gather(1, targets)  # (M, 1) read out before the positive is masked too
-            s.scatter_(1, targets, float("-inf"))
-            lse = torch.logsumexp(s, dim=1, keepdim=True)  # (M, 1)
-            total = (lse - positive).sum()
-            log_p = s.sub_(lse)
-        else:
-            log_p = torch.log_softmax(s, dim=1)  # (M, M); one fused pass, where logsumexp takes several
-            del s
-            total = -log_p.gather(1, targets).sum()
+        total, log_p = log_softmax_rows(s.fill_diagonal_(float("-inf")), partner[:, None], decoupled)
+        del s
         weight = 1.0 / len(x)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             ctx.save_for_backward(z, norms, unclamped, log_p.exp_(), partner)  # P in place of log P
