@@ -18,11 +18,15 @@ the last second or two, over ``workers``.
   load into two groups that never meet: with 32 clients, a pass of 26 ran alone while the 6 answered by a short
   pass waited for the threshold of 8, one core idle for seconds (300 instead of 480 requests/s).
 
+A pass that carries the whole recent load (one client, nothing else running or waiting) runs on every core
+instead: its latency is what one client sees, and there is nobody for it to stall. On the 2-core AMD VM a
+one-input text request at one client was answered in 10.2-10.9 ms this way (p50 of 14 rounds) and in
+11.4-11.9 ms with every pass on one thread (bench/serve.py's latency rounds).
+
 Why several passes, each on fewer cores, under load: one pass spread over every core synchronises its threads
 at each operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them;
 passes on one thread each never wait for each other. On the 2-core development machine two one-thread passes
-embed 1.3-1.7x what one two-thread pass does (bench/serve.py measures both layouts for its raw limit), and one
-input alone was no faster on both cores than on one inside the server.
+embed 1.3-1.7x what one two-thread pass does (bench/serve.py measures both layouts for its raw limit).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class MicroBatcher:
         max_batch: most inputs in one pass.
         max_wait_ms: how long a pass waits for company (0: it takes what queued while the threads were busy).
         workers: passes that may run at once, each on its own thread.
-        threads: intra-op threads of each pass (torch's count, which is process-wide, becomes this).
+        threads: intra-op threads of each pass beside others; a pass alone gets ``workers * threads``.
         split_at: the most inputs that must be waiting before a pass starts beside a running one (fewer when
             fewer are in flight: see the module docstring), and the smallest part a request is cut into.
         on_batch: called with (inputs, seconds) of each pass, for metrics.
@@ -59,11 +63,15 @@ class MicroBatcher:
         load_window_s: float = 1.0,
     ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
-        self.workers = workers
+        self.workers, self.threads = workers, threads
         self.on_batch = on_batch
-        # Each pass stays on one thread: torch's intra-op (OpenMP) team belongs to the calling thread.
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forward",
-                                           initializer=torch.set_num_threads, initargs=(threads,))  # fmt: skip
+        # Each pass stays on one thread: torch's intra-op (OpenMP) team belongs to the calling thread. One executor
+        # per thread, so that passes alone always run on the first: a single team of helpers on every core
+        # (two such teams spin-waited against each other between passes).
+        self.executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{i}",
+                                             initializer=torch.set_num_threads, initargs=(threads,))
+                          for i in range(workers)]  # fmt: skip
+        self.idle = list(range(workers))  # executors without a pass
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future]] = asyncio.Queue()
         self.free: asyncio.Semaphore | None = None
         self.running = 0
@@ -142,24 +150,31 @@ class MicroBatcher:
     def _start(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
         """Run one pass on a free thread (the caller holds a slot of ``free``; the pass gives it back)."""
         size = sum(len(items) for items, _ in batch)
+        alone = self.running == 0 and self.queued_inputs == size and self.load.peak() <= size
+        threads = self.threads * self.workers if alone else self.threads  # all cores when nobody else is served
+        executor = 0 if alone else max(self.idle)  # alone: the first (every executor is idle then)
+        self.idle.remove(executor)
         self.queued_inputs -= size
         self.passing_inputs += size
         self.running += 1
-        task = asyncio.get_running_loop().create_task(self._pass(batch))
+        task = asyncio.get_running_loop().create_task(self._pass(batch, executor, threads))
         self.passes.add(task)  # keep a reference until it ends
         task.add_done_callback(self.passes.discard)
 
-    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
+    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]], executor: int, threads: int) -> None:
         inputs = [x for items, _ in batch for x in items]
         start = time.perf_counter()
         try:
-            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.embed, inputs)
+            out = await asyncio.get_running_loop().run_in_executor(
+                self.executors[executor], self._forward, inputs, threads
+            )
         except Exception as error:  # every caller of this pass gets the error, none hangs
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
         finally:
+            self.idle.append(executor)
             self.running -= 1
             self.passing_inputs -= len(inputs)
             self.changed.set()
@@ -172,6 +187,12 @@ class MicroBatcher:
             if not future.done():
                 future.set_result(tuple(t[start : start + len(items)] for t in out))
             start += len(items)
+
+    def _forward(self, inputs: list[Any], threads: int) -> tuple[Tensor, ...]:
+        """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread)."""
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return self.embed(inputs)
 
 
 class PeakLoad:

@@ -119,6 +119,21 @@ def test_the_fair_share_follows_the_load_down() -> None:
     assert embed.sizes[-2:] == [1, 2] and embed.most_running == 2
 
 
+def test_a_pass_alone_runs_on_every_core_and_passes_beside_others_on_their_share() -> None:
+    embed = Recorder(seconds=0.1)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
+
+    async def run() -> None:
+        await batcher.submit([1.0])  # one client: nobody to share the cores with
+        first = asyncio.ensure_future(batcher.submit([1.0]))  # alone when it starts
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, *[batcher.submit([2.0]) for _ in range(3)])  # now 4 in flight
+        await batcher.submit([3.0])  # alone again, but the recent load was 4: one share
+
+    asyncio.run(run())
+    assert embed.sizes == [1, 1, 3, 1] and embed.threads == [2, 2, 1, 1]
+
+
 def test_a_lone_request_of_many_inputs_is_shared_by_the_threads() -> None:
     embed = Recorder(seconds=0.1)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
