@@ -11,6 +11,8 @@ import logging
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+
 from api.errors import error_body
 from api.metrics import Metrics
 from core.store.logs import request_id_var
@@ -20,7 +22,8 @@ log = logging.getLogger("embedtrain.api")
 
 
 class RequestContext:
-    """Tags each request with an id (``X-Request-ID`` in and out), refuses oversized bodies, logs it."""
+    """Tags each request with an id (``X-Request-ID`` in and out), refuses oversized bodies (by their
+    ``Content-Length``, or as they arrive when they have none), logs it."""
 
     def __init__(self, app, settings: Settings, metrics: Metrics) -> None:  # noqa: ANN001 - an ASGI app
         self.app, self.settings, self.metrics = app, settings, metrics
@@ -44,9 +47,26 @@ class RequestContext:
             return
         status = 500
         start = time.perf_counter()
+        received, too_large = 0, False
+
+        async def receive_capped():  # noqa: ANN202
+            # a body sent without Content-Length (chunked) is held to the same limit as it arrives
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise HTTPException(413)  # FastAPI passes it through its body parsing; answered below
+            return message
 
         async def send_with_id(message) -> None:  # noqa: ANN001
             nonlocal status
+            if too_large:  # whatever the app made of the cut-off body, the client learns why it was refused
+                if message["type"] == "http.response.start":
+                    status = 413
+                    await _answer(send, 413, error_body(413, f"request body larger than {limit} bytes"), request_id)
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
@@ -54,7 +74,7 @@ class RequestContext:
 
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_capped, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
             self.metrics.observe_request(scope["method"], route, status, time.perf_counter() - start)

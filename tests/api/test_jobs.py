@@ -122,6 +122,32 @@ def test_oversized_json_bodies_are_refused(client, auth) -> None:
     assert response.status_code == 413
 
 
+def test_bodies_without_content_length_are_held_to_the_limit(tmp_path, pg_url, redis_url, keys) -> None:
+    """A chunked request body has no Content-Length to refuse it by: it is counted as it arrives."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    small = make_settings(tmp_path, pg_url, redis_url, max_body_bytes=4096)
+    headers = {"Authorization": f"Bearer {keys.make('chunked')}", "Content-Type": "application/json"}
+
+    def body(kib: int):
+        yield b'{"input": "'
+        for _ in range(kib):
+            yield b"a" * 1024
+        yield b'"}'
+
+    with TestClient(create_app(small)) as client:
+        for path in ("/v1/jobs", "/v1/embeddings"):
+            response = client.post(path, headers=headers, content=body(10))
+            assert response.request.headers["transfer-encoding"] == "chunked"
+            assert response.status_code == 413, (path, response.text)
+            assert response.json()["error"]["type"] == "request_too_large" and "x-request-id" in response.headers
+            # under the limit, the same kind of body reaches the route (and is judged on its content)
+            assert client.post(path, headers=headers, content=body(2)).status_code == 422
+
+
 def test_a_revoked_key_stops_working_within_the_auth_cache_time(tmp_path, pg_url, redis_url, keys) -> None:
     import time
 
