@@ -3,8 +3,9 @@ r"""The standard and decoupled NT-Xent when every anchor has one positive, with 
 :func:`log_softmax_rows` is the loss of a block of anchor rows and the log-probabilities its gradient needs
 (:math:`\partial \ell / \partial S = P - Y`); the chunked path (:mod:`core.losses.chunked`) uses it on its
 tiles. :func:`paired_loss` is the dense path of the common training case: one process, two views, no labels, so
-every embedding is an anchor with exactly one positive, its other view :math:`p(i)`. For raw embeddings :math:`x_i`, :math:`z_i = x_i / \max(\|x_i\|,
-\epsilon)` and :math:`S = z z^\top / \tau` (the diagonal excluded), the mean loss of Chen et al. 2020, eq. 1, is
+every embedding is an anchor with exactly one positive, its other view :math:`p(i)`. For raw embeddings
+:math:`x_i`, :math:`z_i = x_i / \max(\|x_i\|, \epsilon)` and :math:`S = z z^\top / \tau` (the diagonal
+excluded), the mean loss of Chen et al. 2020, eq. 1, is
 :math:`\frac{1}{M}\sum_i \big(\log\sum_{k \ne i} e^{S_{ik}} - S_{i,p(i)}\big)`, and its gradient with respect to
 the similarities is :math:`G = (P - Y) / M`: :math:`P` is the row softmax over the candidates and :math:`Y` the
 one-hot of each anchor's positive. For the decoupled loss (Yeh et al. 2022, eq. 3) the positive leaves the
