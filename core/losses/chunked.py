@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.losses.objective import Layout, VariantParams, block_loss_sum
+from core.losses.objective import Layout, VariantParams, block_loss_sum, has_negatives
 from core.losses.paired import log_softmax_rows
 
 
@@ -72,7 +72,7 @@ def _tile(
 ) -> tuple[Tensor, Tensor | int, Tensor | None]:
     """Loss sum, anchor count and (if wanted) the gradient with respect to ``s`` of one (K, M) tile."""
     decoupled = params.variant == "dcl"
-    if layout.partner is not None and params.variant in ("ntxent", "dcl") and s.shape[1] > (3 if decoupled else 2):
+    if layout.partner is not None and params.variant in ("ntxent", "dcl") and has_negatives(s.shape[1], decoupled):
         # one positive per anchor: the gradient is P - Y, written out (core.losses.paired)
         s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
         targets = layout.partner[rows][:, None]  # (K, 1)

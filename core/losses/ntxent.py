@@ -145,6 +145,10 @@ class NTXentLoss(nn.Module):
         """Inverse temperature 1/tau, clamped to at most 100: ()."""
         return self.log_scale.float().exp().clamp(max=MAX_INVERSE_TEMPERATURE)
 
+    def _dense_scale(self) -> Tensor | float:
+        # a fixed temperature as a plain number: no graph for it (and reading the tensor back would sync a GPU)
+        return self.scale if self.fixed_scale is None else self.fixed_scale
+
     @property
     def temperature(self) -> float:
         """Current temperature tau."""
@@ -180,8 +184,7 @@ class NTXentLoss(nn.Module):
             one_positive = labels is None and V == 2 and not self.symmetric
             if one_positive and world == 1 and self.chunk_size is None and self.params.variant in ("ntxent", "dcl"):
                 # the common case as one operation with its gradient by hand (core.losses.paired)
-                scale = self.scale if self.fixed_scale is None else self.fixed_scale
-                return paired_loss(x, scale, partner, self.params.variant == "dcl")
+                return paired_loss(x, self._dense_scale(), partner, self.params.variant == "dcl")
             z = F.normalize(x, dim=-1)  # (V*N, D)
             group = labels.long().repeat(V) if labels is not None else samples  # (V*N,)
             modality = torch.arange(V, device=z.device).repeat_interleave(N) if self.symmetric else None
@@ -232,8 +235,7 @@ class NTXentLoss(nn.Module):
     def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor | int]:
         if self.chunk_size is not None:
             return chunked_loss_sum(z, self.scale, anchors, layout, self.params, self.chunk_size)
-        # a fixed temperature as a plain number: no graph for it (and reading the tensor back would sync a GPU)
-        scale = self.scale if self.fixed_scale is None else self.fixed_scale
+        scale = self._dense_scale()
         if len(anchors) == len(z):  # one process: every row is an anchor, in order; no gather copy, no index
             return block_loss_sum((z * scale) @ z.T, None, layout, self.params, scale)  # (M, M)
         s = (z[anchors] * scale) @ z.T  # (A, M): this rank's anchors against the whole global batch

@@ -51,6 +51,13 @@ class VariantParams:
     beta: float = 0.0
 
 
+def has_negatives(columns: int, decoupled: bool) -> bool:
+    """Whether anchors with one positive each, among ``columns`` embeddings (themselves included), have a negative:
+    more than two columns for the standard loss, more than three for the decoupled one, whose denominator loses
+    the positive too. Below that no anchor counts."""
+    return columns > (3 if decoupled else 2)
+
+
 def _masked_lse(values: Tensor, mask: Tensor) -> Tensor:
     # -inf (never a large finite constant) so half-precision callers cannot overflow; fp32 here anyway.
     return torch.logsumexp(values.masked_fill(~mask, float("-inf")), dim=1)
@@ -138,7 +145,7 @@ def _one_positive(s: Tensor, rows: Tensor, partner: Tensor, decoupled: bool) -> 
     """
     targets = partner[rows]  # (R,)
     s = s.index_put_((torch.arange(len(rows), device=s.device), rows), s.new_tensor(float("-inf")))
-    if s.shape[1] <= (3 if decoupled else 2):  # no negative for any anchor: nothing counts
+    if not has_negatives(s.shape[1], decoupled):  # nothing counts
         return s[:, :0].sum(), 0  # a zero with a graph
     count = s.shape[0]  # every anchor counts
     if decoupled:

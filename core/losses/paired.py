@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.losses.objective import has_negatives
+
 EPS = 1e-12  # F.normalize's
 
 
@@ -101,6 +103,6 @@ def paired_loss(x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bo
     Returns:
         () the mean over the M anchors; a zero that has a graph when no anchor has a negative.
     """
-    if x.shape[0] <= (3 if decoupled else 2):  # nothing counts
+    if not has_negatives(x.shape[0], decoupled):  # nothing counts
         return x[:0].sum() * scale
     return _PairedLoss.apply(x, scale, partner, decoupled)
