@@ -157,17 +157,21 @@ class MicroBatcher:
         self.queued_inputs -= size
         self.passing_inputs += size
         self.running += 1
-        task = asyncio.get_running_loop().create_task(self._pass(batch, executor, threads))
+        # Handed to its thread here, not in the task's first step: the callers the last pass answered are already
+        # scheduled, and each renders and sends its answer (~0.15 ms of the event loop) before a new task runs. On
+        # the 2-core VM at 32 clients, that kept a freed thread idle 1.7 ms (median) with its next inputs queued;
+        # handed over here, 0.36 ms, and the threads spent 0.95-0.96 of the time in passes instead of 0.91-0.93.
+        inputs = [x for items, _ in batch for x in items]
+        loop = asyncio.get_running_loop()
+        forward = loop.run_in_executor(self.executors[executor], self._forward, inputs, threads)
+        task = loop.create_task(self._pass(batch, inputs, forward, executor, time.perf_counter()))
         self.passes.add(task)  # keep a reference until it ends
         task.add_done_callback(self.passes.discard)
 
-    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]], executor: int, threads: int) -> None:
-        inputs = [x for items, _ in batch for x in items]
-        start = time.perf_counter()
+    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]], inputs: list[Any],
+                    forward: asyncio.Future, executor: int, start: float) -> None:  # fmt: skip
         try:
-            out = await asyncio.get_running_loop().run_in_executor(
-                self.executors[executor], self._forward, inputs, threads
-            )
+            out = await forward
         except Exception as error:  # every caller of this pass gets the error, none hangs
             for _, future in batch:
                 if not future.done():

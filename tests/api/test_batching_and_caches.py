@@ -134,6 +134,32 @@ def test_a_pass_alone_runs_on_every_core_and_passes_beside_others_on_their_share
     assert embed.sizes == [1, 1, 3, 1] and embed.threads == [2, 2, 1, 1]
 
 
+def test_a_freed_thread_starts_its_next_pass_before_the_callers_it_answered_resume() -> None:
+    """Each answered caller renders and sends its answer on the event loop; the next pass must not wait for that."""
+    starts: list[float] = []
+
+    def embed(inputs: list[float]) -> tuple[torch.Tensor, ...]:
+        starts.append(time.perf_counter())
+        time.sleep(0.05)
+        return torch.tensor(inputs), torch.ones(len(inputs))
+
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=1, threads=1, split_at=1)
+    resumed: list[float] = []
+
+    async def answered_then_busy() -> None:
+        await batcher.submit([1.0])
+        resumed.append(time.perf_counter())
+        time.sleep(0.2)  # the caller's own work on the event loop (rendering, sending)
+
+    async def run() -> None:
+        first = asyncio.ensure_future(answered_then_busy())
+        await asyncio.sleep(0.01)  # the first pass runs; the next input waits for the thread
+        await asyncio.gather(first, batcher.submit([2.0]))
+
+    asyncio.run(run())
+    assert len(starts) == 2 and starts[1] < resumed[0] + 0.1, (starts, resumed)
+
+
 def test_a_lone_request_of_many_inputs_is_shared_by_the_threads() -> None:
     embed = Recorder(seconds=0.1)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
