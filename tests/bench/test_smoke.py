@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +44,7 @@ def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) 
 
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "4", "--no-peer",
-                     "--raw-seconds", "0.2", "--latency-rounds", "1")  # fmt: skip
+                     "--raw-seconds", "0.2", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
     for modality in ("text", "vectors"):
         model = data["models"][modality]
         assert [level["clients"] for level in model["levels"]] == [1, 4]
@@ -51,6 +53,10 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
             server = level["server"]
             assert server["forward_passes"] > 0 and server["event_loop_ms_per_request"] > 0, level
             assert 0 < server["event_loop_cores"] <= server["process_cores"], level
+            (paired,) = level["rounds"]  # the level right after a measure of the raw limit's configuration
+            assert paired["raw_embeddings_per_s"] > 0 and paired["embeddings_per_s"] == level["embeddings_per_s"]
+            fraction = level["embeddings_per_s"] / paired["raw_embeddings_per_s"]
+            assert level["fraction_of_raw_limit"] == pytest.approx(fraction, abs=2e-3), level
         one, four = model["levels"]
         assert one["batching_ceiling"] is None and four["batching_ceiling"] > 0, model["levels"]
         swept = model["raw"]["by_layout_and_batch"]
