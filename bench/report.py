@@ -41,8 +41,8 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
         for lv in model["levels"]:
             server = lv.get("server", {})
             extra = [lv.get("batching_ceiling"), server.get("inputs_per_pass"), server.get("event_loop_ms_per_request")]
-            rounds = [r["fraction_of_raw_limit"] for r in lv.get("rounds", [])]
-            fraction = f"{lv['fraction_of_raw_limit']}" + (f" ({', '.join(map(str, rounds))})" if len(rounds) > 1 else "")
+            rounds = ", ".join(str(r["fraction_of_raw_limit"]) for r in lv.get("rounds", []))
+            fraction = f"{lv['fraction_of_raw_limit']}" + (f" ({rounds})" if len(lv.get("rounds", [])) > 1 else "")
             lines.append(f"| {modality} | {lv['clients']} | {lv['requests_per_s']} | {lv['embeddings_per_s']} | "
                          f"{lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | {fraction} | "
                          + " | ".join("–" if x is None else str(x) for x in extra) + " |")  # fmt: skip
