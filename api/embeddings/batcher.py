@@ -1,11 +1,11 @@
 """Micro-batching: concurrent requests to one model share forward passes.
 
-Requests queue up; a single consumer waits for a free forward thread, takes what is waiting (after up to
-``max_wait_ms`` for company) up to ``max_batch`` inputs, and starts the pass on that thread, so the event loop
-keeps accepting requests. Up to ``workers`` passes run at once, each on its own share of the cores. When several
-threads are free, the waiting inputs are shared out between them (a request of many inputs is cut into parts
-for this, so a lone request of 32 texts is answered ~1.7x sooner than in one pass). Each pass hands every
-request its rows.
+Requests queue up; whenever something changes (inputs arrive, a pass ends, a wait for company ends) the batcher
+starts what passes it can on idle forward threads, each with what is waiting (after up to ``max_wait_ms`` for
+company) up to ``max_batch`` inputs, so the event loop keeps accepting requests while they run. Up to ``workers``
+passes run at once, each on its own share of the cores. When several threads are free, the waiting inputs are shared
+out between them (a request of many inputs is cut into parts for this, so a lone request of 32 texts is answered
+~1.7x sooner than in one pass). Each pass hands every request its rows.
 
 Both rules below follow the load's fair share: the most inputs in the batcher at once (waiting or in a pass) over
 the last second or two, over ``workers``.
@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -48,7 +49,8 @@ class MicroBatcher:
     Args:
         embed: the forward pass.
         max_batch: most inputs in one pass.
-        max_wait_ms: how long a pass waits for company (0: it takes what queued while the threads were busy).
+        max_wait_ms: how long a pass with fewer inputs than the load's fair share waits for more (0: it takes what
+            queued while the threads were busy).
         workers: passes that may run at once, each on its own thread.
         threads: intra-op threads of each pass beside others; a pass alone gets ``workers * threads``.
         split_at: the most inputs that must be waiting before a pass starts beside a running one (fewer when
@@ -72,61 +74,59 @@ class MicroBatcher:
                                              initializer=torch.set_num_threads, initargs=(threads,))
                           for i in range(workers)]  # fmt: skip
         self.idle = list(range(workers))  # executors without a pass
-        self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future]] = asyncio.Queue()
-        self.free: asyncio.Semaphore | None = None
+        self.waiting: deque[tuple[list[Any], asyncio.Future]] = deque()  # parts of requests, in order
         self.running = 0
         self.queued_inputs = 0
         self.passing_inputs = 0  # inputs in running passes
         self.load = PeakLoad(load_window_s)  # the most inputs in the batcher at once, lately
-        self.changed: asyncio.Event | None = None
         self.split_at = split_at
-        self.task: asyncio.Task | None = None
-        self.passes: set[asyncio.Task] = set()
+        self.dispatch_soon = False  # a dispatch is scheduled for the end of this event-loop iteration
+        self.wait: asyncio.TimerHandle | None = None  # with max_wait: the end of the next pass's wait for company
+        self.waited = False  # that wait is over: the next pass starts with what there is
         self.batch_sizes: list[int] = []  # recent forward-pass sizes, for metrics
 
     async def submit(self, inputs: list[Any]) -> tuple[Tensor, ...]:
         """Run ``embed`` on ``inputs`` (in batches of at most ``max_batch``, shared with other callers)."""
-        if self.task is None or self.task.done():
-            self.free, self.changed = asyncio.Semaphore(self.workers), asyncio.Event()
-            self.task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
         futures = []
         # parts small enough for every free thread to take one, never smaller than split_at
         size = min(self.max_batch, max(self.split_at, math.ceil(len(inputs) / self.workers)))
         for start in range(0, len(inputs), size):
-            part, future = inputs[start : start + size], asyncio.get_running_loop().create_future()
-            await self.queue.put((part, future))
+            part, future = inputs[start : start + size], loop.create_future()
+            self.waiting.append((part, future))
             self.queued_inputs += len(part)
             self.load.observe(self.queued_inputs + self.passing_inputs)
-            self.changed.set()
             futures.append(future)
+        if not self.dispatch_soon:  # after this iteration's other callers, so that requests read together batch
+            self.dispatch_soon = True
+            loop.call_soon(self._dispatch)
         results = [await future for future in futures]
         return tuple(torch.cat(columns) for columns in zip(*results, strict=True))
 
-    async def _run(self) -> None:
+    def _dispatch(self) -> None:
+        """Start every pass that can start now. Runs on the event loop when inputs arrive (once per iteration),
+        when a pass ends (at once, before its callers are answered) and when a wait for company ends."""
+        self.dispatch_soon = False
         loop = asyncio.get_running_loop()
-        carried = None  # a part that did not fit the last pass: it heads the next one
-        while True:
-            await self.free.acquire()  # a thread is free: what queued meanwhile makes the next batch
-            while self.running and self.queued_inputs < self._start_at():
-                await self.changed.wait()  # another pass runs: start beside it only with enough inputs
-                self.changed.clear()
-            first = carried if carried is not None else await self.queue.get()
-            carried = None
-            batch, size = [first], len(first[0])
+        while self.idle and self.waiting and (not self.running or self.queued_inputs >= self._start_at()):
+            if self.max_wait and not self.waited and self.queued_inputs < min(self.max_batch, self._fair_share()):
+                if self.wait is None:  # fewer than the load's share: wait for company, at most max_wait
+                    self.wait = loop.call_later(self.max_wait, self._end_wait)
+                return
             limit = self._take()
-            deadline = loop.time() + self.max_wait
-            while size < limit:
-                try:
-                    nxt = self.queue.get_nowait() if self.max_wait == 0 else await asyncio.wait_for(
-                        self.queue.get(), max(0.0, deadline - loop.time()))  # fmt: skip
-                except (TimeoutError, asyncio.QueueEmpty):
-                    break
-                if size + len(nxt[0]) > limit:
-                    carried = nxt
-                    break
-                batch.append(nxt)
-                size += len(nxt[0])
+            if self.wait is not None:
+                self.wait.cancel()
+            self.wait, self.waited = None, False
+            batch, size = [], 0
+            while self.waiting and (not batch or size + len(self.waiting[0][0]) <= limit):
+                part = self.waiting.popleft()  # a part that does not fit heads the next pass
+                batch.append(part)
+                size += len(part[0])
             self._start(batch)
+
+    def _end_wait(self) -> None:
+        self.wait, self.waited = None, True
+        self._dispatch()
 
     def _fair_share(self) -> int:
         """Inputs a pass should have: the recent peak of inputs in flight over the threads."""
@@ -148,7 +148,7 @@ class MicroBatcher:
         return min(self.max_batch, queued if queued - limit < start_at else limit)
 
     def _start(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
-        """Run one pass on a free thread (the caller holds a slot of ``free``; the pass gives it back)."""
+        """Run one pass on an idle thread; :meth:`_finished` follows on the event loop."""
         size = sum(len(items) for items, _ in batch)
         alone = self.running == 0 and self.queued_inputs == size and self.load.peak() <= size
         threads = self.threads * self.workers if alone else self.threads  # all cores when nobody else is served
@@ -157,40 +157,43 @@ class MicroBatcher:
         self.queued_inputs -= size
         self.passing_inputs += size
         self.running += 1
-        # Handed to its thread here, not in the task's first step: the callers the last pass answered are already
-        # scheduled, and each renders and sends its answer (~0.15 ms of the event loop) before a new task runs. On
-        # the 2-core VM at 32 clients, that kept a freed thread idle 1.7 ms (median) with its next inputs queued;
-        # handed over here, 0.36 ms, and the threads spent 0.95-0.96 of the time in passes instead of 0.91-0.93.
         inputs = [x for items, _ in batch for x in items]
-        loop = asyncio.get_running_loop()
-        forward = loop.run_in_executor(self.executors[executor], self._forward, inputs, threads)
-        task = loop.create_task(self._pass(batch, inputs, forward, executor, time.perf_counter()))
-        self.passes.add(task)  # keep a reference until it ends
-        task.add_done_callback(self.passes.discard)
+        loop, start = asyncio.get_running_loop(), time.perf_counter()
+        job = self.executors[executor].submit(self._forward, inputs, threads)
 
-    async def _pass(self, batch: list[tuple[list[Any], asyncio.Future]], inputs: list[Any],
-                    forward: asyncio.Future, executor: int, start: float) -> None:  # fmt: skip
-        try:
-            out = await forward
-        except Exception as error:  # every caller of this pass gets the error, none hangs
+        def finished(job: Future) -> None:  # on the forward thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._finished, batch, len(inputs), job, executor, start)
+
+        job.add_done_callback(finished)
+
+    def _finished(self, batch: list[tuple[list[Any], asyncio.Future]], size: int, job: Future, executor: int,
+                  start: float) -> None:  # fmt: skip
+        """A pass ended: its thread takes the next one at once, then its callers get their rows (or its error).
+
+        In that order because each answered caller renders and sends its answer on the event loop (~0.15 ms): on
+        the 2-core VM at 32 clients, starting the next pass after them kept a freed thread idle 1.7 ms (median)
+        with its next inputs queued (bench/serve.py, README "Serving").
+        """
+        self.idle.append(executor)
+        self.running -= 1
+        self.passing_inputs -= size
+        self._dispatch()
+        error = job.exception()
+        if error is not None:  # every caller of this pass gets the error, none hangs
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        finally:
-            self.idle.append(executor)
-            self.running -= 1
-            self.passing_inputs -= len(inputs)
-            self.changed.set()
-            self.free.release()
-        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
+        out = job.result()
+        self.batch_sizes = (self.batch_sizes + [size])[-1000:]
         if self.on_batch is not None:
-            self.on_batch(len(inputs), time.perf_counter() - start)
-        start = 0
+            self.on_batch(size, time.perf_counter() - start)
+        row = 0
         for items, future in batch:
             if not future.done():
-                future.set_result(tuple(t[start : start + len(items)] for t in out))
-            start += len(items)
+                future.set_result(tuple(t[row : row + len(items)] for t in out))
+            row += len(items)
 
     def _forward(self, inputs: list[Any], threads: int) -> tuple[Tensor, ...]:
         """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread)."""

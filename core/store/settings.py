@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     embed_max_chars: int = Field(32_768, ge=1, description="Longest text input (characters).")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Most inputs in one shared forward pass.")
     embed_batch_wait_ms: float = Field(
-        0.0, ge=0, le=1000, description="Extra wait for company before a forward pass (0: take what queued up)."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Longest a forward pass with fewer inputs than the recent load's share waits for more "
+        "(0: take what queued up).",
     )
     embed_forward_workers: int = Field(
         2,

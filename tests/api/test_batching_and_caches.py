@@ -160,6 +160,22 @@ def test_a_freed_thread_starts_its_next_pass_before_the_callers_it_answered_resu
     assert len(starts) == 2 and starts[1] < resumed[0] + 0.1, (starts, resumed)
 
 
+def test_with_a_wait_a_pass_waits_for_company_up_to_that_long() -> None:
+    embed = Recorder(seconds=0.01)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=100, workers=1, threads=1, split_at=4)
+
+    async def run() -> float:
+        await batcher.submit([0.0] * 4)  # a load of 4: a pass waits for 4, up to 100 ms
+        first = asyncio.ensure_future(batcher.submit([1.0]))
+        await asyncio.sleep(0.03)  # within that wait: the next input joins the same pass
+        began = time.perf_counter()
+        await asyncio.gather(first, batcher.submit([2.0]))
+        return time.perf_counter() - began
+
+    waited = asyncio.run(run())
+    assert embed.sizes == [4, 2] and waited >= 0.05, (embed.sizes, waited)  # nobody else came: it ran at 100 ms
+
+
 def test_a_lone_request_of_many_inputs_is_shared_by_the_threads() -> None:
     embed = Recorder(seconds=0.1)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
