@@ -2,16 +2,16 @@
 
     python bench/serve.py [--seconds 8] [--clients 1 8 32 128]
 
-For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a vector model (MLP), closed-loop
-clients each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s,
-embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its
-best forward (eager, or the TorchScript trace the service runs), batch size and layout of the cores (the two best
-of a sweep measured again, the better median kept). Each level runs ``--rounds`` times, each round right after a
-measure of that best configuration, and its fraction of the raw limit is the median round's. p50 at one client is compared with one raw forward pass of one
-input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also records where the
-server's time went (its event loop's CPU per request, its forward passes' count and size, from /proc and /metrics)
-and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit.
-The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
+For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a vector model (MLP), closed-loop clients
+each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s, embeddings/s,
+p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its best forward (eager,
+or the TorchScript trace the service runs), batch size and layout of the cores (the two best of a sweep measured
+again, the better median kept). Each level runs ``--rounds`` times, each round right after a measure of that best
+configuration, and its fraction of the raw limit is the median round's. p50 at one client is compared with one raw
+forward pass of one input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also
+records where the server's time went (its event loop's CPU per request, its forward passes' count and size, from
+/proc and /metrics) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the
+limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
 batching), driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
 """
