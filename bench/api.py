@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -34,15 +36,52 @@ end
 """
 
 
-def run_wrk(url: str, script: str, clients: int, seconds: int) -> dict:
+def run_wrk(url: str, script: str, clients: int, seconds: int, service: Service | None = None) -> dict:
+    """One wrk run; with ``service``, also how its API processes shared the connections (counted half-way)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + DONE)
-    out = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", handle.name, url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    wrk = subprocess.Popen(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s",
+                            handle.name, url], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    shares = None
+    if service is not None:
+        time.sleep(seconds / 2)
+        shares = connections_by_process(service.port, service.procs[0].pid)
+    out, _ = wrk.communicate()
+    if wrk.returncode:
+        raise RuntimeError(f"wrk exited with {wrk.returncode}")
     stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
-    return {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
-            "requests_per_s": round(stats["requests"] / (stats["us"] / 1e6), 1),
-            "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000}  # fmt: skip
+    result = {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
+              "requests_per_s": round(stats["requests"] / (stats["us"] / 1e6), 1),
+              "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000}  # fmt: skip
+    if shares is not None:
+        result["connections_per_api_process"] = shares
+    return result
+
+
+def connections_by_process(port: int, supervisor: int) -> list[int]:
+    """Established connections to ``port`` held by each API process that uvicorn's ``supervisor`` started.
+
+    Each process keeps the connections it accepted, so with closed-loop clients the busier one's clients wait
+    longest: the split explains the p99.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()  # local address, remote address, state ("01": established), ..., inode
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+        if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():  # not multiprocessing's resource tracker
+            continue
+        links = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                links.add(os.readlink(fd))
+            except FileNotFoundError:  # closed since the listing
+                continue
+        counts.append(len(links & inodes))
+    return sorted(counts)
 
 
 def main() -> None:
@@ -74,10 +113,12 @@ def main() -> None:
                 job = client.post("/v1/jobs", json=body).json()
             auth = f'wrk.headers["Authorization"] = "Bearer {service.key}"\n'
             run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, 3)  # warm-up: threads, pool, caches
-            result["status_polls"] = run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds)
+            result["status_polls"] = run_wrk(
+                f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds, service
+            )
             submit = (auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(json.dumps(body))}\n")  # fmt: skip
-            result["submissions"] = run_wrk(f"{service.base}/v1/jobs", submit, args.clients, args.seconds)
+            result["submissions"] = run_wrk(f"{service.base}/v1/jobs", submit, args.clients, args.seconds, service)
             with psycopg.connect(args.pg) as conn:
                 result["db_connections_at_end"] = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]  # fmt: skip

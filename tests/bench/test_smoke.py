@@ -70,4 +70,6 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
     data = run_bench("api.py", tmp_path / "api.json", "--pg", PG, "--clients", "4", "--seconds", "1")
     for scenario in ("status_polls", "submissions"):
         assert data[scenario]["requests"] > 0 and data[scenario]["errors"] == 0, data[scenario]
+        shares = data[scenario]["connections_per_api_process"]  # wrk's 4 connections, found in the 2 API processes
+        assert len(shares) == 2 and sum(shares) == 4, shares
     assert data["db_connections_at_end"] <= 40
