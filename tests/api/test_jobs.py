@@ -165,3 +165,25 @@ def test_a_revoked_key_stops_working_within_the_auth_cache_time(tmp_path, pg_url
             revoke_key(session, key.split("_")[1])
         time.sleep(1.2)
         assert client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_every_request_gives_its_database_connection_back(tmp_path, pg_url, redis_url, keys) -> None:
+    """One pooled connection, no overflow: a request that kept its session's connection would make the next wait
+    for it and fail. Reads that end inside their transaction, answers raised mid-transaction and commits alike."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.store.db import get_engine
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, pg_url, redis_url, db_pool_size=1, db_max_overflow=0, db_timeout_s=2.0)
+    auth = {"Authorization": f"Bearer {keys.make('one-connection')}"}
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+        answers = []
+        for _ in range(3):
+            answers.append(client.get("/v1/jobs", headers=auth).status_code)  # read, left in its transaction
+            answers.append(client.get("/v1/jobs/nope/metrics", headers=auth).status_code)  # 404 raised mid-read
+            answers.append(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).status_code)  # commits
+        assert answers == [200, 404, 202] * 3
+        assert get_engine(settings).pool.checkedout() == 0
