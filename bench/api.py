@@ -4,7 +4,8 @@
 
 Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted
 jobs stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and
-errors, plus the database connections in use at the end. Writes ``bench/results/api.json``.
+errors, how the API processes shared the connections, and the database connections in use at the end. Writes
+``bench/results/api.json``.
 """
 
 from __future__ import annotations
