@@ -1,8 +1,13 @@
-"""Print the README's benchmark tables from the JSON the benchmarks wrote: ``python bench/report.py``."""
+"""Print the README's benchmark tables from the JSON the benchmarks wrote.
+
+python bench/report.py                     # bench/results: the CPU loss and serving tables
+python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -22,14 +27,31 @@ def loss_table(path: Path = RESULTS / "loss.json") -> str:
             if row is None:
                 cells.append("–")
             elif row["status"] == "ok":
-                cells.append(f"{row['seconds']:.3f} s, {row['peak_extra_mib']:,.0f} MiB")
+                seconds = row["seconds"]
+                time = f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1e3:.2f} ms"
+                cells.append(f"{time}, {row['peak_extra_mib']:,.0f} MiB")
             else:
                 cells.append(row["status"])
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     largest = ", ".join(f"{impl}: {n:,}" if n else f"{impl}: none" for impl, n in data["largest_n"].items())
     lines.append(f"\nLargest N under the {data['cap_gib']:g} GiB cap: {largest}. Machine: {data['machine']}, "
                  f"{data['threads']} threads, D={data['d']}, {data['dtype']}, chunk {data['chunk']} rows.")  # fmt: skip
+    if data.get("device") == "cuda":
+        sweep = data["chunk_sweep"]
+        tiles = ", ".join(
+            f"{k}: {'–' if s is None else f'{s * 1e3:.1f} ms'}" for k, s in sweep["seconds_by_chunk"].items()
+        )
+        lines.append(f"Precision {data['precision']}; tile rows at N={sweep['n']:,}: {tiles} (chosen {sweep['chosen']}, "
+                     f"at most {data['tile_mib']:g} MiB a tile).")  # fmt: skip
     return "\n".join(lines)
+
+
+def train_line(path: Path) -> str:
+    data = json.loads(path.read_text())
+    return (f"Training ({data['device']}, {data['precision']}): bare {data['bare_samples_per_s']:,} samples/s, "
+            f"service {data['service_samples_per_s']:,}, ratio {data['ratio']} (bare by round {data['bare_per_round']}, "
+            f"service {data['service_per_round']}); start-up {data['startup_latency_s']} s; {data['job_status']}. "
+            f"Machine: {data['machine']}.")  # fmt: skip
 
 
 def serve_table(path: Path = RESULTS / "serve.json") -> str:
@@ -65,6 +87,13 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
 
 
 if __name__ == "__main__":
-    print(loss_table())
-    print()
-    print(serve_table())
+    if len(sys.argv) > 1:
+        folder = Path(sys.argv[1])
+        for found in sorted(folder.glob("loss*.json")):
+            print(f"{found.name}\n{loss_table(found)}\n")
+        for found in sorted(folder.glob("train*.json")):
+            print(train_line(found))
+    else:
+        print(loss_table())
+        print()
+        print(serve_table())

@@ -34,7 +34,7 @@ class Service:
         self.tmp = Path(tempfile.mkdtemp(prefix="embedtrain-bench-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDTRAIN_")}
         self.env.update(
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             EMBEDTRAIN_DATABASE_URL=database_url or f"sqlite:///{self.tmp}/bench.db",
             EMBEDTRAIN_BROKER_URL=broker_url or "filesystem://",
             EMBEDTRAIN_BROKER_DIR=str(self.tmp / "broker"),
