@@ -1,12 +1,13 @@
 """Training throughput: a job through the service (API -> worker -> core) against a bare PyTorch loop.
 
     python bench/train.py [--steps 120] [--batch 256] [--rounds 7]
+    python bench/train.py --device cuda --out bench/results/train-cuda.json   # bf16 autocast on the GPU
 
 Same model (2-stage ResNet, width 16, 16x16 inputs), data (scikit-learn digits), views, loss, batch size and
 steps. The service's samples/s is the median of the per-step series the worker records (the loop measures
 each step; evaluation and checkpoint time are excluded); the bare loop is timed the same way, step by step.
 Start-up latency is the time from ``POST /v1/jobs`` until the job reports its first step. Writes
-``bench/results/train.json``.
+``bench/results/train.json``. On CUDA both sides train under bf16 autocast unless ``--precision`` says otherwise.
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ from core.encoders import build_model  # noqa: E402
 from core.losses import NTXentLoss  # noqa: E402
 
 
-def run_config(steps: int, batch: int, device: str) -> dict:
+def run_config(steps: int, batch: int, device: str, precision: str = "fp32") -> dict:
     return {
         "data": {"modality": "image", "val_fraction": 0.0},
         "model": {"kind": "resnet", "width": 16, "blocks": [1, 1], "image_size": 16},
         "loss": {"temperature": 0.2},
         "optim": {"lr": 1e-3},
         "train": {"epochs": 1000, "max_steps": steps, "batch_size": batch, "checkpoint_every_steps": 10**6,
-                  "device": device},
+                  "device": device, "precision": precision},
     }  # fmt: skip
 
 
@@ -62,6 +63,7 @@ def bare_loop(config: RunConfig, records: Records, steps: int) -> list[float]:
     model.backbone.fit_normalisation(images.float() / 255)
     views = build_views(config, None, records.spec.channels, None, device)
     loss_fn = NTXentLoss(config.loss.temperature)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     batch = config.train.batch_size
     per_epoch = len(records) // batch
@@ -72,8 +74,9 @@ def bare_loop(config: RunConfig, records: Records, steps: int) -> list[float]:
             order = torch.randperm(len(records))
         rows = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
         x = images[rows.to(device)].float() / 255
-        z = model(views.stacked(x))[1]
-        loss = loss_fn(*z.chunk(2))
+        with autocast:
+            z = model(views.stacked(x))[1]
+            loss = loss_fn(*z.chunk(2))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
@@ -83,7 +86,7 @@ def bare_loop(config: RunConfig, records: Records, steps: int) -> list[float]:
     return rates
 
 
-def through_service(steps: int, batch: int, device: str) -> tuple[list[float], float, dict]:
+def through_service(steps: int, batch: int, device: str, precision: str) -> tuple[list[float], float, dict]:
     d = load_digits()
     buffer = io.BytesIO()
     np.savez(buffer, images=np.round(d.images / 16.0 * 255).astype(np.uint8), labels=d.target)
@@ -92,7 +95,7 @@ def through_service(steps: int, batch: int, device: str) -> tuple[list[float], f
         dataset.raise_for_status()
         posted = time.perf_counter()
         job = client.post(
-            "/v1/jobs", json={"dataset_id": dataset.json()["id"], "config": run_config(steps, batch, device)}
+            "/v1/jobs", json={"dataset_id": dataset.json()["id"], "config": run_config(steps, batch, device, precision)}
         )
         job.raise_for_status()
         job_id = job.json()["id"]
@@ -109,17 +112,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default bf16 on CUDA, fp32 on the CPU")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the medians")
     parser.add_argument("--rounds", type=int, default=7, help="alternating bare/service runs")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train.json"))
     args = parser.parse_args()
     keep_freed_memory()  # the bare loop (in this process) gets the allocator setting the worker runs with
 
-    config = RunConfig.model_validate(run_config(args.steps, args.batch, args.device))
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    precision = args.precision or ("bf16" if cuda else "fp32")
+    config = RunConfig.model_validate(run_config(args.steps, args.batch, args.device, precision))
     bare_rates, service_rates, startups, statuses = [], [], [], []
     for _ in range(args.rounds):  # alternate, so slow phases of a shared machine hit both sides
         bare_rates.append(statistics.median(bare_loop(config, digits(), args.steps)[args.warmup :]))
-        service, startup, job = through_service(args.steps, args.batch, args.device)
+        service, startup, job = through_service(args.steps, args.batch, args.device, precision)
         service_rates.append(statistics.median(service[args.warmup :]))
         startups.append(startup)
         statuses.append(job["status"])
@@ -127,6 +133,8 @@ def main() -> None:
     result = {
         "machine": describe(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
         "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if cuda else "cpu",
+        "precision": precision,
         "steps": args.steps,
         "batch_size": args.batch,
         "rounds": args.rounds,
