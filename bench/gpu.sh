@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, for a machine with a CUDA device: the CUDA tests, the training benchmark (bf16
+# autocast, through the embedded service and as a bare loop) and the loss benchmark under bf16 autocast and in
+# fp32, the chunked path's tile swept for the GPU. Each step has its own time limit; one failing does not stop
+# the next. Results land in OUTDIR (default bench/results/gpu).
+#
+#     bash bench/gpu.sh [OUTDIR]
+#
+# Where the machine lacks some of the project's packages (see the README, "GPU"), put their wheels in .whl/:
+# they are installed into /tmp/site first.
+set -u
+out=${1:-bench/results/gpu}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, say how it ended
+  local name=$1 limit=$2 began=$SECONDS
+  shift 2
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "== $name: exit $? after $((SECONDS - began)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+step tests-cuda 150 python3 -m pytest -q -p no:cacheprovider tests/core/test_cuda.py
+tail -5 "$out/tests-cuda.log"
+step train 170 python3 bench/train.py --device cuda --rounds 3 --steps 300 --out "$out/train-cuda.json"
+step loss-bf16 170 python3 bench/loss.py --device cuda --precision bf16 --timeout 80 --out "$out/loss-cuda-bf16.json"
+chunk=$(python3 -c "import json; print(json.load(open('$out/loss-cuda-bf16.json'))['chunk_sweep']['chosen'])" 2>/dev/null)
+step loss-fp32 90 python3 bench/loss.py --device cuda --precision fp32 --timeout 40 --chunk-sweep "${chunk:-4096}" \
+  --sizes 256 1024 4096 8192 16384 32768 65536 --out "$out/loss-cuda-fp32.json"
+python3 bench/report.py "$out"
