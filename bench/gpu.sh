@@ -6,8 +6,9 @@
 #
 #     bash bench/gpu.sh [OUTDIR]
 #
-# Where the machine lacks some of the project's packages (see the README, "GPU"), put their wheels in .whl/:
-# they are installed into /tmp/site first.
+# Where the machine lacks some of the project's packages, put their wheels in .whl/ (bench/gpu-wheels.txt lists
+# those the lent H200's image lacked, and how to fetch them): they are installed into /tmp/site first. lightly's
+# wheel is read from bench/.cache (`make bench` fetches it).
 set -u
 out=${1:-bench/results/gpu}
 mkdir -p "$out"
