@@ -73,3 +73,12 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
         shares = data[scenario]["connections_per_api_process"]  # wrk's 4 connections, found in the 2 API processes
         assert len(shares) == 2 and sum(shares) == 4, shares
     assert data["db_connections_at_end"] <= 40
+
+
+def test_report_renders_the_committed_gpu_run() -> None:
+    """The README's GPU figures come from bench/results/gpu; the report must still read what bench/gpu.sh wrote."""
+    proc = subprocess.run([sys.executable, "bench/report.py", "bench/results/gpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Largest N under the 16 GiB cap" in proc.stdout and "chosen 8192" in proc.stdout
+    assert proc.stdout.count("Training (cuda, bf16)") == 2
