@@ -295,7 +295,7 @@ def main() -> None:
         "threads": args.threads,
         "d": D,
         "dtype": "fp32",
-        "precision": args.precision if args.device == "cuda" else "fp32",
+        "precision": args.precision,
         "cap_gib": args.cap_gib,
         "chunk": args.chunk,
         "chunk_sweep": sweep,
