@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from core.augment import build_views
 from core.augment.vectors import VectorViews
@@ -43,6 +44,29 @@ def test_image_views_follow_simclr_and_keep_shape_and_range() -> None:
     assert not torch.allclose(out[:6], out[6:])
     grey = build_views(config("image"), None, 1, None, torch.device("cpu"))
     assert grey.stacked(torch.rand(4, 1, 8, 8)).shape == (8, 1, 32, 32)  # resized to the model's image size
+
+
+class _CountOperators(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's signature
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_image_views_run_as_many_operators_at_any_batch_size() -> None:
+    """Each operator is a kernel launch on a GPU: a per-image loop (kornia's default "slice" crop, ~17 operators
+    an image) made a training step's launches grow with the batch."""
+    views = build_views(config("image"), None, 1, None, torch.device("cpu"))
+    calls = {}
+    for batch in (4, 128):
+        torch.manual_seed(0)
+        with _CountOperators() as count:
+            views.stacked(torch.rand(batch, 1, 8, 8))
+        calls[batch] = count.calls
+    assert calls[128] <= calls[4] + 50, calls
 
 
 def test_text_views_are_dropout_copies_or_given_pairs() -> None:
