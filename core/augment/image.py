@@ -20,7 +20,7 @@ def build_image_views(config: ImageAugmentConfig, size: int, channels: int) -> n
     kernel = max(3, (size // 10) | 1)  # SimCLR blurs with a kernel of 10% of the image side, odd
     return K.AugmentationSequential(
         # "resample": one batched warp for every crop; kornia's default ("slice") crops and resizes each image in
-        # a Python loop, ~17 operators per image, so a step's operators (kernel launches on a GPU) grew with the batch
+        # a Python loop, ~8 operators per image, so a step's operators (kernel launches on a GPU) grew with the batch
         K.RandomResizedCrop((size, size), scale=(config.crop_scale_min, 1.0), cropping_mode="resample"),
         K.RandomHorizontalFlip(p=config.flip_prob),
         K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s if colour else 0.0, 0.2 * s if colour else 0.0, p=config.jitter_prob),

@@ -57,7 +57,7 @@ class _CountOperators(TorchDispatchMode):
 
 
 def test_image_views_run_as_many_operators_at_any_batch_size() -> None:
-    """Each operator is a kernel launch on a GPU: a per-image loop (kornia's default "slice" crop, ~17 operators
+    """On a GPU most operators are kernel launches: a per-image loop (kornia's default "slice" crop, ~8 operators
     an image) made a training step's launches grow with the batch."""
     views = build_views(config("image"), None, 1, None, torch.device("cpu"))
     calls = {}
