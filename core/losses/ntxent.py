@@ -96,7 +96,9 @@ class NTXentLoss(nn.Module):
             ``debiased`` and 0 (pure hard-negative reweighting) for ``hard``.
         beta: concentration of the hard-negative weights, >= 0.
         symmetric: two towers: ``z_a`` and ``z_b`` are two modalities, negatives only across them.
-        chunk_size: rows per block of the exact memory-efficient path; ``None`` uses the dense path.
+        chunk_size: rows per block of the exact memory-efficient path; ``None`` uses the dense path, and so does a
+            block that would hold every anchor (one block is the whole matrix: the same memory, without the
+            path's row gathers and scatters).
         gather_distributed: gather embeddings from every rank when ``torch.distributed`` is initialised.
     """
 
@@ -182,7 +184,7 @@ class NTXentLoss(nn.Module):
             world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
             samples, anchors, partner = _batch_indices(V, N, world, x.device)
             one_positive = labels is None and V == 2 and not self.symmetric
-            if one_positive and world == 1 and self.chunk_size is None and self.params.variant in ("ntxent", "dcl"):
+            if one_positive and world == 1 and self._dense(V * N) and self.params.variant in ("ntxent", "dcl"):
                 # the common case as one operation with its gradient by hand (core.losses.paired)
                 return paired_loss(x, self._dense_scale(), partner, self.params.variant == "dcl")
             z = F.normalize(x, dim=-1)  # (V*N, D)
@@ -232,8 +234,12 @@ class NTXentLoss(nn.Module):
             modality = gather_no_grad(modality)
         return z, group, modality
 
+    def _dense(self, anchors: int) -> bool:
+        """Whether ``anchors`` rows take the dense path: no chunk size, or one chunk would hold them all."""
+        return self.chunk_size is None or self.chunk_size >= anchors
+
     def _loss_sum(self, z: Tensor, anchors: Tensor, layout: Layout) -> tuple[Tensor, Tensor | int]:
-        if self.chunk_size is not None:
+        if not self._dense(len(anchors)):
             return chunked_loss_sum(z, self.scale, anchors, layout, self.params, self.chunk_size)
         scale = self._dense_scale()
         if len(anchors) == len(z):  # one process: every row is an anchor, in order; no gather copy, no index

@@ -120,6 +120,21 @@ def test_chunked_equals_dense_in_loss_and_gradients(case: dict, chunk_size: int)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
 
 
+def test_a_chunk_that_holds_every_anchor_runs_the_dense_path(monkeypatch) -> None:
+    import core.losses.ntxent as ntxent
+
+    real, sizes = ntxent.chunked_loss_sum, []
+    monkeypatch.setattr(ntxent, "chunked_loss_sum", lambda *args: sizes.append(args[-1]) or real(*args))
+    views = make_views(n=6)  # 12 anchors
+    for variant in ("ntxent", "hard"):  # the paired path, and the general one
+        dense = NTXentLoss(0.5, variant=variant)(views[0], views[1])
+        for chunk_size, chunked in ((11, True), (12, False), (64, False)):
+            sizes.clear()
+            value = NTXentLoss(0.5, variant=variant, chunk_size=chunk_size)(views[0], views[1])
+            assert sizes == ([chunk_size] if chunked else []), (variant, chunk_size)
+            assert value.item() == pytest.approx(dense.item(), rel=1e-12)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 3])
 @pytest.mark.parametrize("variant", ["ntxent", "dcl", "debiased", "hard"])
 def test_gradcheck(variant: str, chunk_size: int | None) -> None:
