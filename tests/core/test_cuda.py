@@ -13,7 +13,7 @@ from core.losses import NTXentLoss
 from core.train.checkpoint import is_complete
 from core.train.loop import fit
 from tests.core.test_ntxent import CASES, _build
-from tests.core.test_training import Recorder, digits
+from tests.core.test_training import Recorder, digits, digits_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -74,20 +74,8 @@ def test_under_bf16_autocast_the_loss_stays_fp32_on_bf16_embeddings(chunk_size: 
 
 
 def test_a_bf16_training_run_on_cuda_learns_and_its_checkpoint_serves_on_the_cpu(tmp_path) -> None:
-    from core.config import RunConfig
-
-    records = digits()
-    train, val = records.split(0.2, seed=0)
-    config = RunConfig.model_validate(
-        {
-            "data": {"modality": "image", "val_fraction": 0.2},
-            "model": {"kind": "resnet", "width": 16, "blocks": [1, 1], "image_size": 16},
-            "loss": {"temperature": 0.2, "chunk_size": 128},
-            "optim": {"lr": 3e-3, "warmup_steps": 10},
-            "train": {"epochs": 12, "batch_size": 128, "device": "cuda", "precision": "bf16"},
-            "eval": {"knn_k": 10, "linear_probe": False},
-        }
-    )
+    train, val = digits().split(0.2, seed=0)
+    config = digits_config(loss={"chunk_size": 128}, train={"device": "cuda", "precision": "bf16"})
     recorder = Recorder()
     result = fit(config, train, val, checkpoint_dir=tmp_path, callback=recorder)
     assert result.status == "completed" and is_complete(result.last_checkpoint)

@@ -29,6 +29,20 @@ def vectors(n: int = 96, seed: int = 0) -> Records:
     return Records("vectors", vectors=x.astype(np.float32), labels=labels.astype(np.int64))
 
 
+def digits_config(loss: dict | None = None, train: dict | None = None) -> RunConfig:
+    """SimCLR on ``digits()``: a small ResNet, 12 epochs of batches of 128, k-NN evaluation on a 20% split."""
+    return RunConfig.model_validate(
+        {
+            "data": {"modality": "image", "val_fraction": 0.2},
+            "model": {"kind": "resnet", "width": 16, "blocks": [1, 1], "image_size": 16},
+            "loss": {"temperature": 0.2, **(loss or {})},
+            "optim": {"lr": 3e-3, "warmup_steps": 10},
+            "train": {"epochs": 12, "batch_size": 128, **(train or {})},
+            "eval": {"knn_k": 10, "linear_probe": False},
+        }
+    )
+
+
 def vector_config(**train) -> RunConfig:
     return RunConfig.model_validate(
         {
@@ -134,16 +148,7 @@ def test_simclr_on_digits_beats_random_initialisation(tmp_path) -> None:
     """Real data: SimCLR views + small ResNet on load_digits, CPU, well under 2 minutes."""
     records = digits()
     train, val = records.split(0.2, seed=0)
-    config = RunConfig.model_validate(
-        {
-            "data": {"modality": "image", "val_fraction": 0.2},
-            "model": {"kind": "resnet", "width": 16, "blocks": [1, 1], "image_size": 16},
-            "loss": {"temperature": 0.2},
-            "optim": {"lr": 3e-3, "warmup_steps": 10},
-            "train": {"epochs": 12, "batch_size": 128, "checkpoint_every_steps": 1000},
-            "eval": {"knn_k": 10, "linear_probe": False},
-        }
-    )
+    config = digits_config(train={"checkpoint_every_steps": 1000})
     result = fit(config, train, val, checkpoint_dir=tmp_path)
     trained = Embedder(result.last_checkpoint)
 
