@@ -19,7 +19,11 @@ out-of-memory: a process per configuration would spend most of a short GPU lease
 caching allocator's (``torch.cuda.set_per_process_memory_fraction``), peak memory is its peak allocation above
 the inputs, and passes are timed between device synchronisations. ``--precision bf16`` runs each loss's forward
 under bf16 autocast, as a training step would; the chunked path's rows per tile are chosen by a sweep at
-``--sweep-n`` (the fastest, capped so that a tile holds at most ``--tile-mib``).
+``--sweep-n`` (the fastest, capped so that a tile holds at most ``--tile-mib``). Under bf16 our loss keeps its
+similarity products in fp32 unless asked otherwise; ``ours_dense_bf16`` and ``ours_chunked_bf16`` are the same
+paths with ``similarity_dtype=torch.bfloat16`` (``loss.similarity_dtype``), the products the libraries run in
+bf16 under autocast. A CPU with AMX (``amx_bf16`` in /proc/cpuinfo) runs bf16 products on its tile unit, as a GPU
+does on its tensor cores: ``--precision bf16`` works on the CPU too.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ SIZES = [256, 1024, 4096, 8192, 16384, 32768]
 CUDA_SIZES = [*SIZES, 65536, 131072, 262144]  # on the GPU the chunked path goes further than the CPU's cap allows
 CHUNK_SWEEP = [512, 1024, 2048, 4096, 8192, 16384]
 IMPLS = ["ours_dense", "ours_chunked", "handwritten", "pytorch_metric_learning", "lightly"]
+BF16_IMPLS = ["ours_dense_bf16", "ours_chunked_bf16"]  # ours with loss.similarity_dtype bfloat16; default under bf16
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 
@@ -111,15 +116,12 @@ def _make(impl: str, tau: float, chunk: int, device):  # noqa: ANN001 - a torch.
     import torch
     import torch.nn.functional as F
 
-    if impl == "ours_dense":
+    if impl.startswith("ours_"):
         from core.losses import NTXentLoss
 
-        loss = NTXentLoss(tau).to(device)
-        return lambda a, b: loss(a, b)
-    if impl == "ours_chunked":
-        from core.losses import NTXentLoss
-
-        loss = NTXentLoss(tau, chunk_size=chunk).to(device)
+        chunk_size = chunk if impl.startswith("ours_chunked") else None
+        similarity = torch.bfloat16 if impl.endswith("_bf16") else None
+        loss = NTXentLoss(tau, chunk_size=chunk_size, similarity_dtype=similarity).to(device)
         return lambda a, b: loss(a, b)
     if impl == "handwritten":
 
@@ -244,7 +246,7 @@ def measure(impl: str, n: int, args: argparse.Namespace, chunk: int, repeats: in
         "loss": value,
         "grad_sum": float(a.grad.double().abs().sum()),
     }
-    if impl == "ours_chunked":
+    if impl.startswith("ours_chunked"):
         row["chunk"] = chunk
     return row
 
@@ -260,7 +262,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: forward under autocast")
     parser.add_argument("--sizes", type=int, nargs="+", help=f"default {SIZES}; on CUDA {CUDA_SIZES}")
-    parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
+    parser.add_argument("--impls", nargs="+", choices=IMPLS + BF16_IMPLS, help="default: all (ours_*_bf16 under bf16)")
     parser.add_argument("--cap-gib", type=float, default=16.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -279,6 +281,8 @@ def main() -> None:
         for row in child(args.child[0], [int(n) for n in args.child[1:]], args):
             print(json.dumps(row), flush=True)
         return
+    if args.impls is None:
+        args.impls = IMPLS + (BF16_IMPLS if args.precision == "bf16" else [])
     if args.device == "cuda" and not args.tile_mib:
         args.tile_mib = 2048.0
     sizes = args.sizes or (CUDA_SIZES if args.device == "cuda" else SIZES)

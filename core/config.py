@@ -96,6 +96,12 @@ class LossConfig(_Strict):
         "a block that would hold every anchor runs the dense path. In bench/loss.py 128 was fastest on the CPU, "
         "faster than the dense path from 4k pairs up; 8192 on an H200 (at 32k pairs), 3-9% behind dense there.",
     )
+    similarity_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="dtype of the similarity products (z z^T and its gradient's two); the softmax stays fp32. "
+        "bfloat16 runs them on tensor cores (AMX on recent Xeon CPUs), as the libraries' losses do under "
+        "autocast, each similarity rounded to about 3 significant digits.",
+    )
 
 
 class VectorAugmentConfig(_Strict):

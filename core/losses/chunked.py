@@ -12,7 +12,8 @@ loss is a sum, so its gradient is the gradient for an upstream 1 scaled by the u
 one product for the tile, its gradient (written out, ``P - Y``, when each anchor has one positive; otherwise
 autograd from the tile to its losses), and two products accumulated in place into the (M, D) gradient, with the
 elementwise work on a tile that stays in cache. Backward only scales the stored gradient. Without autograd
-(evaluation) no gradient is computed.
+(evaluation) no gradient is computed. With a narrower product dtype (bf16, fp16) the three products of each block
+run in it on rounded factors, and the tile and its gradient stay in fp32.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.losses.objective import Layout, VariantParams, block_loss_sum, has_negatives
+from core.losses.objective import Layout, VariantParams, add_product, block_loss_sum, has_negatives, similarities
 from core.losses.paired import log_softmax_rows
 
 
@@ -36,22 +37,27 @@ class _ChunkedLoss(torch.autograd.Function):
         layout: Layout,
         params: VariantParams,
         chunk_size: int,
+        product: torch.dtype,
     ) -> tuple[Tensor, Tensor]:
         want_z, want_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         total = z.new_zeros(())
         count = torch.zeros((), dtype=torch.long, device=z.device)
         grad_z = torch.zeros_like(z) if want_z or want_scale else None
         grad_scale = torch.zeros_like(scale)
+        factor = z.to(product)  # (M, D) the columns' factor, narrowed once: z itself in its own dtype
         for rows in anchors.split(chunk_size):
             z_anchors = z[rows]  # (K, D)
             z_rows = z_anchors * scale  # (K, D)
-            loss, ok, grad_s = _tile(z_rows @ z.T, rows, layout, params, scale, grad_z is not None)
+            loss, ok, grad_s = _tile(
+                similarities(z_rows, factor, product), rows, layout, params, scale, grad_z is not None
+            )
             total += loss
             count += ok
             if grad_s is not None:
-                # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block
-                grad_z.addmm_(grad_s.T, z_rows)  # through the columns
-                through_rows = grad_s @ z  # (K, D)
+                # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block in fp32
+                grad_s = grad_s.to(product)  # (K, M) narrowed once for both products
+                add_product(grad_z, grad_s.T, z_rows.to(product))  # through the columns
+                through_rows = (grad_s @ factor).to(z.dtype)  # (K, D)
                 grad_z.index_add_(0, rows, through_rows * scale)  # through the anchor rows
                 if want_scale:
                     grad_scale += (through_rows * z_anchors).sum()  # sum of grad_s * (s / scale)
@@ -64,7 +70,7 @@ class _ChunkedLoss(torch.autograd.Function):
         grad_z, grad_scale = ctx.saved_tensors
         want_z, want_scale = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (grad_z * grad_total if want_z else None), (grad_scale * grad_total if want_scale else None), \
-            None, None, None, None  # fmt: skip
+            None, None, None, None, None  # fmt: skip
 
 
 def _tile(
@@ -90,7 +96,13 @@ def _tile(
 
 
 def chunked_loss_sum(
-    z: Tensor, scale: Tensor, anchors: Tensor, layout: Layout, params: VariantParams, chunk_size: int
+    z: Tensor,
+    scale: Tensor,
+    anchors: Tensor,
+    layout: Layout,
+    params: VariantParams,
+    chunk_size: int,
+    product: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sum of per-anchor losses over ``anchors`` and the number of anchors counted, in row blocks.
 
@@ -101,5 +113,7 @@ def chunked_loss_sum(
         layout: positives and candidates.
         params: variant options.
         chunk_size: rows per block, K.
+        product: dtype of each block's three products (``None``: ``z``'s); see
+            :func:`core.losses.objective.similarities`.
     """
-    return _ChunkedLoss.apply(z, scale, anchors, layout, params, chunk_size)
+    return _ChunkedLoss.apply(z, scale, anchors, layout, params, chunk_size, product or z.dtype)

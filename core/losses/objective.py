@@ -58,6 +58,21 @@ def has_negatives(columns: int, decoupled: bool) -> bool:
     return columns > (3 if decoupled else 2)
 
 
+def similarities(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``a @ b.T`` with the product run in ``dtype``, returned in ``a``'s dtype.
+
+    In bf16 or fp16 each factor is rounded to about 3 significant digits and the product runs on the tensor cores
+    (AMX on recent Xeon CPUs), as every library's loss does under autocast; the exponentials that follow stay in
+    ``a``'s dtype. In ``a``'s own dtype the conversions are no-ops.
+    """
+    return (a.to(dtype) @ b.to(dtype).T).to(a.dtype)
+
+
+def add_product(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``out += a @ b`` in place; ``a`` and ``b`` may be narrower than ``out`` (the product then runs in theirs)."""
+    return out.addmm_(a, b) if a.dtype == out.dtype else out.add_(a @ b)
+
+
 def _masked_lse(values: Tensor, mask: Tensor) -> Tensor:
     # -inf (never a large finite constant) so half-precision callers cannot overflow; fp32 here anyway.
     return torch.logsumexp(values.masked_fill(~mask, float("-inf")), dim=1)

@@ -23,6 +23,9 @@ gradient of :math:`z_i` (below :math:`\epsilon` the norm is a constant and the p
 mean as a dozen operations, with an (M, M) gradient for each of the quadratic ones; here forward turns the
 similarity matrix into :math:`P` and keeps it, and backward is two products with no (M, M) temporary. :math:`P`
 is not modified in backward, so a second backward (``retain_graph=True``) gives the same gradient.
+
+With a narrower product dtype (bf16, fp16) the three products (:math:`z z^\top` and the two of backward) run in it
+on rounded factors, :math:`P` is kept in it (half the memory), and everything else stays in fp32.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.losses.objective import has_negatives
+from core.losses.objective import add_product, has_negatives, similarities
 
 EPS = 1e-12  # F.normalize's
 
@@ -60,18 +63,19 @@ def log_softmax_rows(s: Tensor, targets: Tensor, decoupled: bool) -> tuple[Tenso
 class _PairedLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bool
+        ctx: Any, x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bool, product: torch.dtype
     ) -> Tensor:
         norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)  # (M, 1)
         unclamped = norms >= EPS  # (M, 1)
         norms.clamp_min_(EPS)
         z = x / norms  # (M, D)
-        s = (z * scale) @ z.T  # (M, M)
+        s = similarities(z * scale, z, product)  # (M, M) in z's dtype
         total, log_p = log_softmax_rows(s.fill_diagonal_(float("-inf")), partner[:, None], decoupled)
         del s
         weight = 1.0 / len(x)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            ctx.save_for_backward(z, norms, unclamped, log_p.exp_(), partner)  # P in place of log P
+            probabilities = log_p.exp_().to(product)  # P in place of log P; narrowed once, for both products
+            ctx.save_for_backward(z, norms, unclamped, probabilities, partner)
             ctx.scale = scale.detach() if isinstance(scale, Tensor) else scale
             ctx.weight = weight
         return total * weight
@@ -79,8 +83,9 @@ class _PairedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         z, norms, unclamped, probabilities, partner = ctx.saved_tensors
-        direction = probabilities @ z  # (M, D)
-        direction.addmm_(probabilities.T, z).sub_(z[partner], alpha=2.0)  # (P + P^T - 2Y) z
+        factor = z.to(probabilities.dtype)  # (M, D) z itself unless the products run narrower
+        direction = (probabilities @ factor).to(z.dtype)  # (M, D)
+        add_product(direction, probabilities.T, factor).sub_(z[partner], alpha=2.0)  # (P + P^T - 2Y) z
         grad = grad * ctx.weight
         grad_scale = (direction * z).sum() * (0.5 * grad) if ctx.needs_input_grad[1] else None
         grad_x = None
@@ -88,10 +93,12 @@ class _PairedLoss(torch.autograd.Function):
             grad_z = direction.mul_(grad * ctx.scale)  # (M, D)
             along = (z * grad_z).sum(1, keepdim=True).mul_(unclamped)  # (M, 1)
             grad_x = grad_z.sub_(z * along).div_(norms)
-        return grad_x, grad_scale, None, None
+        return grad_x, grad_scale, None, None, None
 
 
-def paired_loss(x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bool) -> Tensor:
+def paired_loss(
+    x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bool, product: torch.dtype | None = None
+) -> Tensor:
     """Mean standard (or decoupled) loss with every embedding an anchor; see the module docstring.
 
     Args:
@@ -99,10 +106,11 @@ def paired_loss(x: Tensor, scale: Tensor | float, partner: Tensor, decoupled: bo
         scale: inverse temperature 1/tau: a number, or a () tensor when it is learned.
         partner: (M,) int64 index of each embedding's positive; ``partner[partner[i]] == i``.
         decoupled: leave the positive out of the denominator (DCL).
+        product: dtype of the three products (``None``: ``x``'s); see :func:`core.losses.objective.similarities`.
 
     Returns:
         () the mean over the M anchors; a zero that has a graph when no anchor has a negative.
     """
     if not has_negatives(x.shape[0], decoupled):  # nothing counts
         return x[:0].sum() * scale
-    return _PairedLoss.apply(x, scale, partner, decoupled)
+    return _PairedLoss.apply(x, scale, partner, decoupled, product or x.dtype)

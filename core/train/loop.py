@@ -90,6 +90,7 @@ def build_loss(config: LossConfig) -> NTXentLoss:
         tau_plus=config.tau_plus,
         beta=config.beta,
         chunk_size=config.chunk_size,
+        similarity_dtype=getattr(torch, config.similarity_dtype),
     )
 
 

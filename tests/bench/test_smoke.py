@@ -37,6 +37,23 @@ def test_loss_bench_runs_each_implementation_and_they_agree(tmp_path) -> None:
     assert data["largest_n"] == dict.fromkeys(impls, 64)
 
 
+def test_loss_bench_under_bf16_runs_ours_with_bf16_similarities_too(tmp_path) -> None:
+    data = run_bench("loss.py", tmp_path / "loss.json", "--sizes", "64", "--precision", "bf16", "--rounds", "1",
+                     "--impls", "ours_dense", "ours_dense_bf16", "ours_chunked_bf16", "handwritten", "--chunk", "32")  # fmt: skip
+    rows = {row["impl"]: row for row in data["rows"]}
+    assert data["precision"] == "bf16" and set(rows) == {
+        "ours_dense",
+        "ours_dense_bf16",
+        "ours_chunked_bf16",
+        "handwritten",
+    }
+    for row in rows.values():
+        assert row["status"] == "ok" and row["agrees_with_ours"], row
+    assert rows["ours_chunked_bf16"]["chunk"] == 32
+    # ours keeps fp32 similarities by default; with bf16 ones it rounds as the hand-written loss does
+    assert rows["ours_dense_bf16"]["loss"] != rows["ours_dense"]["loss"]
+
+
 def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) -> None:
     data = run_bench("train.py", tmp_path / "train.json", "--steps", "8", "--batch", "64", "--rounds", "1",
                      "--warmup", "2")  # fmt: skip

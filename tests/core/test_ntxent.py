@@ -124,7 +124,7 @@ def test_a_chunk_that_holds_every_anchor_runs_the_dense_path(monkeypatch) -> Non
     import core.losses.ntxent as ntxent
 
     real, sizes = ntxent.chunked_loss_sum, []
-    monkeypatch.setattr(ntxent, "chunked_loss_sum", lambda *args: sizes.append(args[-1]) or real(*args))
+    monkeypatch.setattr(ntxent, "chunked_loss_sum", lambda *args: sizes.append(args[5]) or real(*args))
     views = make_views(n=6)  # 12 anchors
     for variant in ("ntxent", "hard"):  # the paired path, and the general one
         dense = NTXentLoss(0.5, variant=variant)(views[0], views[1])
@@ -230,6 +230,7 @@ def test_anchors_without_negatives_are_left_out_with_a_zero_loss_that_has_a_grap
         dict(tau_plus=1.0),
         dict(beta=-1),
         dict(chunk_size=0),
+        dict(similarity_dtype=torch.int32),
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict) -> None:
@@ -317,3 +318,67 @@ def test_a_single_pair_has_no_negative_and_gives_a_zero_loss_with_a_graph(varian
     assert value.item() == 0.0 and value.requires_grad
     value.backward()
     assert torch.count_nonzero(a.grad) == 0
+
+
+SIMILARITY_CASES = [CASES[0], CASES[1], CASES[3], CASES[5], CASES[9]]  # paired ntxent, dcl; hard; SupCon; CLIP
+
+
+@pytest.mark.parametrize("case", SIMILARITY_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("chunk_size", [None, 16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_narrow_similarity_products_stay_within_their_rounding_of_fp32(
+    case: dict, chunk_size: int | None, dtype: torch.dtype
+) -> None:
+    """bf16/fp16 products: the loss within 1% of the fp32 loss and every gradient within a few % of its norm,
+    the learned temperature's included; the loss itself comes back in fp32."""
+    gen = torch.Generator().manual_seed(3)
+    views = torch.randn(2, 48, 32, generator=gen)
+    labels = torch.randint(0, 6, (48,), generator=gen) if case.get("labels") else None
+    options = {k: case[k] for k in ("tau_plus", "beta") if k in case}
+    results = []
+    for product in (None, dtype):
+        loss = NTXentLoss(
+            0.1, variant=case["variant"], symmetric=case.get("symmetric", False), chunk_size=chunk_size,
+            learnable_temperature=True, similarity_dtype=product, **options,
+        )  # fmt: skip
+        x = views.clone().requires_grad_(True)
+        value = loss(x, labels=labels)
+        value.backward()
+        results.append((value, x.grad, loss.log_scale.grad))
+    (exact, grad, grad_scale), (narrow, narrow_grad, narrow_grad_scale) = results
+    assert narrow.dtype == torch.float32
+    assert narrow.item() == pytest.approx(exact.item(), rel=1e-2)
+    assert (narrow_grad - grad).norm() <= 0.05 * grad.norm()
+    assert narrow_grad_scale.item() == pytest.approx(grad_scale.item(), rel=0.05, abs=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["ntxent", "hard"])
+@pytest.mark.parametrize("chunk_size", [None, 16])
+def test_similarity_dtype_sets_the_dtype_of_every_matrix_product(variant: str, chunk_size: int | None) -> None:
+    """Every product of forward and backward (z z^T and its gradient's) runs in the similarity dtype: fp32 by
+    default, even under bf16 autocast; bf16 when asked for, with or without autocast."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    products = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.addmm_.default,
+                torch.ops.aten.bmm.default}  # fmt: skip
+
+    class ProductDtypes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[torch.dtype] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            if func in products:
+                self.seen.append(args[-1].dtype)
+            return func(*args, **(kwargs or {}))
+
+    x = make_views(n=24, d=8).float()
+    for product, autocast in ((None, True), (torch.bfloat16, False), (torch.bfloat16, True)):
+        loss = NTXentLoss(0.1, variant=variant, chunk_size=chunk_size, similarity_dtype=product)
+        leaf = x.clone().requires_grad_(True)
+        with ProductDtypes() as mode:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                value = loss(leaf.to(torch.bfloat16) if autocast else leaf)
+            value.backward()
+        assert len(mode.seen) >= 3, mode.seen  # one forward product (one per tile) and two backward ones
+        assert set(mode.seen) == {product or torch.float32}, (product, autocast, mode.seen)

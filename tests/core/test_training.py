@@ -113,6 +113,23 @@ def test_stop_is_cooperative_and_keeps_the_last_checkpoint(tmp_path) -> None:
     assert is_complete(result.last_checkpoint)
 
 
+def test_bf16_similarities_from_the_run_config_train_like_fp32_ones(tmp_path) -> None:
+    """``loss.similarity_dtype`` reaches the loss: the same run with bf16 similarity products follows the fp32
+    run's losses step by step within their rounding, and differs from it (the products did change)."""
+    runs = []
+    for dtype in ("float32", "bfloat16"):
+        config = vector_config()
+        config = config.model_copy(update={"loss": config.loss.model_copy(update={"similarity_dtype": dtype})})
+        recorder = Recorder()
+        result = fit(config, *vectors().split(0.25, 0), checkpoint_dir=tmp_path / dtype, callback=recorder)
+        assert result.status == "completed"
+        runs.append([report.loss for report in recorder.steps])
+    exact, narrow = runs
+    assert len(exact) == len(narrow) > 10
+    assert narrow == pytest.approx(exact, rel=2e-2)
+    assert narrow != exact
+
+
 def test_dataset_smaller_than_one_batch_fails_with_an_actionable_message(tmp_path) -> None:
     with pytest.raises(TrainingError, match="fewer than one batch"):
         fit(vector_config(batch_size=64), vectors(n=40), None, checkpoint_dir=tmp_path)
