@@ -36,7 +36,10 @@ python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__ve
 step tests-cuda 150 python3 -m pytest -q -p no:cacheprovider tests/core/test_cuda.py
 tail -5 "$out/tests-cuda.log"
 step train 170 python3 bench/train.py --device cuda --rounds 3 --steps 300 --out "$out/train-cuda.json"
-step loss-bf16 170 python3 bench/loss.py --device cuda --precision bf16 --timeout 80 --out "$out/loss-cuda-bf16.json"
+# under bf16 the loss benchmark adds ours with bf16 similarity products (ours_*_bf16): two more processes, so the
+# sizes stop at 32k here (the fp32 step below and the GPU round of 2026-11-30 measured the reach)
+step loss-bf16 200 python3 bench/loss.py --device cuda --precision bf16 --timeout 60 \
+  --sizes 256 1024 4096 8192 16384 32768 --out "$out/loss-cuda-bf16.json"
 chunk=$(python3 -c "import json; print(json.load(open('$out/loss-cuda-bf16.json'))['chunk_sweep']['chosen'])" 2>/dev/null)
 step loss-fp32 90 python3 bench/loss.py --device cuda --precision fp32 --timeout 40 --chunk-sweep "${chunk:-4096}" \
   --sizes 256 1024 4096 8192 16384 32768 65536 --out "$out/loss-cuda-fp32.json"

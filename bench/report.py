@@ -2,6 +2,7 @@
 
 python bench/report.py                     # bench/results: the CPU loss and serving tables
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
+python bench/report.py bench/results/cpu-bf16   # any folder of loss*.json / train*.json the same way
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def loss_table(path: Path = RESULTS / "loss.json") -> str:
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     largest = ", ".join(f"{impl}: {n:,}" if n else f"{impl}: none" for impl, n in data["largest_n"].items())
     lines.append(f"\nLargest N under the {data['cap_gib']:g} GiB cap: {largest}. Machine: {data['machine']}, "
-                 f"{data['threads']} threads, D={data['d']}, {data['dtype']}, chunk {data['chunk']} rows.")  # fmt: skip
+                 f"{data['threads']} threads, D={data['d']}, {data['dtype']} inputs, "
+                 f"{data.get('precision', 'fp32')}, chunk {data['chunk']} rows.")  # fmt: skip
     if data.get("device") == "cuda":
         sweep = data["chunk_sweep"]
         tiles = ", ".join(
             f"{k}: {'–' if s is None else f'{s * 1e3:.1f} ms'}" for k, s in sweep["seconds_by_chunk"].items()
         )
-        lines.append(f"Precision {data['precision']}; tile rows at N={sweep['n']:,}: {tiles} (chosen {sweep['chosen']}, "
+        lines.append(f"Tile rows at N={sweep['n']:,}: {tiles} (chosen {sweep['chosen']}, "
                      f"at most {data['tile_mib']:g} MiB a tile).")  # fmt: skip
     return "\n".join(lines)
 
