@@ -2,7 +2,7 @@
 
 python bench/report.py                     # bench/results: the CPU loss and serving tables
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
-python bench/report.py bench/results/cpu-bf16   # any folder of loss*.json / train*.json the same way
+python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json the same way
 """
 
 from __future__ import annotations
