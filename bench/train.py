@@ -123,12 +123,17 @@ def main() -> None:
     precision = args.precision or ("bf16" if cuda else "fp32")
     config = RunConfig.model_validate(run_config(args.steps, args.batch, args.device, precision))
     bare_rates, service_rates, startups, statuses = [], [], [], []
-    for _ in range(args.rounds):  # alternate, so slow phases of a shared machine hit both sides
-        bare_rates.append(statistics.median(bare_loop(config, digits(), args.steps)[args.warmup :]))
-        service, startup, job = through_service(args.steps, args.batch, args.device, precision)
-        service_rates.append(statistics.median(service[args.warmup :]))
-        startups.append(startup)
-        statuses.append(job["status"])
+    for index in range(args.rounds):
+        # alternate, so slow phases of a shared machine hit both sides, and swap which goes first each round, so
+        # that a machine slowing down over the run does not always find the same side second
+        for side in ("bare", "service") if index % 2 == 0 else ("service", "bare"):
+            if side == "bare":
+                bare_rates.append(statistics.median(bare_loop(config, digits(), args.steps)[args.warmup :]))
+                continue
+            service, startup, job = through_service(args.steps, args.batch, args.device, precision)
+            service_rates.append(statistics.median(service[args.warmup :]))
+            startups.append(startup)
+            statuses.append(job["status"])
     bare_rate, service_rate = statistics.median(bare_rates), statistics.median(service_rates)
     result = {
         "machine": describe(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
