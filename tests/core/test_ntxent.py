@@ -347,6 +347,7 @@ def test_narrow_similarity_products_stay_within_their_rounding_of_fp32(
         results.append((value, x.grad, loss.log_scale.grad))
     (exact, grad, grad_scale), (narrow, narrow_grad, narrow_grad_scale) = results
     assert narrow.dtype == torch.float32
+    assert narrow.item() != exact.item()  # the products were rounded
     assert narrow.item() == pytest.approx(exact.item(), rel=1e-2)
     assert (narrow_grad - grad).norm() <= 0.05 * grad.norm()
     assert narrow_grad_scale.item() == pytest.approx(grad_scale.item(), rel=0.05, abs=1e-3)
