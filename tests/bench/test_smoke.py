@@ -38,15 +38,11 @@ def test_loss_bench_runs_each_implementation_and_they_agree(tmp_path) -> None:
 
 
 def test_loss_bench_under_bf16_runs_ours_with_bf16_similarities_too(tmp_path) -> None:
+    impls = ["ours_dense", "ours_dense_bf16", "ours_chunked_bf16", "handwritten"]
     data = run_bench("loss.py", tmp_path / "loss.json", "--sizes", "64", "--precision", "bf16", "--rounds", "1",
-                     "--impls", "ours_dense", "ours_dense_bf16", "ours_chunked_bf16", "handwritten", "--chunk", "32")  # fmt: skip
+                     "--impls", *impls, "--chunk", "32")  # fmt: skip
     rows = {row["impl"]: row for row in data["rows"]}
-    assert data["precision"] == "bf16" and set(rows) == {
-        "ours_dense",
-        "ours_dense_bf16",
-        "ours_chunked_bf16",
-        "handwritten",
-    }
+    assert data["precision"] == "bf16" and set(rows) == set(impls)
     for row in rows.values():
         assert row["status"] == "ok" and row["agrees_with_ours"], row
     assert rows["ours_chunked_bf16"]["chunk"] == 32
