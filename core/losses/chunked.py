@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.losses.objective import Layout, VariantParams, add_product, block_loss_sum, has_negatives, similarities
+from core.losses.objective import Layout, VariantParams, add_product, block_loss_sum, has_negatives
 from core.losses.paired import log_softmax_rows
 
 
@@ -47,16 +47,15 @@ class _ChunkedLoss(torch.autograd.Function):
         factor = z.to(product)  # (M, D) the columns' factor, narrowed once: z itself in its own dtype
         for rows in anchors.split(chunk_size):
             z_anchors = z[rows]  # (K, D)
-            z_rows = z_anchors * scale  # (K, D)
-            loss, ok, grad_s = _tile(
-                similarities(z_rows, factor, product), rows, layout, params, scale, grad_z is not None
-            )
+            z_rows = (z_anchors * scale).to(product)  # (K, D) the rows' factor, narrowed once for two products
+            s = (z_rows @ factor.T).to(z.dtype)  # (K, M) the tile, in z's dtype whatever the products'
+            loss, ok, grad_s = _tile(s, rows, layout, params, scale, grad_z is not None)
             total += loss
             count += ok
             if grad_s is not None:
                 # s = scale * z[rows] @ z.T: accumulate in place, no (M, D) temporary per block in fp32
                 grad_s = grad_s.to(product)  # (K, M) narrowed once for both products
-                add_product(grad_z, grad_s.T, z_rows.to(product))  # through the columns
+                add_product(grad_z, grad_s.T, z_rows)  # through the columns
                 through_rows = (grad_s @ factor).to(z.dtype)  # (K, D)
                 grad_z.index_add_(0, rows, through_rows * scale)  # through the anchor rows
                 if want_scale:
