@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.embed_batch_wait_ms,
         settings.embed_forward_workers,
         settings.embed_trace,
+        settings.embed_precision,
         app.state.metrics,
     )
     app.state.read_limiter = CapacityLimiter(settings.api_read_threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -17,6 +17,16 @@ from core.train.checkpoint import load_weights, read_config
 # The image encoder resizes inputs by a test on their shape, which a trace would freeze: images stay eager.
 TRACED_MODALITIES = ("text", "vectors")
 
+Precision = Literal["fp32", "bf16"]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products in hardware (a GPU with bf16, a CPU with AVX512-BF16 or
+    AMX, as oneDNN sees it); elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
 
 class Embedder:
     """A model loaded from a checkpoint, in eval mode, that maps raw inputs to normalised embeddings.
@@ -27,22 +37,48 @@ class Embedder:
         trace: run the pass as a TorchScript trace (:mod:`core.tracing`), which holds no GIL, where the trace
             answers probes of several shapes as the eager pass does; :attr:`untraced_because` says why not
             otherwise. Only models of :data:`TRACED_MODALITIES`.
+        precision: ``bf16`` runs the pass under bf16 autocast: matrix products and convolutions in bf16, norms,
+            softmax and the final normalisation in fp32; the embeddings come out fp32, within ~1e-3 of the fp32
+            pass's (cosine similarity to them above 0.9999). Worth it where :func:`native_bf16` holds
+            (1.3-1.9x faster for all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16, README "Serving in
+            bf16"). A trace is recorded under autocast, so that its casts are part of it.
     """
 
-    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False) -> None:
+    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False,
+                 precision: Precision = "fp32") -> None:  # fmt: skip
+        if precision not in get_args(Precision):
+            raise ValueError(f"precision must be one of {get_args(Precision)}, not {precision!r}")
         self.config, self.spec = read_config(checkpoint)
         self.device = torch.device(device)
         self.model: EmbeddingModel = build_model(self.config, self.spec)
         self.model.load_state_dict(load_weights(checkpoint))
         self.model.to(self.device).eval()
         self.modality = self.spec.modality
-        self.forward: Callable[[Any], Tensor] = self.model.embed  # prepared inputs -> (B, D) embeddings
+        self.precision = precision
+        eager = self._at_precision(self.model.embed)
+        self.forward: Callable[[Any], Tensor] = eager  # prepared inputs -> (B, D) embeddings
         self.untraced_because: str | None = None
         if trace and self.modality not in TRACED_MODALITIES:
             self.untraced_because = f"{self.modality} models are not traced"
         elif trace:
-            example, *probes = self._probes()
-            self.forward, self.untraced_because = trace_checked(self.model, "embed", example, probes)
+            with self._autocast():
+                example, *probes = self._probes()
+                traced, self.untraced_because = trace_checked(self.model, "embed", example, probes)
+            self.forward = eager if self.untraced_because else traced
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _at_precision(self, forward: Callable[[Any], Tensor]) -> Callable[[Any], Tensor]:
+        """``forward`` under this embedder's autocast (itself in fp32)."""
+        if self.precision == "fp32":
+            return forward
+
+        def under_autocast(inputs: Any) -> Tensor:
+            with self._autocast():
+                return forward(inputs)
+
+        return under_autocast
 
     def _probes(self) -> list[Any]:
         """Prepared inputs of different shapes (batch of 1, padding, a text cut at ``max_length``)."""

@@ -12,7 +12,7 @@ import torch
 
 from api.embeddings.batcher import MicroBatcher
 from api.metrics import Metrics
-from core.inference import TRACED_MODALITIES, Embedder
+from core.inference import TRACED_MODALITIES, Embedder, Precision, native_bf16
 
 log = logging.getLogger("embedtrain.api")
 
@@ -30,9 +30,9 @@ class ModelCache:
     """LRU of served models keyed by model version id."""
 
     def __init__(self, size: int, max_batch: int, max_wait_ms: float, workers: int = 1, trace: bool = False,
-                 metrics: Metrics | None = None) -> None:  # fmt: skip
+                 precision: Precision = "fp32", metrics: Metrics | None = None) -> None:  # fmt: skip
         self.size, self.max_batch, self.max_wait_ms, self.workers = size, max_batch, max_wait_ms, workers
-        self.trace = trace
+        self.trace, self.precision = trace, precision
         self.metrics = metrics
         self.models: OrderedDict[str, ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
@@ -46,7 +46,10 @@ class ModelCache:
                 if self.metrics:
                     self.metrics.cache.labels("hit").inc()
                 return served
-            embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace)
+            embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace, self.precision)
+            if self.precision == "bf16" and not native_bf16(embedder.device):
+                log.warning("model version %s is served in bf16 on a CPU without bf16 units: slower than fp32",
+                            version_id)  # fmt: skip
             if self.trace and embedder.modality in TRACED_MODALITIES and embedder.untraced_because:
                 log.warning("model version %s is served eager (slower): %s", version_id, embedder.untraced_because)
             served = ServedModel(embedder, MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms,

@@ -156,6 +156,24 @@ def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, k
     assert torch.allclose(torch.tensor(out), embedder.embed(np.array(rows, dtype=np.float32)), atol=1e-5)
 
 
+def test_a_bf16_server_answers_within_bf16_rounding_of_fp32(tmp_path, pg_url, redis_url, keys) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = make_settings(tmp_path, pg_url, redis_url, embed_precision="bf16")
+    auth = {"Authorization": f"Bearer {keys.make('bf16')}"}
+    rows = np.random.default_rng(2).normal(size=(5, 6)).round(4)
+    with TestClient(create_app(settings)) as client:
+        name, fp32 = trained_model(settings, client, auth, "vectors")
+        response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": rows.tolist()})
+        (served,) = client.app.state.model_cache.models.values()
+    assert response.status_code == 200 and served.embedder.precision == "bf16"
+    got = torch.tensor([item["embedding"] for item in response.json()["data"]])
+    want = fp32.embed(rows.astype(np.float32))
+    assert (got * want).sum(-1).min() > 0.999 and (got - want).abs().max() > 1e-4
+
+
 def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, keys) -> None:
     name, _ = trained_model(settings, client, auth, "vectors")
     for _ in range(3):
