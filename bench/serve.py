@@ -317,10 +317,11 @@ def deploy(client: httpx.Client, service: Service, modality: str, name: str) -> 
     return service.tmp / "storage" / "checkpoints" / job["id"] / f"step-{step:08d}"
 
 
-def start_peer() -> tuple[subprocess.Popen, str]:
+def start_peer(precision: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_PRECISION": precision}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.peer_st:app", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                             str(port), "--log-level", "warning"], cwd=ROOT, env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -332,9 +333,9 @@ def start_peer() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("peer did not start")
 
 
-def measure_peer(clients: list[int], seconds: float, ours: dict) -> list[dict]:
-    """The peer driven like ours, each level with the ratio of our embeddings/s to its."""
-    peer, base = start_peer()
+def measure_peer(clients: list[int], seconds: float, ours: dict, precision: str) -> list[dict]:
+    """The peer driven like ours, at the same precision, each level with the ratio of our embeddings/s to its."""
+    peer, base = start_peer(precision)
     try:
         levels = [run_level(f"{base}/embed", {}, lambda i: {"input": [SENTENCES[i % len(SENTENCES)]]}, c, seconds)
                   for c in clients]  # fmt: skip
@@ -355,6 +356,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--forward-workers", type=int, default=2, help="EMBEDTRAIN_EMBED_FORWARD_WORKERS")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="EMBEDTRAIN_EMBED_PRECISION; the raw limit and the peer run at the same one")  # fmt: skip
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the sentence-transformers peer")  # fmt: skip
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="per batch size and layout")
@@ -363,9 +366,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
     args = parser.parse_args()
     keep_freed_memory()  # the raw passes (in this process) get the allocator setting the API runs with
-    result: dict = {"machine": describe(),
+    result: dict = {"machine": describe(), "precision": args.precision,
                     "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
-    with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers)) as service, \
+    with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers),
+                 embed_precision=args.precision) as service, \
             httpx.Client(base_url=service.base, headers=service.headers, timeout=300) as client:  # fmt: skip
         paths = {
             "text": deploy(client, service, "text", "text-bench"),
@@ -390,7 +394,10 @@ def main() -> None:
 
             url = f"{service.base}/v1/embeddings"
             client.post(url, json=body(0)).raise_for_status()  # loads (and traces) the model: not part of a level
-            embedders = {"eager": Embedder(paths[modality]), "traced": Embedder(paths[modality], trace=True)}
+            embedders = {
+                "eager": Embedder(paths[modality], precision=args.precision),
+                "traced": Embedder(paths[modality], trace=True, precision=args.precision),
+            }
             # the sweep covers each level's largest pass, for its batching ceiling
             sizes = sorted(set(RAW_SIZES) | {math.ceil(c / args.forward_workers) for c in args.clients})
             raw = raw_limit(embedders, make_inputs, args.forward_workers, sizes, seconds=args.raw_seconds)
@@ -407,7 +414,9 @@ def main() -> None:
                                           "p50_at_1_client_minus_raw_ms": latency["median_minus_raw_ms"]}  # fmt: skip
             print(json.dumps({modality: result["models"][modality]}, indent=1), flush=True)
     if args.peer:
-        result["peer_sentence_transformers"] = measure_peer(args.clients, args.seconds, result["models"]["text"])
+        result["peer_sentence_transformers"] = measure_peer(
+            args.clients, args.seconds, result["models"]["text"], args.precision
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

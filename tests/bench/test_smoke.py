@@ -81,6 +81,14 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
         assert one_round["p50_ms"] > 0 and all(ms > 0 for ms in one_round["raw_ms_by_threads"].values())
 
 
+def test_serve_bench_in_bf16_runs_ours_and_the_peer_in_bf16(tmp_path) -> None:
+    data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "2", "--precision", "bf16",
+                     "--raw-seconds", "0.1", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
+    assert data["precision"] == "bf16"
+    for level in [*data["models"]["text"]["levels"], *data["peer_sentence_transformers"]]:
+        assert level["requests"] > 0 and level["errors"] == 0, level
+
+
 def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
     data = run_bench("api.py", tmp_path / "api.json", "--pg", PG, "--clients", "4", "--seconds", "1")
     for scenario in ("status_polls", "submissions"):
