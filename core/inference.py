@@ -41,7 +41,8 @@ class Embedder:
             softmax and the final normalisation in fp32; the embeddings come out fp32, within ~1e-3 of the fp32
             pass's (cosine similarity to them above 0.9999). Worth it where :func:`native_bf16` holds
             (1.3-1.9x faster for all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16, README "Serving in
-            bf16"). A trace is recorded under autocast, so that its casts are part of it.
+            bf16"). A trace is recorded under autocast, so that its casts are part of it, and frozen, so that the
+            weights' casts are done once (:func:`core.tracing.trace_checked`).
     """
 
     def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False,
@@ -63,7 +64,8 @@ class Embedder:
         elif trace:
             with self._autocast():
                 example, *probes = self._probes()
-                traced, self.untraced_because = trace_checked(self.model, "embed", example, probes)
+                frozen = precision == "bf16"  # the weights held cast, not cast in every pass
+                traced, self.untraced_because = trace_checked(self.model, "embed", example, probes, freeze=frozen)
             self.forward = eager if self.untraced_because else traced
 
     def _autocast(self) -> torch.autocast:

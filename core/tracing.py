@@ -32,14 +32,19 @@ def _shape(inputs: Any) -> str:
 
 
 def trace_checked(module: nn.Module, method: str, example: Any, probes: Sequence[Any], atol: float = 1e-5,
-                  ) -> tuple[Callable[[Any], Tensor], str | None]:  # fmt: skip
+                  freeze: bool = False) -> tuple[Callable[[Any], Tensor], str | None]:  # fmt: skip
     """``module.method`` traced on ``example`` and checked on every probe: (trace, None), or (the method, why not).
 
     Args:
-        module: a module in eval mode; the trace shares its parameters.
+        module: a module in eval mode; the trace shares its parameters unless frozen.
         method: an inference method of one input (a tensor or a dict of tensors) returning one tensor.
         example: the input it is traced on.
         probes: inputs of other shapes that the trace must answer as the method does (within ``atol``).
+        freeze: fold the parameters into the trace as constants (``torch.jit.freeze``), and with them whatever
+            is computed from parameters alone: a trace recorded under autocast casts every weight to bf16 in
+            every pass, a frozen one holds them cast (one input through all-MiniLM-L6-v2 in bf16 on one core:
+            7.1 -> 6.1-6.8 ms; on two cores under passive OpenMP waiting 13.4 -> 9.8 ms). The constants are a
+            copy of the weights.
     """
     fn = getattr(module, method)
     try:
@@ -47,8 +52,10 @@ def trace_checked(module: nn.Module, method: str, example: Any, probes: Sequence
             # TracerWarnings about Python values recorded as constants (the probes check what they would
             # break) and TorchScript's deprecation notice (see the module docstring)
             warnings.simplefilter("ignore")
-            traced = getattr(torch.jit.trace_module(module, {method: (example,)}, strict=False, check_trace=False),
-                             method)  # fmt: skip
+            recorded = torch.jit.trace_module(module, {method: (example,)}, strict=False, check_trace=False)
+            if freeze:
+                recorded = torch.jit.freeze(recorded, preserved_attrs=[method])
+            traced = getattr(recorded, method)
             for probe in probes:
                 want, got = fn(probe), traced(probe)
                 if want.shape != got.shape or not torch.allclose(want, got, atol=atol, rtol=1e-4):

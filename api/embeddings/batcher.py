@@ -52,7 +52,9 @@ class MicroBatcher:
         max_wait_ms: how long a pass with fewer inputs than the load's fair share waits for more (0: it takes what
             queued while the threads were busy).
         workers: passes that may run at once, each on its own thread.
-        threads: intra-op threads of each pass beside others; a pass alone gets ``workers * threads``.
+        threads: intra-op threads of each pass beside others.
+        alone_threads: intra-op threads of a pass that carries the whole recent load (default
+            ``workers * threads``: every core).
         split_at: the most inputs that must be waiting before a pass starts beside a running one (fewer when
             fewer are in flight: see the module docstring), and the smallest part a request is cut into.
         on_batch: called with (inputs, seconds) of each pass, for metrics.
@@ -62,10 +64,11 @@ class MicroBatcher:
     def __init__(
         self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
         workers: int = 1, threads: int = 1, split_at: int = 8, on_batch: Callable[[int, float], None] | None = None,
-        load_window_s: float = 1.0,
+        load_window_s: float = 1.0, alone_threads: int | None = None,
     ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
         self.workers, self.threads = workers, threads
+        self.alone_threads = alone_threads or workers * threads
         self.on_batch = on_batch
         # Each pass stays on one thread: torch's intra-op (OpenMP) team belongs to the calling thread. One executor
         # per thread, so that passes alone always run on the first: a single team of helpers on every core
@@ -151,7 +154,7 @@ class MicroBatcher:
         """Run one pass on an idle thread; :meth:`_finished` follows on the event loop."""
         size = sum(len(items) for items, _ in batch)
         alone = self.running == 0 and self.queued_inputs == size and self.load.peak() <= size
-        threads = self.threads * self.workers if alone else self.threads  # all cores when nobody else is served
+        threads = self.alone_threads if alone else self.threads  # all cores (by default) when nobody else is served
         executor = 0 if alone else max(self.idle)  # alone: the first (every executor is idle then)
         self.idle.remove(executor)
         self.queued_inputs -= size

@@ -134,6 +134,18 @@ def test_a_pass_alone_runs_on_every_core_and_passes_beside_others_on_their_share
     assert embed.sizes == [1, 1, 3, 1] and embed.threads == [2, 2, 1, 1]
 
 
+def test_a_pass_alone_can_be_kept_on_its_share() -> None:
+    embed = Recorder(seconds=0.02)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8, alone_threads=1)
+
+    async def run() -> None:
+        await batcher.submit([1.0])
+        await batcher.submit([2.0])
+
+    asyncio.run(run())
+    assert embed.sizes == [1, 1] and embed.threads == [1, 1]
+
+
 def test_a_freed_thread_starts_its_next_pass_before_the_callers_it_answered_resume() -> None:
     """Each answered caller renders and sends its answer on the event loop; the next pass must not wait for that."""
     starts: list[float] = []

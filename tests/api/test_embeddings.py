@@ -169,6 +169,7 @@ def test_a_bf16_server_answers_within_bf16_rounding_of_fp32(tmp_path, pg_url, re
         response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": rows.tolist()})
         (served,) = client.app.state.model_cache.models.values()
     assert response.status_code == 200 and served.embedder.precision == "bf16"
+    assert served.batcher.alone_threads == served.batcher.threads  # a lone bf16 pass keeps to one share of the cores
     got = torch.tensor([item["embedding"] for item in response.json()["data"]])
     want = fp32.embed(rows.astype(np.float32))
     assert (got * want).sum(-1).min() > 0.999 and (got - want).abs().max() > 1e-4

@@ -82,3 +82,16 @@ def test_an_unknown_precision_is_refused(tmp_path: Path) -> None:
     config, spec = MODELS["vectors"]
     with pytest.raises(ValueError, match="precision must be one of"):
         Embedder(checkpoint(tmp_path, config, spec), precision="fp16")  # type: ignore[arg-type]
+
+
+def test_a_bf16_trace_holds_its_weights_cast_once(tmp_path: Path) -> None:
+    """Frozen: the trace holds its own (cast) copy of the weights; an fp32 trace shares the model's."""
+    config, spec = MODELS["vectors"]
+    path, x = checkpoint(tmp_path, config, spec), inputs("vectors")
+    for precision, frozen in (("fp32", False), ("bf16", True)):
+        served = Embedder(path, trace=True, precision=precision)
+        before = served.embed(x)
+        with torch.no_grad():
+            for parameter in served.model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        assert torch.equal(served.embed(x), before) == frozen, precision
