@@ -23,7 +23,8 @@ under bf16 autocast, as a training step would; the chunked path's rows per tile 
 similarity products in fp32 unless asked otherwise; ``ours_dense_bf16`` and ``ours_chunked_bf16`` are the same
 paths with ``similarity_dtype=torch.bfloat16`` (``loss.similarity_dtype``), the products the libraries run in
 bf16 under autocast. A CPU with AMX (``amx_bf16`` in /proc/cpuinfo) runs bf16 products on its tile unit, as a GPU
-does on its tensor cores: ``--precision bf16`` works on the CPU too.
+does on its tensor cores, and one with AVX512-BF16 (``avx512_bf16``) on its vector units at 2-4x its fp32 rate:
+``--precision bf16`` works on the CPU too.
 """
 
 from __future__ import annotations
