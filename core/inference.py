@@ -21,11 +21,12 @@ Precision = Literal["fp32", "bf16"]
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 matrix products in hardware (a GPU with bf16, a CPU with AVX512-BF16 or
-    AMX, as oneDNN sees it); elsewhere bf16 is emulated and slower than fp32."""
+    """Whether ``device`` computes bf16 products in hardware: a GPU with bf16, an x86 CPU with AVX512-BF16 or AMX.
+    Elsewhere bf16 is emulated and slower than fp32 (oneDNN's own check also admits plain AVX-512, where it
+    emulates bf16, so the CPU's flags are asked directly)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 class Embedder:

@@ -10,7 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from core.data.records import InputSpec
-from core.inference import Embedder
+from core.inference import Embedder, native_bf16
 from tests.core.test_tracing import checkpoint
 
 MODELS = {
@@ -95,3 +95,9 @@ def test_a_bf16_trace_holds_its_weights_cast_once(tmp_path: Path) -> None:
             for parameter in served.model.parameters():
                 parameter.add_(torch.randn_like(parameter))
         assert torch.equal(served.embed(x), before) == frozen, precision
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU's flags from /proc/cpuinfo")
+def test_native_bf16_follows_the_cpus_bf16_units() -> None:
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    assert native_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)
