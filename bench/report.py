@@ -2,7 +2,7 @@
 
 python bench/report.py                     # bench/results: the CPU loss and serving tables
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
-python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json the same way
+python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json the same way
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
                      + ". p50 at 1 client minus one raw forward pass of one input, by round: "
                      + ", ".join(f"{r['p50_ms']:.2f} - {min(r['raw_ms_by_threads'].values()):.2f}" for r in rounds)
                      + f"; median {model['p50_at_1_client_minus_raw_ms']} ms.")  # fmt: skip
+    lines.append(f"\nMachine: {data['machine']}; precision {data.get('precision', 'fp32')}.")
     return "\n".join(lines)
 
 
@@ -95,6 +96,8 @@ if __name__ == "__main__":
             print(f"{found.name}\n{loss_table(found)}\n")
         for found in sorted(folder.glob("train*.json")):
             print(train_line(found))
+        for found in sorted(folder.glob("serve*.json")):
+            print(f"\n{found.name}\n{serve_table(found)}")
     else:
         print(loss_table())
         print()
