@@ -17,7 +17,7 @@ from core.data.readers import ReadLimits, read_records
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
-from core.store.db import read_connection
+from core.store.db import read_first
 from core.store.jobs import add_event, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -92,8 +92,7 @@ def owned_job(session: Session, principal: Principal, job_id: str) -> Job:
 
 def read_job(settings: Settings, principal: Principal, job_id: str) -> JobRead:
     """The status poll, the hottest read: one autocommit Core statement, in the caller's thread."""
-    with read_connection(settings) as connection:
-        job = connection.execute(select(Job.__table__).where(Job.id == job_id)).first()
+    job = read_first(settings, select(Job.__table__).where(Job.id == job_id))
     if job is None or (job.owner != principal.owner and not principal.is_admin):
         raise NotFound(f"job {job_id} not found", field="job_id")
     return to_read(job)

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process (PostgreSQL).")
     db_max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under burst (PostgreSQL).")
     db_timeout_s: float = Field(5.0, gt=0, le=120, description="Connect and pool-wait timeout; then 503.")
+    db_ping_after_idle_s: float = Field(
+        1.0, ge=0, le=86_400, description="A pooled connection idle this long is pinged before use (0: every time)."
+    )
     api_read_threads: int = Field(
         2, ge=1, le=200, description="Threads per API process for status polls (more than cores adds GIL contention)."
     )

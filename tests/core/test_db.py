@@ -1,0 +1,66 @@
+"""Pooled PostgreSQL connections broken under the pool (a database restart, an administrator's kill): found by a
+ping after idleness, or by the failing statement in steady use; never handed out twice."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from core.store.db import make_engine, read_first
+from tests.conftest import PG, make_settings, wait_for
+
+
+def backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def terminate(pid: int) -> None:
+    """End one server process, as a restart does to every pooled connection, and wait until it is gone."""
+    with psycopg.connect(PG, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s"
+        wait_for(lambda: admin.execute(gone, (pid,)).fetchone()[0], 10, 0.05, what=f"backend {pid} to exit")
+
+
+def test_an_idle_connection_is_pinged_and_replaced_when_broken(pg_url) -> None:
+    engine = make_engine(pg_url, 1, 0, 5.0, ping_after_idle_s=0.0)
+    try:
+        first = backend_pid(engine)
+        terminate(first)
+        assert backend_pid(engine) != first  # the ping failed, the pool reconnected: no error reached the caller
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_in_steady_use_is_not_pinged_and_is_recycled_after_it_fails(pg_url) -> None:
+    """No ping within ``ping_after_idle_s`` (the round trip it saves is the point), so the statement meets the
+    broken connection; the pool then replaces it."""
+    engine = make_engine(pg_url, 1, 0, 5.0, ping_after_idle_s=3600.0)
+    try:
+        first = backend_pid(engine)
+        terminate(first)
+        with pytest.raises(DBAPIError) as caught:
+            backend_pid(engine)
+        assert caught.value.connection_invalidated
+        assert backend_pid(engine) != first
+    finally:
+        engine.dispose()
+
+
+def test_read_first_reads_once_more_on_a_fresh_connection(tmp_path, pg_url, redis_url) -> None:
+    """The status poll's read does not fail on a connection broken since its last use."""
+    settings = make_settings(tmp_path, pg_url, redis_url, db_pool_size=1, db_max_overflow=0,
+                             db_ping_after_idle_s=3600.0)  # fmt: skip
+    first = read_first(settings, select(func.pg_backend_pid()))[0]
+    terminate(first)
+    assert read_first(settings, select(func.pg_backend_pid()))[0] != first
+
+
+def test_read_first_passes_other_errors_on(tmp_path, pg_url, redis_url) -> None:
+    settings = make_settings(tmp_path, pg_url, redis_url)
+    with pytest.raises(DBAPIError) as caught:
+        read_first(settings, text("SELECT 1 / 0"))
+    assert not caught.value.connection_invalidated and "division by zero" in str(caught.value)
