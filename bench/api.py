@@ -4,8 +4,11 @@
 
 Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted
 jobs stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and
-errors, how the API processes shared the connections, and the database connections in use at the end. Writes
-``bench/results/api.json``.
+errors, how the API processes shared the connections, and the database connections in use at the end. Then, in
+this process and one thread, the poll's database read alone (``core.store.db.read_first``) in ``--read-rounds``
+alternating pairs of 0.5 s rounds: reads/s and CPU per read with a pooled connection pinged at every checkout
+(``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after
+idleness. Writes ``bench/results/api.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,11 +27,15 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe  # noqa: E402
 from bench.service import Service  # noqa: E402
+from core.store.db import read_first  # noqa: E402
+from core.store.settings import Settings  # noqa: E402
+from core.store.tables import Job  # noqa: E402
 
 DONE = """done = function(summary, latency, requests)
   io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"us\\": %d}\\n",
@@ -85,12 +93,43 @@ def connections_by_process(port: int, supervisor: int) -> list[int]:
     return sorted(counts)
 
 
+def poll_reads(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
+    """The poll's database read in one thread, a ping at every checkout against one after idleness, alternating."""
+    statement = select(Job.__table__).where(Job.id == job_id)
+    variants = {"ping_every_checkout": 0.0, "ping_after_idle_1s": 1.0}
+    settings = {name: Settings(database_url=url, db_ping_after_idle_s=idle) for name, idle in variants.items()}
+
+    def rate(name: str, seconds: float) -> tuple[float, float]:
+        reads, wall, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - wall < seconds:
+            assert read_first(settings[name], statement) is not None
+            reads += 1
+        return reads / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e6 / reads
+
+    for name in variants:
+        rate(name, 1.0)  # warm: connections, prepared statements
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for pair in range(pairs):
+        for name in variants if pair % 2 else reversed(variants):
+            rounds[name].append(rate(name, seconds))
+    ratios = [b[0] / a[0] for a, b in zip(*rounds.values(), strict=True)]
+    result = {name: {"reads_per_s": round(statistics.median(r for r, _ in series), 1),
+                     "cpu_us_per_read": round(statistics.median(c for _, c in series), 1)}
+              for name, series in rounds.items()}  # fmt: skip
+    result["ratio_of_reads_per_s"] = {
+        "median": round(statistics.median(ratios), 3),
+        "rounds": [round(r, 3) for r in ratios],
+    }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--read-rounds", type=int, default=10, help="pairs of rounds of the poll's read alone")
     parser.add_argument("--out", type=Path, default=Path("bench/results/api.json"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -124,6 +163,7 @@ def main() -> None:
                 result["db_connections_at_end"] = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]  # fmt: skip
             result["db_pool_limit"] = f"{args.workers} processes x (pool 10 + overflow 10) = {args.workers * 20}"
+        result["poll_read_alone"] = poll_reads(url, job["id"], args.read_rounds)
     finally:
         with psycopg.connect(args.pg, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

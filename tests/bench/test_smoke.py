@@ -90,12 +90,17 @@ def test_serve_bench_in_bf16_runs_ours_and_the_peer_in_bf16(tmp_path) -> None:
 
 
 def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
-    data = run_bench("api.py", tmp_path / "api.json", "--pg", PG, "--clients", "4", "--seconds", "1")
+    data = run_bench(
+        "api.py", tmp_path / "api.json", "--pg", PG, "--clients", "4", "--seconds", "1", "--read-rounds", "2"
+    )
     for scenario in ("status_polls", "submissions"):
         assert data[scenario]["requests"] > 0 and data[scenario]["errors"] == 0, data[scenario]
         shares = data[scenario]["connections_per_api_process"]  # wrk's 4 connections, found in the 2 API processes
         assert len(shares) == 2 and sum(shares) == 4, shares
     assert data["db_connections_at_end"] <= 40
+    reads = data["poll_read_alone"]
+    assert all(reads[v]["reads_per_s"] > 0 for v in ("ping_every_checkout", "ping_after_idle_1s")), reads
+    assert len(reads["ratio_of_reads_per_s"]["rounds"]) == 2
 
 
 def test_report_renders_the_committed_gpu_run() -> None:
