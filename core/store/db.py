@@ -2,9 +2,9 @@
 
 Connections broken by a database restart: a pooled PostgreSQL connection that sat idle for ``ping_after_idle_s``
 (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S``) is pinged as it is checked out and replaced if the ping fails. One in steady use is not: SQLAlchemy's
-``pool_pre_ping`` pings on every checkout, a second round trip for each one-statement request: without it the job
-status poll answered 1.15x the requests/s (median of 11 alternating pairs, 1.03-1.49x in 10 of them, 0.71x in one;
-bench/api.py's setup: two API processes, 64 clients, on the 2-core AMD EPYC VM; README "The API under load"). A connection that broke while in steady use fails its
+``pool_pre_ping`` pings on every checkout, a second round trip for each one-statement request: the status poll's
+read alone runs 1.27-1.30x as many reads/s without it, at 85-90 us less CPU per read (bench/api.py's
+``poll_read_alone``, three runs on the 2-core AMD EPYC VM; README "API under load"). A connection that broke while in steady use fails its
 statement instead; SQLAlchemy then recycles every connection of the pool opened before the failure, the request
 gets a 503 with ``Retry-After`` (:mod:`api.errors`), and :func:`read_first` tries once more on a fresh connection.
 """
