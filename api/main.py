@@ -12,6 +12,7 @@ from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.health.router import router as health_router
+from api.jobs.router import polls as job_polls_router
 from api.jobs.router import router as jobs_router
 from api.keys.router import router as keys_router
 from api.metrics import Metrics
@@ -59,8 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestContext, settings=settings, metrics=app.state.metrics)
     app.include_router(health_router)
-    # routes are matched in order: the hottest path (embeddings) first, it overlaps with no other
-    for router in (embeddings_router, jobs_router, datasets_router, models_router, keys_router):
+    # routes are matched in order: the hottest paths (embeddings, then the status poll) first; they overlap with no other
+    for router in (embeddings_router, job_polls_router, jobs_router, datasets_router, models_router, keys_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     mount_ui(app)
     # Everything imported so far (torch, pydantic, SQLAlchemy: ~300k objects) lives as long as the process; a full

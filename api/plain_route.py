@@ -11,7 +11,7 @@ A :class:`PlainRoute`'s endpoint takes the :class:`~starlette.requests.Request` 
 :class:`~starlette.responses.Response`; it does the few steps it needs itself (:func:`api.deps.authenticate`,
 :func:`parse_body` with pydantic's Rust parser, its own serialisation). What it raises goes through the app's one
 error mapping (:mod:`api.errors`), as from any route. Its OpenAPI entry comes from the decorator's
-``response_model`` and :func:`openapi_body`.
+``response_model`` and :func:`plain_openapi`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,21 @@ class PlainRoute(APIRoute):
         return self.endpoint
 
 
-def openapi_body(model: type[BaseModel], security: list[dict[str, list[str]]]) -> dict[str, Any]:
-    """``openapi_extra`` for a route that reads a required JSON body of ``model`` and checks ``security`` itself."""
-    schema = model.model_json_schema()
-    if "$defs" in schema:
-        raise ValueError(f"{model.__name__} nests models, whose schemas would have to go into the components")
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-        "security": security,
-    }
+def plain_openapi(security: list[dict[str, list[str]]], body: type[BaseModel] | None = None,
+                  path: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """``openapi_extra`` for a plain route that checks ``security`` itself, reads a required JSON ``body`` of that
+    model if given, and takes the string path parameters ``path`` (FastAPI documents neither: its endpoint takes only
+    the request)."""
+    extra: dict[str, Any] = {"security": security}
+    if body is not None:
+        schema = body.model_json_schema()
+        if "$defs" in schema:
+            raise ValueError(f"{body.__name__} nests models, whose schemas would have to go into the components")
+        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if path:
+        extra["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                               for name in path]  # fmt: skip
+    return extra
 
 
 async def parse_body(request: Request, model: type[M]) -> M:

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Request, Response
 from api.deps import BEARER_SECURITY, authenticate
 from api.embeddings import service
 from api.embeddings.schemas import EmbeddingRequest, EmbeddingResponse
-from api.plain_route import PlainRoute, openapi_body, parse_body
+from api.plain_route import PlainRoute, parse_body, plain_openapi
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=PlainRoute)
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse,
-             openapi_extra=openapi_body(EmbeddingRequest, BEARER_SECURITY))  # fmt: skip
+             openapi_extra=plain_openapi(BEARER_SECURITY, body=EmbeddingRequest))  # fmt: skip
 async def create_embeddings(request: Request) -> Response:
     """Embed inputs with a deployed model."""
     state = request.app.state

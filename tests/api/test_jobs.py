@@ -79,6 +79,27 @@ def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> No
     assert [e["kind"] for e in events] == ["queued", "cancelled"]
 
 
+def test_the_status_poll_answers_as_the_fastapi_routes_do(client, auth) -> None:
+    """The poll is a plain route (api.plain_route): its body, errors and OpenAPI entry match FastAPI's routes'."""
+    job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+    poll = client.get(f"/v1/jobs/{job['id']}", headers=auth)
+    assert poll.status_code == 200 and poll.headers["content-type"] == "application/json"
+    assert poll.json() == client.get("/v1/jobs", headers=auth).json()["items"][0] == job  # one JobRead, three routes
+    missing, listed_missing = (
+        client.get("/v1/jobs/nope", headers=auth),
+        client.get("/v1/jobs/nope/events", headers=auth),
+    )
+    assert missing.status_code == listed_missing.status_code == 404
+    assert missing.json()["error"].keys() == listed_missing.json()["error"].keys()
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer et_nope_nope"}):
+        refused = client.get(f"/v1/jobs/{job['id']}", headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", refused.text
+    operation = client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}"]["get"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [("job_id", "path", True)]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("JobRead")
+
+
 def test_keys_are_required_and_revocable(client, keys, settings) -> None:
     assert client.get("/v1/jobs").status_code == 401
     assert client.get("/v1/jobs", headers={"Authorization": "Bearer et_000000000000_nope"}).status_code == 401
