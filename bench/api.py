@@ -8,12 +8,16 @@ errors, how the API processes shared the connections, and the database connectio
 this process and one thread, the poll's database read alone (``core.store.db.read_first``) in ``--read-rounds``
 alternating pairs of 0.5 s rounds: reads/s and CPU per read with a pooled connection pinged at every checkout
 (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after
-idleness. Writes ``bench/results/api.json``.
+idleness. Last, the poll through the app in this process (ASGI, no HTTP, 8 concurrent callers), ``--read-rounds``
+alternating pairs: CPU per poll of the service's poll (a plain route, :mod:`api.plain_route`) and of the same poll
+as an ordinary FastAPI route (dependencies, response validation), defined here for the comparison. Writes
+``bench/results/api.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -27,10 +31,17 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import uvloop
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from api.deps import PrincipalDep, SettingsDep, run_read  # noqa: E402
+from api.jobs import service as jobs  # noqa: E402
+from api.jobs.schemas import JobRead  # noqa: E402
+from api.main import create_app  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.service import Service  # noqa: E402
 from core.store.db import read_first  # noqa: E402
@@ -123,6 +134,64 @@ def poll_reads(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
     return result
 
 
+async def _fastapi_poll(request: Request, settings: SettingsDep, principal: PrincipalDep, job_id: str) -> JobRead:
+    """The poll as an ordinary FastAPI route, for the comparison (the service's is a plain route)."""
+    return await run_read(request, jobs.read_job, settings, principal, job_id)
+
+
+def poll_through_app(settings: Settings, key: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
+    """CPU per poll through the app in this process, the service's route against the FastAPI one, alternating."""
+    apps: dict[str, FastAPI] = {"plain_route": create_app(settings), "fastapi_route": create_app(settings)}
+    apps["fastapi_route"].router.routes.insert(0, APIRoute("/v1/jobs/{job_id}", _fastapi_poll, response_model=JobRead))
+    path = f"/v1/jobs/{job_id}"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {key}".encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def poll(app: FastAPI) -> None:
+        statuses = []
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app({**scope, "state": {}}, receive, send)
+        if statuses != [200]:
+            raise RuntimeError(f"the poll answered {statuses}")
+
+    async def cpu_per_poll(app: FastAPI, seconds: float, callers: int = 8) -> float:
+        polls, wall, cpu = 0, time.perf_counter(), time.process_time()
+
+        async def caller() -> None:
+            nonlocal polls
+            while time.perf_counter() - wall < seconds:
+                await poll(app)
+                polls += 1
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        return (time.process_time() - cpu) * 1e6 / polls
+
+    async def rounds() -> dict[str, list[float]]:
+        for app in apps.values():
+            await cpu_per_poll(app, 1.0)  # warm: threads, connections, caches
+        series: dict[str, list[float]] = {name: [] for name in apps}
+        for pair in range(pairs):
+            for name in apps if pair % 2 else reversed(apps):
+                series[name].append(await cpu_per_poll(apps[name], seconds))
+        return series
+
+    series = uvloop.run(rounds())
+    ratios = [plain / fastapi for plain, fastapi in zip(series["plain_route"], series["fastapi_route"], strict=True)]
+    result: dict = {name: {"cpu_us_per_poll": round(statistics.median(v), 1)} for name, v in series.items()}
+    result["cpu_ratio_plain_over_fastapi"] = {"median": round(statistics.median(ratios), 3),
+                                              "rounds": [round(r, 3) for r in ratios]}  # fmt: skip
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -164,6 +233,9 @@ def main() -> None:
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]  # fmt: skip
             result["db_pool_limit"] = f"{args.workers} processes x (pool 10 + overflow 10) = {args.workers * 20}"
         result["poll_read_alone"] = poll_reads(url, job["id"], args.read_rounds)
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(database_url=url, storage_root=Path(tmp), log_level="WARNING")
+            result["poll_through_app"] = poll_through_app(settings, service.key, job["id"], args.read_rounds)
     finally:
         with psycopg.connect(args.pg, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
