@@ -1,12 +1,13 @@
 """Engine and sessions. One engine per URL per process; SQLite gets WAL and a busy timeout.
 
-Connections broken by a database restart: a pooled PostgreSQL connection that sat idle for ``ping_after_idle_s``
-(``EMBEDTRAIN_DB_PING_AFTER_IDLE_S``) is pinged as it is checked out and replaced if the ping fails. One in steady use is not: SQLAlchemy's
-``pool_pre_ping`` pings on every checkout, a second round trip for each one-statement request: the status poll's
-read alone runs 1.27-1.30x as many reads/s without it, at 85-90 us less CPU per read (bench/api.py's
-``poll_read_alone``, three runs on the 2-core AMD EPYC VM; README "API under load"). A connection that broke while in steady use fails its
-statement instead; SQLAlchemy then recycles every connection of the pool opened before the failure, the request
-gets a 503 with ``Retry-After`` (:mod:`api.errors`), and :func:`read_first` tries once more on a fresh connection.
+Connections broken under the pool (a database restart): a pooled PostgreSQL connection that sat idle for
+``ping_after_idle_s`` (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S``) is pinged as it is checked out, and replaced if the
+ping fails. One in steady use is not pinged: SQLAlchemy's ``pool_pre_ping`` pings at every checkout, a second round
+trip for each one-statement request, and without it the status poll's read alone runs 1.27-1.30x as many reads/s
+at 85-90 us less CPU a read (bench/api.py's ``poll_read_alone``, three runs on the 2-core AMD EPYC VM; README "API
+under load"). A connection that broke while in steady use fails its statement instead; SQLAlchemy then recycles
+every connection of the pool opened before the failure, the request gets a 503 with ``Retry-After``
+(:mod:`api.errors`), and :func:`read_first` reads once more on a fresh connection.
 """
 
 from __future__ import annotations
@@ -86,14 +87,17 @@ def read_connection(settings: Settings) -> Connection:
 def read_first(settings: Settings, statement: Executable) -> Row | None:
     """The first row of a one-statement read (:func:`read_connection`), read once more on a fresh connection if
     the pooled one turns out broken (a database restart since its last use: see the module docstring)."""
-    for attempt in (1, 2):
-        try:
-            with read_connection(settings) as connection:
-                return connection.execute(statement).first()
-        except DBAPIError as error:
-            if attempt == 2 or not error.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")
+
+    def read() -> Row | None:
+        with read_connection(settings) as connection:
+            return connection.execute(statement).first()
+
+    try:
+        return read()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return read()  # the pool has recycled its connections opened before the failure
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
