@@ -5,7 +5,7 @@ result, validating the returned model once more before serialising it) costs eve
 On /v1/embeddings that event loop shares the machine's cores with the forward passes, so each of its
 milliseconds is taken from the model: on the 2-core development VM the embeddings route spent 0.53 ms of
 event-loop CPU per request through FastAPI's handler and 0.38 ms as a :class:`PlainRoute` (bench/serve.py,
-README "Serving").
+bench/RESULTS.md "Serving").
 
 A :class:`PlainRoute`'s endpoint takes the :class:`~starlette.requests.Request` and returns a
 :class:`~starlette.responses.Response`; it does the few steps it needs itself (:func:`api.deps.authenticate`,

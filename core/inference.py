@@ -41,9 +41,9 @@ class Embedder:
         precision: ``bf16`` runs the pass under bf16 autocast: matrix products and convolutions in bf16, norms,
             softmax and the final normalisation in fp32; the embeddings come out fp32, within ~1e-3 of the fp32
             pass's (cosine similarity to them above 0.9999). Worth it where :func:`native_bf16` holds
-            (1.3-1.9x faster for all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16, README "Serving in
-            bf16"). A trace is recorded under autocast, so that its casts are part of it, and frozen, so that the
-            weights' casts are done once (:func:`core.tracing.trace_checked`).
+            (1.3-1.9x faster for all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16, bench/RESULTS.md
+            "Serving in bf16"). A trace is recorded under autocast, so that its casts are part of it, and frozen,
+            so that the weights' casts are done once (:func:`core.tracing.trace_checked`).
     """
 
     def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", trace: bool = False,

@@ -5,7 +5,7 @@ for all-MiniLM-L6-v2) and takes Python's GIL each time. In the API process that 
 loop and the other forward threads, so an eager pass keeps waiting for them. A trace records the operators
 once and runs them in C++ with the GIL released. On the 2-core VM this took the text model's forward inside
 the server from 12.8-14.1 ms to 10.7-11.1 ms for one input, and embeddings/s at 32 clients from 275 to 322
-(median of 5 alternating rounds in one server; bench/serve.py, README "Serving").
+(median of 5 alternating rounds in one server; bench/serve.py, bench/RESULTS.md "Serving").
 
 A trace is a recording: a Python branch on a value or a shape of the example is frozen in. So every trace is
 run beside the eager function on probes of other shapes, and where the two differ, or tracing fails, the eager

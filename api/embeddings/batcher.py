@@ -176,7 +176,7 @@ class MicroBatcher:
 
         In that order because each answered caller renders and sends its answer on the event loop (~0.15 ms): on
         the 2-core VM at 32 clients, starting the next pass after them kept a freed thread idle 1.7 ms (median)
-        with its next inputs queued (bench/serve.py, README "Serving").
+        with its next inputs queued (bench/serve.py, bench/RESULTS.md "Serving").
         """
         self.idle.append(executor)
         self.running -= 1

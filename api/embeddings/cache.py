@@ -56,7 +56,7 @@ class ModelCache:
             # A bf16 pass alone stays on one share: under the API's passive OpenMP waiting its many short operators
             # (the casts between bf16 products and fp32 norms) each wake the other cores' threads, and one input
             # through all-MiniLM-L6-v2 took 9.8 ms on both cores of the 2-core AMD EPYC VM against 6.1-6.8 ms on
-            # one (fp32: 9.6-10.7 ms either way). README "Serving in bf16".
+            # one (fp32: 9.6-10.7 ms either way). bench/RESULTS.md "Serving in bf16".
             alone_threads = threads if embedder.precision == "bf16" else None
             batcher = MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms, workers=self.workers,
                                    threads=threads, alone_threads=alone_threads, on_batch=self._observe)  # fmt: skip

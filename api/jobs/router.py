@@ -23,7 +23,8 @@ from api.plain_route import PlainRoute, plain_openapi
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # The status poll, the hottest read, is a PlainRoute (api.plain_route): through the app in one process it took
 # 0.88-0.91x the CPU of the same poll through FastAPI's dependency solving and response validation (bench/api.py's
-# poll_through_app, medians of three runs of 10 alternating pairs, lower in 25 of the 30; README "API under load").
+# poll_through_app, medians of three runs of 10 alternating pairs, lower in 25 of the 30; bench/RESULTS.md "API
+# under load").
 polls = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=PlainRoute)
 
 

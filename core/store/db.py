@@ -4,10 +4,10 @@ Connections broken under the pool (a database restart): a pooled PostgreSQL conn
 ``ping_after_idle_s`` (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S``) is pinged as it is checked out, and replaced if the
 ping fails. One in steady use is not pinged: SQLAlchemy's ``pool_pre_ping`` pings at every checkout, a second round
 trip for each one-statement request, and without it the status poll's read alone runs 1.27-1.30x as many reads/s
-at 85-90 us less CPU a read (bench/api.py's ``poll_read_alone``, three runs on the 2-core AMD EPYC VM; README "API
-under load"). A connection that broke while in steady use fails its statement instead; SQLAlchemy then recycles
-every connection of the pool opened before the failure, the request gets a 503 with ``Retry-After``
-(:mod:`api.errors`), and :func:`read_first` reads once more on a fresh connection.
+at 85-90 us less CPU a read (bench/api.py's ``poll_read_alone``, three runs on the 2-core AMD EPYC VM;
+bench/RESULTS.md "API under load"). A connection that broke while in steady use fails its statement instead;
+SQLAlchemy then recycles every connection of the pool opened before the failure, the request gets a 503 with
+``Retry-After`` (:mod:`api.errors`), and :func:`read_first` reads once more on a fresh connection.
 """
 
 from __future__ import annotations

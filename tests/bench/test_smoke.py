@@ -107,7 +107,7 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
 
 
 def test_report_renders_the_committed_gpu_run() -> None:
-    """The README's GPU figures come from bench/results/gpu; the report must still read what bench/gpu.sh wrote."""
+    """The GPU figures (bench/RESULTS.md) come from bench/results/gpu; the report must read what bench/gpu.sh wrote."""
     proc = subprocess.run([sys.executable, "bench/report.py", "bench/results/gpu"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

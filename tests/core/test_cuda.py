@@ -1,6 +1,7 @@
 """The CUDA paths: losses against a float64 reference, bf16 autocast, and a bf16 training run on the GPU.
 
-Skipped where no CUDA device is visible (CI has none); the README's "GPU" section says where they last ran.
+Skipped where no CUDA device is visible (CI has none); bench/RESULTS.md's "GPU" section says where they last
+ran.
 """
 
 from __future__ import annotations
