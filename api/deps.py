@@ -50,12 +50,9 @@ T = TypeVar("T")
 
 
 async def run_read(request: Request, function: Callable[..., T], *args: object) -> T:
-    """Run a hot read (check out a connection, query, return it) in one of the process's few read threads.
-
-    Polls share a small limiter rather than the default 40 threads: on a few cores, more threads than cores only
-    trade the GIL back and forth, and heavy routes (uploads, projections) never delay them.
-    """
-    return await to_thread.run_sync(function, *args, limiter=request.app.state.read_limiter)
+    """Run a hot read (check out a connection, query, return it) in one of the process's few read threads
+    (:mod:`api.threads`)."""
+    return await request.app.state.read_threads.run(function, *args)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from api.datasets.router import router as datasets_router
@@ -19,6 +20,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContext
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
+from api.threads import ReadThreads
 from api.ttlcache import TTLCache
 from api.ui.router import mount_ui
 from core.allocator import keep_freed_memory
@@ -32,7 +34,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     keep_freed_memory()  # every forward pass frees and asks again for its activations (core/allocator.py)
+    read_threads = ReadThreads(settings.api_read_threads)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        read_threads.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="embedtrain",
         version="0.1.0",
         description="Train contrastive (NT-Xent) embedding models on your data and serve them through an "
@@ -50,9 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.embed_precision,
         app.state.metrics,
     )
-    app.state.read_limiter = CapacityLimiter(settings.api_read_threads)
-    app.state.auth_cache = TTLCache(settings.auth_cache_s, app.state.read_limiter)
-    app.state.model_lookup = TTLCache(settings.model_lookup_cache_s, app.state.read_limiter)
+    app.state.read_threads = read_threads
+    app.state.auth_cache = TTLCache(settings.auth_cache_s, read_threads)
+    app.state.model_lookup = TTLCache(settings.model_lookup_cache_s, read_threads)
     app.state.neighbor_banks = {}
     app.state.job_limiter = RateLimiter(settings.rate_jobs_per_min)
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)

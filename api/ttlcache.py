@@ -12,24 +12,24 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from anyio import CapacityLimiter, to_thread
+from api.threads import ReadThreads
 
 V = TypeVar("V")
 
 
 class TTLCache(Generic[V]):
-    """Values by key for ``ttl_s`` seconds; a miss runs ``lookup`` in a thread under ``limiter``.
+    """Values by key for ``ttl_s`` seconds; a miss runs ``lookup`` in one of ``threads``.
 
     ``None`` answers (an unknown key) and errors are never kept: the next request asks again.
 
     Args:
         ttl_s: how long an answer is served from memory (0: never kept, concurrent misses still share).
-        limiter: the threads lookups may use.
+        threads: the threads lookups run in.
         max_entries: the cache is emptied when it grows past this (keys are per caller; cheap to refill).
     """
 
-    def __init__(self, ttl_s: float, limiter: CapacityLimiter, max_entries: int = 10_000) -> None:
-        self.ttl_s, self.limiter, self.max_entries = ttl_s, limiter, max_entries
+    def __init__(self, ttl_s: float, threads: ReadThreads, max_entries: int = 10_000) -> None:
+        self.ttl_s, self.threads, self.max_entries = ttl_s, threads, max_entries
         self.entries: dict[Hashable, tuple[V, float]] = {}
         self.inflight: dict[Hashable, asyncio.Task] = {}
 
@@ -49,7 +49,7 @@ class TTLCache(Generic[V]):
 
     async def _load(self, key: Hashable, lookup: Callable[[], V | None]) -> V | None:
         try:
-            value = await to_thread.run_sync(lookup, limiter=self.limiter)
+            value = await self.threads.run(lookup)
         finally:
             del self.inflight[key]
         if value is not None and self.ttl_s > 0:

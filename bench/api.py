@@ -10,7 +10,10 @@ alternating pairs of 0.5 s rounds: reads/s and CPU per read with a pooled connec
 (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after
 idleness. Last, the poll through the app in this process (ASGI, no HTTP, 8 concurrent callers), ``--read-rounds``
 alternating pairs: CPU per poll of the service's poll (a plain route, :mod:`api.plain_route`) and of the same poll
-as an ordinary FastAPI route (dependencies, response validation), defined here for the comparison. Writes
+as an ordinary FastAPI route (dependencies, response validation), defined here for the comparison. And the hand-off
+of a read to a thread and back alone (a no-op, 8 concurrent callers, uvloop), ``--read-rounds`` alternating pairs:
+CPU per call of the service's read threads (:mod:`api.threads`, the event loop's ``run_in_executor``) and of
+anyio's ``to_thread.run_sync`` under a capacity limiter of the same size, which they replaced. Writes
 ``bench/results/api.json``.
 """
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import uvloop
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from sqlalchemy import select
@@ -42,6 +46,7 @@ from api.deps import PrincipalDep, SettingsDep, run_read  # noqa: E402
 from api.jobs import service as jobs  # noqa: E402
 from api.jobs.schemas import JobRead  # noqa: E402
 from api.main import create_app  # noqa: E402
+from api.threads import ReadThreads  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.service import Service  # noqa: E402
 from core.store.db import read_first  # noqa: E402
@@ -192,6 +197,43 @@ def poll_through_app(settings: Settings, key: str, job_id: str, pairs: int, seco
     return result
 
 
+def read_hop(threads: int, pairs: int, seconds: float = 0.5, callers: int = 8) -> dict:
+    """CPU per hand-off of a no-op to a read thread and back: the service's read threads against anyio's."""
+    pool, limiter = ReadThreads(threads), CapacityLimiter(threads)
+    hops = {"read_threads": lambda: pool.run(int), "anyio_to_thread": lambda: to_thread.run_sync(int, limiter=limiter)}
+
+    async def cpu_per_hop(name: str, seconds: float) -> float:
+        calls, wall, cpu = 0, time.perf_counter(), time.process_time()
+
+        async def caller() -> None:
+            nonlocal calls
+            while time.perf_counter() - wall < seconds:
+                await hops[name]()
+                calls += 1
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        return (time.process_time() - cpu) * 1e6 / calls
+
+    async def rounds() -> dict[str, list[float]]:
+        for name in hops:
+            await cpu_per_hop(name, 0.5)  # warm: threads
+        series: dict[str, list[float]] = {name: [] for name in hops}
+        for pair in range(pairs):
+            for name in hops if pair % 2 else reversed(hops):
+                series[name].append(await cpu_per_hop(name, seconds))
+        return series
+
+    try:
+        series = uvloop.run(rounds())
+    finally:
+        pool.close()
+    ratios = [ours / anyio for ours, anyio in zip(series["read_threads"], series["anyio_to_thread"], strict=True)]
+    result: dict = {name: {"cpu_us_per_call": round(statistics.median(v), 1)} for name, v in series.items()}
+    result["cpu_ratio_read_threads_over_anyio"] = {"median": round(statistics.median(ratios), 3),
+                                                  "rounds": [round(r, 3) for r in ratios]}  # fmt: skip
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -236,6 +278,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(database_url=url, storage_root=Path(tmp), log_level="WARNING")
             result["poll_through_app"] = poll_through_app(settings, service.key, job["id"], args.read_rounds)
+        result["read_hop"] = read_hop(Settings().api_read_threads, args.read_rounds)
     finally:
         with psycopg.connect(args.pg, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

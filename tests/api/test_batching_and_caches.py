@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
-from anyio import CapacityLimiter
 
 from api.embeddings.batcher import MicroBatcher
+from api.threads import ReadThreads
 from api.ttlcache import TTLCache
 
 
@@ -237,7 +237,7 @@ def test_concurrent_misses_share_one_lookup_and_answers_expire() -> None:
         return None if key == "unknown" else key.upper()
 
     async def run() -> None:
-        cache: TTLCache[str] = TTLCache(0.2, CapacityLimiter(4))
+        cache: TTLCache[str] = TTLCache(0.2, ReadThreads(4))
         assert await asyncio.gather(*[cache.get("a", lambda: lookup("a")) for _ in range(20)]) == ["A"] * 20
         assert calls == ["a"]
         assert await cache.get("a", lambda: lookup("a")) == "A" and calls == ["a"]  # served from memory
@@ -261,7 +261,7 @@ def test_a_failed_lookup_reaches_every_waiter_and_is_not_kept() -> None:
         return "ok"
 
     async def run() -> None:
-        cache: TTLCache[str] = TTLCache(60, CapacityLimiter(2))
+        cache: TTLCache[str] = TTLCache(60, ReadThreads(2))
         results = await asyncio.gather(*[cache.get("k", lookup) for _ in range(5)], return_exceptions=True)
         assert all(isinstance(r, ConnectionError) for r in results) and len(attempts) == 1
         assert await cache.get("k", lookup) == "ok"
@@ -273,7 +273,7 @@ def test_ttl_zero_keeps_nothing() -> None:
     calls = []
 
     async def run() -> None:
-        cache: TTLCache[int] = TTLCache(0.0, CapacityLimiter(1))
+        cache: TTLCache[int] = TTLCache(0.0, ReadThreads(1))
         for _ in range(3):
             assert await cache.get("k", lambda: calls.append(1) or len(calls)) == len(calls)
 

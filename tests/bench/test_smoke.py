@@ -104,6 +104,9 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
     through_app = data["poll_through_app"]
     assert all(through_app[v]["cpu_us_per_poll"] > 0 for v in ("plain_route", "fastapi_route")), through_app
     assert len(through_app["cpu_ratio_plain_over_fastapi"]["rounds"]) == 2
+    hop = data["read_hop"]
+    assert all(hop[v]["cpu_us_per_call"] > 0 for v in ("read_threads", "anyio_to_thread")), hop
+    assert len(hop["cpu_ratio_read_threads_over_anyio"]["rounds"]) == 2
 
 
 def test_report_renders_the_committed_gpu_run() -> None:
