@@ -1,11 +1,13 @@
 """The few threads an API process runs its hot blocking reads in (status polls, key and model lookups).
 
 A read handed to a thread and back is the costliest step of a status poll after the read itself: anyio's
-``to_thread.run_sync`` (a capacity limiter, a cancel scope, its own worker queue) took 117 us of CPU a call on
-the 2-core Zen 1 VM, and the event loop's ``run_in_executor`` on a pool of its own 51 us (a no-op, 8 concurrent
-callers, 6 alternating rounds each; bench/RESULTS.md "The AMD EPYC VM of family 23 model 1"). The pool's size is
-the limit: on a few cores, more read threads than cores only trade the GIL back and forth, and heavy routes
-(uploads, projections) run in Starlette's own threads, so they never delay a poll.
+``to_thread.run_sync`` under a capacity limiter (a cancel scope, the limiter, its own worker queue and wake-ups)
+took 132-137 us of CPU a call on the 2-core Zen 1 VM, the event loop's ``run_in_executor`` on a pool of its own
+58-59 us (bench/api.py's ``read_hop``: a no-op, 8 concurrent callers, 10 alternating pairs of rounds, three
+runs); status polls end to end, in turns with the code before: 785-860 against 725-780 per s (bench/RESULTS.md
+"The AMD EPYC VM of family 23 model 1"). The pool's size is the limit: on a few cores, more read threads than
+cores only trade the GIL back and forth, and heavy routes (uploads, projections) run in Starlette's own threads,
+so they never delay a poll.
 """
 
 from __future__ import annotations

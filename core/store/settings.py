@@ -30,7 +30,7 @@ class Settings(BaseSettings):
         1.0, ge=0, le=86_400, description="A pooled connection idle this long is pinged before use (0: every time)."
     )
     api_read_threads: int = Field(
-        2, ge=1, le=200, description="Threads per API process for status polls (more than cores adds GIL contention)."
+        2, ge=1, le=200, description="Threads per API process for hot reads (polls, lookups); more than cores contend."
     )
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest JSON request body.")
