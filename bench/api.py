@@ -2,19 +2,20 @@
 
     python bench/api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--workers 2]
 
-Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted
-jobs stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and
-errors, how the API processes shared the connections, and the database connections in use at the end. Then, in
-this process and one thread, the poll's database read alone (``core.store.db.read_first``) in ``--read-rounds``
-alternating pairs of 0.5 s rounds: reads/s and CPU per read with a pooled connection pinged at every checkout
-(``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after
-idleness. Last, the poll through the app in this process (ASGI, no HTTP, 8 concurrent callers), ``--read-rounds``
-alternating pairs: CPU per poll of the service's poll (a plain route, :mod:`api.plain_route`) and of the same poll
-as an ordinary FastAPI route (dependencies, response validation), defined here for the comparison. And the hand-off
-of a read to a thread and back alone (a no-op, 8 concurrent callers, uvloop), ``--read-rounds`` alternating pairs:
-CPU per call of the service's read threads (:mod:`api.threads`, the event loop's ``run_in_executor``) and of
-anyio's ``to_thread.run_sync`` under a capacity limiter of the same size, which they replaced. Writes
-``bench/results/api.json``.
+Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted jobs
+stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and errors, how
+the API processes shared the connections, and the database connections in use at the end. Then, in this process and
+one thread, the poll's database read alone (``core.store.db.read_first``) in ``--read-rounds`` alternating pairs of
+0.5 s rounds: reads/s and CPU per read with a pooled connection pinged at every checkout
+(``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after idleness;
+the same read with its statement built at every read, as it was, and built once with a bound parameter
+(``api.jobs.service.JOB_BY_ID``). Then the poll through the app in this process (ASGI, no HTTP, 8 concurrent
+callers), ``--read-rounds`` alternating pairs: CPU per poll of the service's poll (a plain route,
+:mod:`api.plain_route`) and of the same poll as an ordinary FastAPI route (dependencies, response validation),
+defined here for the comparison. And the hand-off of a read to a thread and back alone (a no-op, 8 concurrent
+callers, uvloop), ``--read-rounds`` alternating pairs: CPU per call of the service's read threads
+(:mod:`api.threads`, the event loop's ``run_in_executor``) and of anyio's ``to_thread.run_sync`` under a capacity
+limiter of the same size, which they replaced. Writes ``bench/results/api.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -109,25 +112,22 @@ def connections_by_process(port: int, supervisor: int) -> list[int]:
     return sorted(counts)
 
 
-def poll_reads(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
-    """The poll's database read in one thread, a ping at every checkout against one after idleness, alternating."""
-    statement = select(Job.__table__).where(Job.id == job_id)
-    variants = {"ping_every_checkout": 0.0, "ping_after_idle_1s": 1.0}
-    settings = {name: Settings(database_url=url, db_ping_after_idle_s=idle) for name, idle in variants.items()}
+def alternate_reads(variants: dict[str, Callable[[], object]], pairs: int, seconds: float) -> dict:
+    """Reads/s and CPU per read of each variant in this thread, in ``pairs`` alternating pairs of rounds."""
 
-    def rate(name: str, seconds: float) -> tuple[float, float]:
+    def rate(read: Callable[[], object], seconds: float) -> tuple[float, float]:
         reads, wall, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - wall < seconds:
-            assert read_first(settings[name], statement) is not None
+            assert read() is not None
             reads += 1
         return reads / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e6 / reads
 
-    for name in variants:
-        rate(name, 1.0)  # warm: connections, prepared statements
+    for read in variants.values():
+        rate(read, 1.0)  # warm: connections, prepared statements
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for pair in range(pairs):
         for name in variants if pair % 2 else reversed(variants):
-            rounds[name].append(rate(name, seconds))
+            rounds[name].append(rate(variants[name], seconds))
     ratios = [b[0] / a[0] for a, b in zip(*rounds.values(), strict=True)]
     result = {name: {"reads_per_s": round(statistics.median(r for r, _ in series), 1),
                      "cpu_us_per_read": round(statistics.median(c for _, c in series), 1)}
@@ -137,6 +137,26 @@ def poll_reads(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
         "rounds": [round(r, 3) for r in ratios],
     }
     return result
+
+
+def poll_reads(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
+    """The poll's database read in one thread, a ping at every checkout against one after idleness, alternating."""
+    ping = {"ping_every_checkout": Settings(database_url=url, db_ping_after_idle_s=0.0),
+            "ping_after_idle_1s": Settings(database_url=url, db_ping_after_idle_s=1.0)}  # fmt: skip
+    return alternate_reads(
+        {name: partial(read_first, settings, jobs.JOB_BY_ID, {"job_id": job_id}) for name, settings in ping.items()},
+        pairs, seconds,
+    )  # fmt: skip
+
+
+def poll_statement(url: str, job_id: str, pairs: int, seconds: float = 0.5) -> dict:
+    """The poll's read with its statement built at every read (as it was) against built once, alternating."""
+    settings = Settings(database_url=url)
+    return alternate_reads(
+        {"built_at_each_read": lambda: read_first(settings, select(Job.__table__).where(Job.id == job_id)),
+         "built_once": lambda: read_first(settings, jobs.JOB_BY_ID, {"job_id": job_id})},
+        pairs, seconds,
+    )  # fmt: skip
 
 
 async def _fastapi_poll(request: Request, settings: SettingsDep, principal: PrincipalDep, job_id: str) -> JobRead:
@@ -275,6 +295,7 @@ def main() -> None:
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]  # fmt: skip
             result["db_pool_limit"] = f"{args.workers} processes x (pool 10 + overflow 10) = {args.workers * 20}"
         result["poll_read_alone"] = poll_reads(url, job["id"], args.read_rounds)
+        result["poll_statement"] = poll_statement(url, job["id"], args.read_rounds)
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(database_url=url, storage_root=Path(tmp), log_level="WARNING")
             result["poll_through_app"] = poll_through_app(settings, service.key, job["id"], args.read_rounds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -90,9 +90,12 @@ def owned_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
+JOB_BY_ID = select(Job.__table__).where(Job.id == bindparam("job_id"))  # built once (core.store.db.read_first)
+
+
 def read_job(settings: Settings, principal: Principal, job_id: str) -> JobRead:
     """The status poll, the hottest read: one autocommit Core statement, in the caller's thread."""
-    job = read_first(settings, select(Job.__table__).where(Job.id == job_id))
+    job = read_first(settings, JOB_BY_ID, {"job_id": job_id})
     if job is None or (job.owner != principal.owner and not principal.is_admin):
         raise NotFound(f"job {job_id} not found", field="job_id")
     return to_read(job)

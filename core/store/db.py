@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
@@ -84,13 +85,18 @@ def read_connection(settings: Settings) -> Connection:
     return _autocommit(get_engine(settings)).connect()
 
 
-def read_first(settings: Settings, statement: Executable) -> Row | None:
+def read_first(settings: Settings, statement: Executable, parameters: dict[str, Any] | None = None) -> Row | None:
     """The first row of a one-statement read (:func:`read_connection`), read once more on a fresh connection if
-    the pooled one turns out broken (a database restart since its last use: see the module docstring)."""
+    the pooled one turns out broken (a database restart since its last use: see the module docstring).
+
+    A hot read should pass a statement built once, with ``bindparam`` placeholders, and its values as
+    ``parameters``: SQLAlchemy derives a statement's cache key once per statement object, and building the poll's
+    ``select`` and its key at every read took a third of the read's CPU (bench/api.py's ``poll_statement``).
+    """
 
     def read() -> Row | None:
         with read_connection(settings) as connection:
-            return connection.execute(statement).first()
+            return connection.execute(statement, parameters).first()
 
     try:
         return read()

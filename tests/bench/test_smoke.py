@@ -101,6 +101,9 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
     reads = data["poll_read_alone"]
     assert all(reads[v]["reads_per_s"] > 0 for v in ("ping_every_checkout", "ping_after_idle_1s")), reads
     assert len(reads["ratio_of_reads_per_s"]["rounds"]) == 2
+    statement = data["poll_statement"]
+    assert all(statement[v]["cpu_us_per_read"] > 0 for v in ("built_at_each_read", "built_once")), statement
+    assert len(statement["ratio_of_reads_per_s"]["rounds"]) == 2
     through_app = data["poll_through_app"]
     assert all(through_app[v]["cpu_us_per_poll"] > 0 for v in ("plain_route", "fastapi_route")), through_app
     assert len(through_app["cpu_ratio_plain_over_fastapi"]["rounds"]) == 2
