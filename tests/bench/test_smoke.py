@@ -98,18 +98,16 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
         shares = data[scenario]["connections_per_api_process"]  # wrk's 4 connections, found in the 2 API processes
         assert len(shares) == 2 and sum(shares) == 4, shares
     assert data["db_connections_at_end"] <= 40
-    reads = data["poll_read_alone"]
-    assert all(reads[v]["reads_per_s"] > 0 for v in ("ping_every_checkout", "ping_after_idle_1s")), reads
-    assert len(reads["ratio_of_reads_per_s"]["rounds"]) == 2
-    statement = data["poll_statement"]
-    assert all(statement[v]["cpu_us_per_read"] > 0 for v in ("built_at_each_read", "built_once")), statement
-    assert len(statement["ratio_of_reads_per_s"]["rounds"]) == 2
-    through_app = data["poll_through_app"]
-    assert all(through_app[v]["cpu_us_per_poll"] > 0 for v in ("plain_route", "fastapi_route")), through_app
-    assert len(through_app["cpu_ratio_plain_over_fastapi"]["rounds"]) == 2
-    hop = data["read_hop"]
-    assert all(hop[v]["cpu_us_per_call"] > 0 for v in ("read_threads", "anyio_to_thread")), hop
-    assert len(hop["cpu_ratio_read_threads_over_anyio"]["rounds"]) == 2
+    # each A/B section: both variants measured, and one ratio a pair of rounds (--read-rounds 2)
+    sections = {
+        "poll_read_alone": (("ping_every_checkout", "ping_after_idle_1s"), "reads_per_s", "ratio_of_reads_per_s"),
+        "poll_statement": (("built_at_each_read", "built_once"), "cpu_us_per_read", "ratio_of_reads_per_s"),
+        "poll_through_app": (("plain_route", "fastapi_route"), "cpu_us_per_poll", "cpu_ratio_plain_over_fastapi"),
+        "read_hop": (("read_threads", "anyio_to_thread"), "cpu_us_per_call", "cpu_ratio_read_threads_over_anyio"),
+    }
+    for section, (variants, figure, ratio) in sections.items():
+        assert all(data[section][v][figure] > 0 for v in variants), data[section]
+        assert len(data[section][ratio]["rounds"]) == 2, data[section]
 
 
 def test_report_renders_the_committed_gpu_run() -> None:
