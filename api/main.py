@@ -57,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.embed_batch_wait_ms,
         settings.embed_forward_workers,
         settings.embed_trace,
-        settings.embed_precision,
         app.state.metrics,
     )
     app.state.read_threads = read_threads

@@ -32,10 +32,10 @@ PG = os.environ.get("EMBEDTRAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/
 REDIS = os.environ.get("EMBEDTRAIN_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
-def migrate(url: str) -> None:
-    """``alembic upgrade head`` against ``url``, the way deployments run it."""
+def migrate(url: str, command: str = "upgrade", revision: str = "head") -> None:
+    """``alembic upgrade head`` (or another ``command`` to ``revision``) against ``url``, the way deployments run it."""
     env = {**os.environ, "EMBEDTRAIN_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "alembic", command, revision], cwd=ROOT, env=env, check=True,
                    capture_output=True)  # fmt: skip
 
 

@@ -27,27 +27,29 @@ class ServedModel:
 
 
 class ModelCache:
-    """LRU of served models keyed by model version id."""
+    """LRU of served models keyed by model version id and precision (a redeployment at another precision loads the
+    version anew; the old entry ages out)."""
 
     def __init__(self, size: int, max_batch: int, max_wait_ms: float, workers: int = 1, trace: bool = False,
-                 precision: Precision = "fp32", metrics: Metrics | None = None) -> None:  # fmt: skip
+                 metrics: Metrics | None = None) -> None:  # fmt: skip
         self.size, self.max_batch, self.max_wait_ms, self.workers = size, max_batch, max_wait_ms, workers
-        self.trace, self.precision = trace, precision
+        self.trace = trace
         self.metrics = metrics
-        self.models: OrderedDict[str, ServedModel] = OrderedDict()
+        self.models: OrderedDict[tuple[str, Precision], ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
 
-    async def get(self, version_id: str, checkpoint: Path) -> ServedModel:
-        """The served model of a version, loading it (in a thread) on a miss."""
+    async def get(self, version_id: str, checkpoint: Path, precision: Precision) -> ServedModel:
+        """The served model of a version at ``precision``, loading it (in a thread) on a miss."""
+        key = (version_id, precision)
         async with self.lock:
-            served = self.models.get(version_id)
+            served = self.models.get(key)
             if served is not None:
-                self.models.move_to_end(version_id)
+                self.models.move_to_end(key)
                 if self.metrics:
                     self.metrics.cache.labels("hit").inc()
                 return served
-            embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace, self.precision)
-            if self.precision == "bf16" and not native_bf16(embedder.device):
+            embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace, precision)
+            if precision == "bf16" and not native_bf16(embedder.device):
                 log.warning("model version %s is served in bf16 on a CPU without bf16 units: slower than fp32",
                             version_id)  # fmt: skip
             if self.trace and embedder.modality in TRACED_MODALITIES and embedder.untraced_because:
@@ -61,7 +63,7 @@ class ModelCache:
             batcher = MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms, workers=self.workers,
                                    threads=threads, alone_threads=alone_threads, on_batch=self._observe)  # fmt: skip
             served = ServedModel(embedder, batcher)
-            self.models[version_id] = served
+            self.models[key] = served
             while len(self.models) > self.size:
                 self.models.popitem(last=False)
             if self.metrics:

@@ -19,7 +19,7 @@ from api.errors import Invalid
 from api.models.service import deployed_version
 from api.ttlcache import TTLCache
 from core.data.readers import DatasetError, ReadLimits, decode_image
-from core.inference import Embedder
+from core.inference import Embedder, Precision
 from core.store.db import session_factory
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -104,13 +104,14 @@ def render(vectors: np.ndarray, fmt: str, model: str, usage: int) -> bytes:
 
 
 async def _resolve(body: EmbeddingRequest, principal: Principal, settings: Settings, storage: Storage,
-                   lookups: TTLCache) -> tuple[str, Path]:  # fmt: skip
-    """The (version id, checkpoint path) serving ``body.model`` for this caller, cached ``model_lookup_cache_s``."""
+                   lookups: TTLCache) -> tuple[str, Path, Precision]:  # fmt: skip
+    """The (version id, checkpoint path, precision) serving ``body.model`` for this caller, cached
+    ``model_lookup_cache_s``."""
 
-    def lookup() -> tuple[str, Path]:
+    def lookup() -> tuple[str, Path, Precision]:
         with session_factory(settings)() as session:
             version, key = deployed_version(session, principal, body.model)
-            return version.id, storage.path(key)
+            return version.id, storage.path(key), version.precision or settings.embed_precision
 
     return await lookups.get((principal.owner, principal.is_admin, body.model), lookup)
 
@@ -120,8 +121,8 @@ async def create_embeddings(
     lookups: TTLCache,
 ) -> bytes:  # fmt: skip
     """Embed the request's inputs with the deployed model it names; the answer's JSON (see :func:`render`)."""
-    version_id, checkpoint = await _resolve(body, principal, settings, storage, lookups)
-    served = await cache.get(version_id, checkpoint)
+    version_id, checkpoint, precision = await _resolve(body, principal, settings, storage, lookups)
+    served = await cache.get(version_id, checkpoint, precision)
     if body.dimensions is not None and body.dimensions > served.embedder.dim:
         raise Invalid(f"dimensions must be at most {served.embedder.dim} for this model", field="dimensions")
     many = not isinstance(body.input, str) and len(body.input) > 64

@@ -25,8 +25,8 @@ def list_models(session: SessionDep, principal: PrincipalDep) -> list[ModelRead]
 
 @router.post("/{name}/deploy", response_model=ModelRead)
 def deploy_model(session: SessionDep, principal: PrincipalDep, name: str, body: ModelDeploy | None = None) -> ModelRead:
-    """Serve a version of a model (the newest by default)."""
-    return ModelRead.model_validate(service.deploy(session, principal, name, body.version if body else None))
+    """Serve a version of a model (the newest by default), at the body's precision or the server's default."""
+    return ModelRead.model_validate(service.deploy(session, principal, name, body or ModelDeploy()))
 
 
 @router.post("/{name}/neighbors", response_model=list[Neighbor])

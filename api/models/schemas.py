@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.inference import Precision
+
 
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,6 +21,12 @@ class ModelDeploy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(None, ge=1, description="Defaults to the newest version.")
+    precision: Precision | None = Field(
+        None,
+        description="The forward passes' precision for this deployment: 'bf16' (bf16 autocast; 1.3-1.9x faster for "
+        "text models on CPUs with bf16 units, slower for small vector models) or 'fp32'. Defaults to the server's "
+        "EMBEDTRAIN_EMBED_PRECISION.",
+    )
 
 
 class ModelRead(BaseModel):
@@ -34,6 +42,7 @@ class ModelRead(BaseModel):
     deployed: bool
     created_at: datetime
     deployed_at: datetime | None
+    precision: Precision | None = Field(description="Set at deployment; null: the server's default precision.")
 
 
 class NeighborQuery(BaseModel):

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
 from api.jobs.service import owned_job
-from api.models.schemas import ModelCreate, Neighbor
+from api.models.schemas import ModelCreate, ModelDeploy, Neighbor
 from core.data.readers import ReadLimits, read_records
 from core.inference import Embedder
 from core.inspect import embed_records, nearest
@@ -61,18 +61,18 @@ def _versions(session: Session, principal: Principal, name: str) -> list[ModelVe
     return rows
 
 
-def deploy(session: Session, principal: Principal, name: str, version: int | None) -> ModelVersion:
-    """Serve one version of ``name`` (the newest by default); the others stop being served."""
+def deploy(session: Session, principal: Principal, name: str, body: ModelDeploy) -> ModelVersion:
+    """Serve one version of ``name`` (the newest by default) at the body's precision; the others stop being served."""
     rows = _versions(session, principal, name)
-    target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+    target = rows[-1] if body.version is None else next((r for r in rows if r.version == body.version), None)
     if target is None:
-        raise NotFound(f"model {name!r} has no version {version}", field="version")
+        raise NotFound(f"model {name!r} has no version {body.version}", field="version")
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.owner == target.owner, ModelVersion.name == name, ModelVersion.id != target.id)
         .values(deployed=False)  # fmt: skip
     )
-    target.deployed, target.deployed_at = True, utcnow()
+    target.deployed, target.deployed_at, target.precision = True, utcnow(), body.precision
     session.commit()
     return target
 

@@ -165,9 +165,13 @@ def models_register(
 
 
 @models.command("deploy")
-def models_deploy(name: str, version: int | None = typer.Option(None)) -> None:
+def models_deploy(
+    name: str,
+    version: int | None = typer.Option(None),
+    precision: str | None = typer.Option(None, help="fp32 or bf16 (default: the server's EMBEDTRAIN_EMBED_PRECISION)."),
+) -> None:
     """Deploy a model version (the newest by default)."""
-    show(call(lambda: client().deploy(name, version)))
+    show(call(lambda: client().deploy(name, version, precision)))
 
 
 @models.command("list")

@@ -125,8 +125,11 @@ class Client:
     def register_model(self, job_id: str, name: str, checkpoint: str = "last") -> dict:
         return self._call("POST", "/v1/models", json={"job_id": job_id, "name": name, "checkpoint": checkpoint})
 
-    def deploy(self, name: str, version: int | None = None) -> dict:
-        return self._call("POST", f"/v1/models/{name}/deploy", json={"version": version} if version else None)
+    def deploy(self, name: str, version: int | None = None, precision: str | None = None) -> dict:
+        """Serve ``version`` of ``name`` (the newest by default) at ``precision`` ("fp32", "bf16"; default: the
+        server's)."""
+        body = {key: value for key, value in (("version", version), ("precision", precision)) if value is not None}
+        return self._call("POST", f"/v1/models/{name}/deploy", json=body or None)
 
     def undeploy(self, name: str) -> list[dict]:
         return self._call("POST", f"/v1/models/{name}/undeploy")

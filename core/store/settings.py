@@ -62,9 +62,10 @@ class Settings(BaseSettings):
     )
     embed_precision: Literal["fp32", "bf16"] = Field(
         "fp32",
-        description="bf16: forward passes under bf16 autocast (products in bf16, norms and softmax in fp32), "
-        "embeddings within ~1e-3 of fp32's; 1.3-1.9x faster where the CPU has bf16 units (AVX512-BF16, AMX), "
-        "slower where it has none (a warning is logged when such a model loads).",
+        description="The precision of deployments that do not set their own (the deploy body's precision). bf16: "
+        "forward passes under bf16 autocast (products in bf16, norms and softmax in fp32), embeddings within ~1e-3 "
+        "of fp32's; 1.3-1.9x faster where the CPU has bf16 units (AVX512-BF16, AMX), slower where it has none (a "
+        "warning is logged when such a model loads) and for small vector models.",
     )
     model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
     auth_cache_s: float = Field(

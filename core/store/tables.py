@@ -148,3 +148,5 @@ class ModelVersion(Base):
     deployed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deployed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the forward-pass precision this deployment is served at; None: the server's EMBEDTRAIN_EMBED_PRECISION
+    precision: Mapped[str | None] = mapped_column("serve_precision", String(8), default=None)

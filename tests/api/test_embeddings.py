@@ -175,6 +175,33 @@ def test_a_bf16_server_answers_within_bf16_rounding_of_fp32(tmp_path, pg_url, re
     assert (got * want).sum(-1).min() > 0.999 and (got - want).abs().max() > 1e-4
 
 
+def test_a_deployment_sets_its_own_precision_over_the_servers(client, auth, settings) -> None:
+    name, fp32 = trained_model(settings, client, auth, "vectors")  # deployed with no precision: the server's fp32
+    rows = np.random.default_rng(3).normal(size=(4, 6)).round(4)
+    want = fp32.embed(rows.astype(np.float32))
+
+    def embed() -> tuple[torch.Tensor, str]:
+        response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": rows.tolist()})
+        assert response.status_code == 200, response.text
+        served = next(reversed(client.app.state.model_cache.models.values()))  # the one used last
+        return torch.tensor([item["embedding"] for item in response.json()["data"]]), served.embedder.precision
+
+    got, precision = embed()
+    assert precision == "fp32" and torch.allclose(got, want, atol=1e-5)
+    deployed = client.post(f"/v1/models/{name}/deploy", headers=auth, json={"precision": "bf16"})
+    assert deployed.status_code == 200 and deployed.json()["precision"] == "bf16"
+    got, precision = embed()  # the same version, loaded anew at bf16
+    assert precision == "bf16" and (got * want).sum(-1).min() > 0.999 and (got - want).abs().max() > 1e-4
+    listed = client.get("/v1/models", headers=auth).json()
+    assert [(m["name"], m["precision"]) for m in listed] == [(name, "bf16")]
+    # a deploy without a precision returns to the server's default
+    assert client.post(f"/v1/models/{name}/deploy", headers=auth).json()["precision"] is None
+    got, precision = embed()
+    assert precision == "fp32" and torch.allclose(got, want, atol=1e-5)
+    refused = client.post(f"/v1/models/{name}/deploy", headers=auth, json={"precision": "fp16"})
+    assert refused.status_code == 422 and "precision" in refused.text
+
+
 def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, keys) -> None:
     name, _ = trained_model(settings, client, auth, "vectors")
     for _ in range(3):

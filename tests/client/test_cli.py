@@ -41,6 +41,8 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         model = json.loads(run("models", "register", "--job", job["id"], "--name", "cli-model"))
         assert model["version"] == 1
         assert json.loads(run("models", "deploy", "cli-model"))["deployed"] is True
+        assert json.loads(run("models", "deploy", "cli-model", "--precision", "bf16"))["precision"] == "bf16"
+        assert "422" in run("models", "deploy", "cli-model", "--precision", "fp16", code=1)
         assert "cli-model" in run("models", "list")
         # vector models take numeric lists: use the Python client for those, the CLI's embed is for text
         with Client(base, key) as python_client:

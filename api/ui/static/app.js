@@ -174,7 +174,7 @@ async function modelsPage() {
       ? el("button", { onclick: async () => { await api(`/v1/models/${m.name}/undeploy`, { method: "POST" }); route(); } }, "Undeploy")
       : el("button", { onclick: async () => { await api(`/v1/models/${m.name}/deploy`, { method: "POST", json: { version: m.version } }); route(); } }, "Deploy");
     table.append(el("tr", {}, el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.modality), el("td", {}, m.dimensions),
-      el("td", {}, m.deployed ? "yes" : ""), el("td", {}, action)));
+      el("td", {}, m.deployed ? (m.precision ? `yes (${m.precision})` : "yes") : ""), el("td", {}, action)));
   }
   const deployedText = models.filter((m) => m.deployed && m.modality === "text");
   const tryIt = el("div", { class: "card" }, el("h3", {}, "Try it: nearest records of the training data"));
