@@ -1,5 +1,6 @@
 """Pooled PostgreSQL connections broken under the pool (a database restart, an administrator's kill): found by a
-ping after idleness, or by the failing statement in steady use; never handed out twice."""
+ping after idleness, or by the failing statement in steady use; never handed out twice. One session factory per
+engine."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from core.store.db import make_engine, read_first
+from core.store.db import get_engine, make_engine, read_first, session_factory
 from tests.conftest import PG, make_settings, wait_for
 
 
@@ -64,3 +65,13 @@ def test_read_first_passes_other_errors_on(tmp_path, pg_url, redis_url) -> None:
     with pytest.raises(DBAPIError) as caught:
         read_first(settings, text("SELECT 1 / 0"))
     assert not caught.value.connection_invalidated and "division by zero" in str(caught.value)
+
+
+def test_sessions_of_one_engine_come_from_one_factory(tmp_path, pg_url, redis_url) -> None:
+    """A sessionmaker per call would define a Session subclass per request (see core.store.db.session_factory)."""
+    settings = make_settings(tmp_path, pg_url, redis_url)
+    factory = session_factory(settings)
+    assert session_factory(make_settings(tmp_path, pg_url, redis_url)) is factory
+    assert session_factory(make_settings(tmp_path, pg_url, redis_url, db_pool_size=3)) is not factory  # another engine
+    with factory() as session:
+        assert session.bind is get_engine(settings) and session.scalar(text("SELECT 1")) == 1
