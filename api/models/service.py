@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -10,7 +12,8 @@ from api.errors import Invalid, NotFound
 from api.jobs.service import owned_job
 from api.models.schemas import ModelCreate, ModelDeploy, Neighbor
 from core.data.readers import ReadLimits, read_records
-from core.inference import Embedder
+from core.data.records import Records
+from core.inference import Embedder, Precision
 from core.inspect import embed_records, nearest
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -110,23 +113,20 @@ def neighbors(
     session: Session, storage: Storage, settings: Settings, principal: Principal, name: str, query: str, k: int,
     banks: dict,
 ) -> list[Neighbor]:  # fmt: skip
-    """The records of the model's training dataset nearest to ``query`` (text models; first 2,000 records)."""
+    """The records of the model's training dataset nearest to ``query`` (text models; first 2,000 records), embedded
+    at the deployment's precision, as /v1/embeddings embeds them."""
     version, key = deployed_version(session, principal, name)
     if version.modality != "text":
         raise Invalid("neighbours are offered for text models", field="name")
-    if version.id not in banks:
+    precision = version.precision or settings.embed_precision
+    bank_key = (version.id, precision)
+    entry = banks.get(bank_key)  # read once: a concurrent request may clear the banks meanwhile
+    if entry is None:
+        entry = _neighbor_bank(session, storage, settings, version, storage.path(key), precision)
         if len(banks) >= settings.model_cache_size:  # bounded like the model cache
             banks.clear()
-        job = session.get(Job, version.job_id)
-        dataset = session.get(Dataset, job.dataset_id) if job and job.dataset_id else None
-        if dataset is None:
-            raise Invalid("the model's dataset was deleted", field="name")
-        limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
-        records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
-        records = records.take(np.arange(min(2000, len(records))))
-        embedder = Embedder(storage.path(key))
-        banks[version.id] = (records, embed_records(embedder, records), embedder)
-    records, bank, embedder = banks[version.id]
+        banks[bank_key] = entry
+    records, bank, embedder = entry
     hits = nearest(embedder.embed([query]).numpy()[0], bank, k)
     names = records.label_names or []
     return [
@@ -138,3 +138,17 @@ def neighbors(
         )  # fmt: skip
         for i, score in hits
     ]
+
+
+def _neighbor_bank(session: Session, storage: Storage, settings: Settings, version: ModelVersion, checkpoint: Path,
+                   precision: Precision) -> tuple[Records, np.ndarray, Embedder]:  # fmt: skip
+    """The first 2,000 records of the version's training dataset, their (N, D) embeddings, and the embedder."""
+    job = session.get(Job, version.job_id)
+    dataset = session.get(Dataset, job.dataset_id) if job and job.dataset_id else None
+    if dataset is None:
+        raise Invalid("the model's dataset was deleted", field="name")
+    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
+    records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
+    records = records.take(np.arange(min(2000, len(records))))
+    embedder = Embedder(checkpoint, precision=precision)
+    return records, embed_records(embedder, records), embedder

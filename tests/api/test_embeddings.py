@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64 as pybase64
+import io
 import threading
 import time
 
 import httpx
 import numpy as np
 import openai
+import orjson
 import pytest
 import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 
 from api.embeddings.schemas import EmbeddingResponse
 from core.config import RunConfig
@@ -28,27 +29,28 @@ from tests.conftest import free_port, make_settings
 
 
 def trained_model(settings, client, auth, modality: str) -> tuple[str, Embedder]:
-    """Train a tiny model in-process, record it as a finished job's checkpoint, register and deploy it."""
+    """Train a tiny model in-process on an uploaded dataset, record it as a finished job's checkpoint, register and
+    deploy it."""
     storage = Storage(settings.storage_root)
     if modality == "text":
         records = Records("text", texts=[f"text number {i}" for i in range(16)])
+        lines = [orjson.dumps({"text": t, "label": ("even", "odd")[i % 2]}) for i, t in enumerate(records.texts)]
+        upload = ("t.jsonl", b"\n".join(lines) + b"\n")
         raw = {"data": {"modality": "text", "val_fraction": 0.0},
                "model": {"kind": "transformer", "backbone": "tiny-random-bert", "max_length": 16}}  # fmt: skip
     else:
         records = Records("vectors", vectors=np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
+        buffer = io.BytesIO()
+        np.save(buffer, records.vectors)
+        upload = ("v.npy", buffer.getvalue())
         raw = {"data": {"modality": "vectors", "val_fraction": 0.0}, "model": {"kind": "mlp", "output_dim": 12}}
     config = RunConfig.model_validate({**raw, "train": {"epochs": 1, "batch_size": 8}})
+    dataset = client.post("/v1/datasets", headers=auth, data={"modality": modality}, files={"file": upload})
+    assert dataset.status_code == 201, dataset.text
     with transaction(settings) as session:
-        owner = session.execute(
-            text("SELECT owner FROM api_key WHERE prefix = :p"),
-            {"p": auth["Authorization"].split("_")[1]},
-        ).scalar_one()
-        data = Dataset(owner=owner, name="d", modality=modality, format="npy", storage_key="none", size_bytes=0,
-                       sha256="0" * 64, num_records=len(records))  # fmt: skip
-        session.add(data)
-        session.flush()
-        job = Job(owner=owner, name="j", dataset_id=data.id, config=config.model_dump(mode="json"), queue="cpu",
-                  status="succeeded")  # fmt: skip
+        owner = session.get(Dataset, dataset.json()["id"]).owner
+        job = Job(owner=owner, name="j", dataset_id=dataset.json()["id"], config=config.model_dump(mode="json"),
+                  queue="cpu", status="succeeded")  # fmt: skip
         session.add(job)
         session.flush()
         job_id = job.id
@@ -200,6 +202,40 @@ def test_a_deployment_sets_its_own_precision_over_the_servers(client, auth, sett
     assert precision == "fp32" and torch.allclose(got, want, atol=1e-5)
     refused = client.post(f"/v1/models/{name}/deploy", headers=auth, json={"precision": "fp16"})
     assert refused.status_code == 422 and "precision" in refused.text
+
+
+def test_neighbours_are_the_training_records_nearest_as_the_deployment_embeds_them(client, auth, settings) -> None:
+    name, fp32 = trained_model(settings, client, auth, "text")
+    texts = [f"text number {i}" for i in range(16)]
+    query = "a text about number 5"
+    want = fp32.embed(texts).numpy() @ fp32.embed([query]).numpy()[0]
+    found = {}
+    for precision in ("fp32", "bf16"):
+        deployed = client.post(f"/v1/models/{name}/deploy", headers=auth, json={"precision": precision})
+        assert deployed.status_code == 200, deployed.text
+        response = client.post(f"/v1/models/{name}/neighbors", headers=auth, json={"input": query, "k": 4})
+        assert response.status_code == 200, response.text
+        hits = response.json()
+        assert [h["text"] for h in hits] == [texts[h["index"]] for h in hits]
+        assert [h["label"] for h in hits] == [("even", "odd")[h["index"] % 2] for h in hits]
+        scores = np.array([h["score"] for h in hits])
+        assert np.all(np.diff(scores) <= 0) and scores[-1] >= np.sort(want)[-4] - 2e-3  # the 4 nearest
+        found[precision] = {h["index"]: h["score"] for h in hits}
+    assert all(abs(score - want[i]) < 1e-5 for i, score in found["fp32"].items())
+    common = found["fp32"].keys() & found["bf16"].keys()  # bf16's bank and query are bf16's: near fp32, not equal
+    assert common and max(abs(found["bf16"][i] - found["fp32"][i]) for i in common) > 1e-6
+    assert all(abs(found["bf16"][i] - want[i]) < 2e-2 for i in common)
+
+    vectors, _ = trained_model(settings, client, auth, "vectors")
+    cases = [
+        (vectors, {"input": "x"}, 422, "text models"),
+        ("no-such-model", {"input": "x"}, 404, "no deployed model"),
+        (name, {"input": "x", "k": 0}, 422, "k"),
+        (name, {"input": ""}, 422, "input"),
+    ]
+    for model, body, status, message in cases:
+        response = client.post(f"/v1/models/{model}/neighbors", headers=auth, json=body)
+        assert response.status_code == status and message in response.text, (model, body, response.text)
 
 
 def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, keys) -> None:
