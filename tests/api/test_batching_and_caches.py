@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 
+import numpy as np
 import pytest
 import torch
 
 from api.embeddings.batcher import MicroBatcher
+from api.embeddings.cache import ModelCache
 from api.threads import ReadThreads
 from api.ttlcache import TTLCache
+from core.data.records import InputSpec
+from tests.core.test_tracing import checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +231,35 @@ def test_a_failing_pass_fails_its_callers_only_and_the_batcher_goes_on() -> None
     failed, later = asyncio.run(run())
     assert all(isinstance(f, ValueError) for f in failed)  # one pass held both
     assert later.tolist() == [8.0]
+
+
+def test_a_model_the_cache_evicts_lets_go_of_its_memory_and_forward_threads(tmp_path) -> None:
+    config = {"data": {"modality": "vectors"}, "model": {"kind": "mlp", "hidden_dim": 16, "output_dim": 8}}
+    paths = [checkpoint(tmp_path / str(i), config, InputSpec("vectors", features=4)) for i in range(3)]
+    rows = [np.zeros(4, dtype=np.float32)] * 20  # shared out between both forward threads
+
+    def forward_threads() -> int:
+        return sum(t.name.startswith("forward-") for t in threading.enumerate())
+
+    cache = ModelCache(size=1, max_batch=64, max_wait_ms=0.0, workers=2)
+
+    async def run() -> list[weakref.ref]:
+        models = []
+        for i, path in enumerate(paths):
+            served = await cache.get(str(i), path, "fp32")
+            assert (await served.batcher.submit(rows))[0].shape == (20, 8)
+            models.append(weakref.ref(served.embedder.model))
+            del served
+        assert list(cache.models) == [("2", "fp32")]
+        return models
+
+    before = forward_threads()
+    models = asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while forward_threads() > before + 2 and time.monotonic() < deadline:  # only the last model's two remain
+        time.sleep(0.05)
+    assert forward_threads() == before + 2
+    assert [m() is None for m in models] == [True, True, False]  # no collection needed: nothing else holds them
 
 
 def test_concurrent_misses_share_one_lookup_and_answers_expire() -> None:
