@@ -55,6 +55,8 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)  # fmt: skip
         self.forward = Histogram("embedtrain_embedding_forward_seconds", "Duration of one forward pass.",
                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.lone_passes = Counter("embedtrain_embedding_lone_passes", "Forward passes that ran alone, by the intra-op "
+                                   "threads chosen for them.", ["threads"], registry=self.registry)  # fmt: skip
         self.cache = Counter("embedtrain_model_cache", "Model cache lookups.", ["result"], registry=self.registry)
         self.loaded = Gauge("embedtrain_models_loaded", "Deployed models held in memory.", registry=self.registry)
         self.registry.register(JobCollector(settings))

@@ -128,30 +128,37 @@ def _cpu_seconds(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _forward_totals(base: str, headers: dict) -> tuple[float, float]:
-    """(passes, seconds) of the server's forward passes so far, from its Prometheus histogram."""
-    totals = {"count": 0.0, "sum": 0.0}
+def _forward_totals(base: str, headers: dict) -> dict[str, float]:
+    """The server's forward passes so far, from its Prometheus metrics: ``passes``, ``seconds`` and, for the
+    passes that ran alone, ``lone on N threads`` for each thread count chosen."""
+    totals: dict[str, float] = {"passes": 0.0, "seconds": 0.0}
     for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text.splitlines():
-        for key in totals:
-            if line.startswith(f"embedtrain_embedding_forward_seconds_{key}"):
-                totals[key] += float(line.rsplit(" ", 1)[1])
-    return totals["count"], totals["sum"]
+        name, _, value = line.rpartition(" ")
+        if name.startswith("embedtrain_embedding_forward_seconds_count"):
+            totals["passes"] += float(value)
+        elif name.startswith("embedtrain_embedding_forward_seconds_sum"):
+            totals["seconds"] += float(value)
+        elif name.startswith('embedtrain_embedding_lone_passes_total{threads="'):
+            totals[f"lone on {name.split(chr(34))[1]} threads"] = float(value)
+    return totals
 
 
 def run_level_observed(service: Service, make_body, clients: int, seconds: float) -> dict:
     """A level against ``/v1/embeddings``, with where the server's time went: CPU of its event loop (the main
     thread of its one API process) and of the whole process, and its forward passes (count, mean inputs, busy
-    threads), read from /proc and /metrics."""
+    threads, the thread counts of passes alone), read from /proc and /metrics."""
     pid = service.procs[0].pid  # uvicorn with one worker serves in the process it starts in
     loop_stat, process_stat = Path(f"/proc/{pid}/task/{pid}/stat"), Path(f"/proc/{pid}/stat")
     loop0, process0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat)
-    passes0, busy0 = _forward_totals(service.base, service.headers)
+    before = _forward_totals(service.base, service.headers)
     began = time.perf_counter()
     level = run_level(f"{service.base}/v1/embeddings", service.headers, make_body, clients, seconds)
     elapsed = time.perf_counter() - began
-    passes, busy = (now - then for now, then in
-                    zip(_forward_totals(service.base, service.headers), (passes0, busy0), strict=True))  # fmt: skip
+    after = _forward_totals(service.base, service.headers)
+    passes, busy = after["passes"] - before["passes"], after["seconds"] - before["seconds"]
     loop = _cpu_seconds(loop_stat) - loop0
+    lone = [key for key in sorted(after) if key.startswith("lone ")]
+    alone = {key.removeprefix("lone "): int(after[key] - before.get(key, 0.0)) for key in lone}
     level["server"] = {
         "event_loop_cores": round(loop / elapsed, 3),
         "event_loop_ms_per_request": round(loop * 1000 / max(level["requests"], 1), 3),
@@ -159,6 +166,7 @@ def run_level_observed(service: Service, make_body, clients: int, seconds: float
         "forward_passes": int(passes),
         "inputs_per_pass": round(level["requests"] / max(passes, 1), 1),  # one input per request
         "forward_threads_busy": round(busy / elapsed, 3),
+        "passes_alone": alone,
     }
     return level
 

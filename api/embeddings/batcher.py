@@ -18,10 +18,10 @@ the last second or two, over ``workers``.
   load into two groups that never meet: with 32 clients, a pass of 26 ran alone while the 6 answered by a short
   pass waited for the threshold of 8, one core idle for seconds (300 instead of 480 requests/s).
 
-A pass that carries the whole recent load (one client, nothing else running or waiting) runs on every core
-instead: its latency is what one client sees, and there is nobody for it to stall. On the 2-core AMD VM a
-one-input text request at one client was answered in 10.2-10.9 ms this way (p50 of 14 rounds) and in
-11.4-11.9 ms with every pass on one thread (bench/serve.py's latency rounds).
+A pass that carries the whole recent load (one client, nothing else running or waiting) may run on every core
+instead: its latency is what one client sees, and there is nobody for it to stall. Whether every core or one
+share is faster for it depends on the machine, and changes on the same VM within minutes: :mod:`api.embeddings.lone`
+runs each pass alone on the thread count whose recent lone passes were fastest.
 
 Why several passes, each on fewer cores, under load: one pass spread over every core synchronises its threads
 at each operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them;
@@ -35,12 +35,14 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from api.embeddings.lone import LoneThreads
 
 
 class MicroBatcher:
@@ -53,22 +55,24 @@ class MicroBatcher:
             queued while the threads were busy).
         workers: passes that may run at once, each on its own thread.
         threads: intra-op threads of each pass beside others.
-        alone_threads: intra-op threads of a pass that carries the whole recent load (default
-            ``workers * threads``: every core).
+        alone_threads: the intra-op thread counts a pass that carries the whole recent load may run on, the
+            fastest lately chosen for each (:class:`~api.embeddings.lone.LoneThreads`; default every core, then
+            one share: ``(workers * threads, threads)``).
         split_at: the most inputs that must be waiting before a pass starts beside a running one (fewer when
             fewer are in flight: see the module docstring), and the smallest part a request is cut into.
-        on_batch: called with (inputs, seconds) of each pass, for metrics.
+        on_batch: called with (inputs, seconds, threads of a pass alone or None) of each pass, for metrics.
         load_window_s: the recent load is the peak of the current and the previous window of this length.
     """
 
     def __init__(
         self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
-        workers: int = 1, threads: int = 1, split_at: int = 8, on_batch: Callable[[int, float], None] | None = None,
-        load_window_s: float = 1.0, alone_threads: int | None = None,
+        workers: int = 1, threads: int = 1, split_at: int = 8,
+        on_batch: Callable[[int, float, int | None], None] | None = None, load_window_s: float = 1.0,
+        alone_threads: Sequence[int] | None = None,
     ) -> None:  # fmt: skip
         self.embed, self.max_batch, self.max_wait = embed, max_batch, max_wait_ms / 1000.0
         self.workers, self.threads = workers, threads
-        self.alone_threads = alone_threads or workers * threads
+        self.lone = LoneThreads(alone_threads or (workers * threads, threads))
         self.on_batch = on_batch
         # Each pass stays on one thread: torch's intra-op (OpenMP) team belongs to the calling thread. One executor
         # per thread, so that passes alone always run on the first: a single team of helpers on every core
@@ -154,7 +158,7 @@ class MicroBatcher:
         """Run one pass on an idle thread; :meth:`_finished` follows on the event loop."""
         size = sum(len(items) for items, _ in batch)
         alone = self.running == 0 and self.queued_inputs == size and self.load.peak() <= size
-        threads = self.alone_threads if alone else self.threads  # all cores (by default) when nobody else is served
+        threads = self.lone.pick(size) if alone else self.threads
         executor = 0 if alone else max(self.idle)  # alone: the first (every executor is idle then)
         self.idle.remove(executor)
         self.queued_inputs -= size
@@ -166,12 +170,12 @@ class MicroBatcher:
 
         def finished(job: Future) -> None:  # on the forward thread
             if not loop.is_closed():
-                loop.call_soon_threadsafe(self._finished, batch, len(inputs), job, executor, start)
+                loop.call_soon_threadsafe(self._finished, batch, len(inputs), job, executor, start, alone, threads)
 
         job.add_done_callback(finished)
 
     def _finished(self, batch: list[tuple[list[Any], asyncio.Future]], size: int, job: Future, executor: int,
-                  start: float) -> None:  # fmt: skip
+                  start: float, alone: bool, threads: int) -> None:  # fmt: skip
         """A pass ended: its thread takes the next one at once, then its callers get their rows (or its error).
 
         In that order because each answered caller renders and sends its answer on the event loop (~0.15 ms): on
@@ -188,21 +192,26 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
-        out = job.result()
+        out, seconds = job.result()
+        if alone:
+            self.lone.observe(size, threads, seconds)
         self.batch_sizes = (self.batch_sizes + [size])[-1000:]
         if self.on_batch is not None:
-            self.on_batch(size, time.perf_counter() - start)
+            self.on_batch(size, time.perf_counter() - start, threads if alone else None)
         row = 0
         for items, future in batch:
             if not future.done():
                 future.set_result(tuple(t[row : row + len(items)] for t in out))
             row += len(items)
 
-    def _forward(self, inputs: list[Any], threads: int) -> tuple[Tensor, ...]:
-        """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread)."""
+    def _forward(self, inputs: list[Any], threads: int) -> tuple[tuple[Tensor, ...], float]:
+        """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread), and
+        its seconds as this thread saw them."""
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-        return self.embed(inputs)
+        start = time.perf_counter()
+        out = self.embed(inputs)
+        return out, time.perf_counter() - start
 
 
 class PeakLoad:

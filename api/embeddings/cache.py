@@ -55,13 +55,9 @@ class ModelCache:
             if self.trace and embedder.modality in TRACED_MODALITIES and embedder.untraced_because:
                 log.warning("model version %s is served eager (slower): %s", version_id, embedder.untraced_because)
             threads = max(1, TORCH_THREADS // self.workers)
-            # A bf16 pass alone stays on one share: under the API's passive OpenMP waiting its many short operators
-            # (the casts between bf16 products and fp32 norms) each wake the other cores' threads, and one input
-            # through all-MiniLM-L6-v2 took 9.8 ms on both cores of the 2-core AMD EPYC VM against 6.1-6.8 ms on
-            # one (fp32: 9.6-10.7 ms either way). bench/RESULTS.md "Serving in bf16".
-            alone_threads = threads if embedder.precision == "bf16" else None
             batcher = MicroBatcher(embedder.embed_with_usage, self.max_batch, self.max_wait_ms, workers=self.workers,
-                                   threads=threads, alone_threads=alone_threads, on_batch=self._observe)  # fmt: skip
+                                   threads=threads, alone_threads=(TORCH_THREADS, threads),
+                                   on_batch=self._observe)  # fmt: skip
             served = ServedModel(embedder, batcher)
             self.models[key] = served
             while len(self.models) > self.size:
@@ -71,7 +67,9 @@ class ModelCache:
                 self.metrics.loaded.set(len(self.models))
             return served
 
-    def _observe(self, inputs: int, seconds: float) -> None:
+    def _observe(self, inputs: int, seconds: float, alone_threads: int | None) -> None:
         if self.metrics:
             self.metrics.batch_size.observe(inputs)
             self.metrics.forward.observe(seconds)
+            if alone_threads is not None:
+                self.metrics.lone_passes.labels(str(alone_threads)).inc()

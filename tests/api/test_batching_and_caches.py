@@ -13,6 +13,7 @@ import torch
 
 from api.embeddings.batcher import MicroBatcher
 from api.embeddings.cache import ModelCache
+from api.embeddings.lone import LoneThreads
 from api.threads import ReadThreads
 from api.ttlcache import TTLCache
 from core.data.records import InputSpec
@@ -124,7 +125,7 @@ def test_the_fair_share_follows_the_load_down() -> None:
     assert embed.sizes[-2:] == [1, 2] and embed.most_running == 2
 
 
-def test_a_pass_alone_runs_on_every_core_and_passes_beside_others_on_their_share() -> None:
+def test_passes_beside_others_run_on_their_share_and_each_thread_count_is_tried_alone_first() -> None:
     embed = Recorder(seconds=0.1)
     batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
 
@@ -136,12 +137,12 @@ def test_a_pass_alone_runs_on_every_core_and_passes_beside_others_on_their_share
         await batcher.submit([3.0])  # alone again, but the recent load was 4: one share
 
     asyncio.run(run())
-    assert embed.sizes == [1, 1, 3, 1] and embed.threads == [2, 2, 1, 1]
+    assert embed.sizes == [1, 1, 3, 1] and embed.threads == [2, 1, 1, 1]  # every core first, then one share
 
 
 def test_a_pass_alone_can_be_kept_on_its_share() -> None:
     embed = Recorder(seconds=0.02)
-    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8, alone_threads=1)
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8, alone_threads=(1,))
 
     async def run() -> None:
         await batcher.submit([1.0])
@@ -149,6 +150,58 @@ def test_a_pass_alone_can_be_kept_on_its_share() -> None:
 
     asyncio.run(run())
     assert embed.sizes == [1, 1] and embed.threads == [1, 1]
+
+
+def test_the_thread_count_of_a_pass_alone_is_the_fastest_lately_and_others_are_tried_now_and_then() -> None:
+    lone = LoneThreads((2, 1), explore=0.1, seed=0)
+    assert [lone.pick(1), lone.pick(1)] == [2, 2]  # untried counts first, in order: none observed yet
+    lone.observe(1, 2, 0.030)
+    assert lone.pick(1) == 1
+    lone.observe(1, 1, 0.010)
+    picks = [lone.pick(1) for _ in range(1000)]
+    assert 40 < picks.count(2) < 160  # explores about one pass in ten; the rest run on the faster
+    lone.observe(8, 2, 0.008)  # a pass of 8 inputs is of another size class: 1 thread untried there
+    assert lone.pick(8) == 1 and lone.pick(1) in (1, 2)
+
+
+def test_a_thread_count_that_becomes_faster_is_noticed_and_one_that_becomes_slower_is_left() -> None:
+    lone = LoneThreads((2, 1), explore=0.1, smoothing=0.25, seed=1)
+    speed = {1: 0.010, 2: 0.030}  # seconds a one-input pass takes on each count
+
+    def passes(n: int) -> list[int]:
+        picked = []
+        for _ in range(n):
+            threads = lone.pick(1)
+            lone.observe(1, threads, speed[threads])
+            picked.append(threads)
+        return picked
+
+    assert passes(60)[-40:].count(1) >= 30
+    speed = {1: 0.030, 2: 0.010}  # the machine changed: both cores are now the faster
+    assert passes(100)[-40:].count(2) >= 30
+
+
+def test_a_pass_alone_follows_the_thread_count_whose_passes_ran_faster_on_its_forward_thread() -> None:
+    seconds = {1: 0.004, 2: 0.016}
+    threads_seen: list[int] = []
+
+    def embed(inputs: list[float]) -> tuple[torch.Tensor, ...]:
+        threads_seen.append(torch.get_num_threads())
+        time.sleep(seconds[torch.get_num_threads()])
+        return (torch.tensor(inputs),)
+
+    batcher = MicroBatcher(embed, max_batch=64, max_wait_ms=0, workers=2, threads=1, split_at=8)
+    batcher.lone.random.seed(0)  # which passes explore
+
+    async def one_client(requests: int) -> None:
+        for _ in range(requests):
+            await batcher.submit([1.0])
+
+    asyncio.run(one_client(40))
+    assert threads_seen[:2] == [2, 1] and threads_seen[-30:].count(1) >= 24
+    seconds = {1: 0.016, 2: 0.004}
+    asyncio.run(one_client(160))  # 1 thread's mean rises to 2 threads' old one: the next exploring pass tips it
+    assert threads_seen[-30:].count(2) >= 24
 
 
 def test_a_freed_thread_starts_its_next_pass_before_the_callers_it_answered_resume() -> None:
