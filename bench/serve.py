@@ -369,6 +369,8 @@ def main() -> None:
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the sentence-transformers peer")  # fmt: skip
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="per batch size and layout")
+    parser.add_argument("--raw-sizes", type=int, nargs="+", default=list(RAW_SIZES),
+                        help="batch sizes of the raw sweep (each level's largest pass is added)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each level, each after the raw limit")
     parser.add_argument("--latency-rounds", type=int, default=5, help="alternating rounds of p50 at 1 client vs raw")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
@@ -407,7 +409,7 @@ def main() -> None:
                 "traced": Embedder(paths[modality], trace=True, precision=args.precision),
             }
             # the sweep covers each level's largest pass, for its batching ceiling
-            sizes = sorted(set(RAW_SIZES) | {math.ceil(c / args.forward_workers) for c in args.clients})
+            sizes = sorted(set(args.raw_sizes) | {math.ceil(c / args.forward_workers) for c in args.clients})
             raw = raw_limit(embedders, make_inputs, args.forward_workers, sizes, seconds=args.raw_seconds)
 
             def raw_rate(make_inputs=make_inputs, best=raw["best"], embedders=embedders) -> float:

@@ -82,8 +82,9 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
 
 
 def test_serve_bench_in_bf16_runs_ours_and_the_peer_in_bf16(tmp_path) -> None:
+    # a small sweep: where the CPU has no bf16 units a bf16 pass of 256 texts is emulated and takes seconds
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "2", "--precision", "bf16",
-                     "--raw-seconds", "0.1", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
+                     "--raw-seconds", "0.1", "--raw-sizes", "1", "8", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
     assert data["precision"] == "bf16"
     for level in [*data["models"]["text"]["levels"], *data["peer_sentence_transformers"]]:
         assert level["requests"] > 0 and level["errors"] == 0, level
