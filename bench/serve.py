@@ -139,7 +139,8 @@ def _forward_totals(base: str, headers: dict) -> dict[str, float]:
         elif name.startswith("embedtrain_embedding_forward_seconds_sum"):
             totals["seconds"] += float(value)
         elif name.startswith('embedtrain_embedding_lone_passes_total{threads="'):
-            totals[f"lone on {name.split(chr(34))[1]} threads"] = float(value)
+            threads = name.split('"')[1]
+            totals[f"lone on {threads} threads"] = float(value)
     return totals
 
 

@@ -74,6 +74,8 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
             assert level["fraction_of_raw_limit"] == pytest.approx(fraction, abs=2e-3), level
         one, four = model["levels"]
         assert one["batching_ceiling"] is None and four["batching_ceiling"] > 0, model["levels"]
+        alone = one["server"]["passes_alone"]  # one client: its passes ran alone, counted by their thread count
+        assert alone and all(key.startswith("on ") for key in alone) and sum(alone.values()) > 0, alone
         swept = model["raw"]["by_layout_and_batch"]
         assert any(name.endswith(" batch 2") for name in swept), swept  # four clients: two passes of two
         assert model["raw"]["best_embeddings_per_s"] > 0 and model["raw"]["best"] in model["raw"]["measured_again"]
