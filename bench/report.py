@@ -56,15 +56,24 @@ def train_line(path: Path) -> str:
             f"Machine: {data['machine']}.")  # fmt: skip
 
 
+def _cores(server: dict, machine: dict | None) -> str | None:
+    """Where a level's cores went (results written before bench/serve.py read the machine's have none)."""
+    if machine is None:
+        return None
+    wrk = "–" if machine["generator_cores"] is None else machine["generator_cores"]
+    return f"{server['process_cores']} / {wrk} / {machine['idle_cores']} / {machine['steal_cores']}"
+
+
 def serve_table(path: Path = RESULTS / "serve.json") -> str:
     data = json.loads(path.read_text())
     lines = ["| model | clients | requests/s | embeddings/s | p50 ms | p95 ms | p99 ms | fraction of raw limit "
-             "(rounds) | batching ceiling | inputs per pass | event loop ms per request |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "(rounds) | batching ceiling | inputs per pass | event loop ms per request | cores: server / wrk / idle / "
+             "stolen |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for modality, model in data["models"].items():
         for lv in model["levels"]:
             server = lv.get("server", {})
-            extra = [lv.get("batching_ceiling"), server.get("inputs_per_pass"), server.get("event_loop_ms_per_request")]
+            extra = [lv.get("batching_ceiling"), server.get("inputs_per_pass"), server.get("event_loop_ms_per_request"),
+                     _cores(server, lv.get("machine"))]  # fmt: skip
             rounds = ", ".join(str(r["fraction_of_raw_limit"]) for r in lv.get("rounds", []))
             fraction = f"{lv['fraction_of_raw_limit']}" + (f" ({rounds})" if len(lv.get("rounds", [])) > 1 else "")
             lines.append(f"| {modality} | {lv['clients']} | {lv['requests_per_s']} | {lv['embeddings_per_s']} | "
@@ -73,7 +82,7 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
     for lv in data.get("peer_sentence_transformers", []):
         lines.append(f"| sentence-transformers peer (text) | {lv['clients']} | {lv['requests_per_s']} | "
                      f"{lv['embeddings_per_s']} | {lv['p50_ms']:.1f} | {lv['p95_ms']:.1f} | {lv['p99_ms']:.1f} | "
-                     f"ours ÷ peer: {lv['ours_over_peer']} | | | |")  # fmt: skip
+                     f"ours ÷ peer: {lv['ours_over_peer']} | | | | |")  # fmt: skip
     for modality, model in data["models"].items():
         raw = model["raw"]
         layouts = raw["by_layout_and_batch"]

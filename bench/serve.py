@@ -10,8 +10,8 @@ again, the better median kept). Each level runs ``--rounds`` times, each round r
 configuration, and its fraction of the raw limit is the median round's. p50 at one client is compared with one raw
 forward pass of one input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also
 records where the server's time went (its event loop's CPU per request, its forward passes' count and size, from
-/proc and /metrics) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the
-limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
+/proc and /metrics), where the machine's went (its cores busy, idle and stolen by the hypervisor, and wrk's own
+CPU) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
 batching), driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
 """
@@ -23,6 +23,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -128,6 +129,19 @@ def _cpu_seconds(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def _children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's waited-for children: the load generator's, once wrk exits."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_ticks() -> dict[str, int]:
+    """The whole machine's CPU time so far, in clock ticks, from the first line of /proc/stat: ``busy`` (user,
+    nice, system, interrupts), ``idle`` (idle and I/O wait) and ``steal`` (taken by the hypervisor)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
+
+
 def _forward_totals(base: str, headers: dict) -> dict[str, float]:
     """The server's forward passes so far, from its Prometheus metrics: ``passes``, ``seconds`` and, for the
     passes that ran alone, ``lone on N threads`` for each thread count chosen."""
@@ -150,24 +164,32 @@ def run_level_observed(service: Service, make_body, clients: int, seconds: float
     threads, the thread counts of passes alone), read from /proc and /metrics."""
     pid = service.procs[0].pid  # uvicorn with one worker serves in the process it starts in
     loop_stat, process_stat = Path(f"/proc/{pid}/task/{pid}/stat"), Path(f"/proc/{pid}/stat")
-    loop0, process0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat)
+    loop0, process0, machine0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat), _machine_ticks()  # together
     before = _forward_totals(service.base, service.headers)
+    generator0 = _children_cpu_seconds()
     began = time.perf_counter()
     level = run_level(f"{service.base}/v1/embeddings", service.headers, make_body, clients, seconds)
     elapsed = time.perf_counter() - began
+    generator = _children_cpu_seconds() - generator0
     after = _forward_totals(service.base, service.headers)
     passes, busy = after["passes"] - before["passes"], after["seconds"] - before["seconds"]
-    loop = _cpu_seconds(loop_stat) - loop0
+    loop, process, machine = _cpu_seconds(loop_stat) - loop0, _cpu_seconds(process_stat) - process0, _machine_ticks()
     lone = [key for key in sorted(after) if key.startswith("lone ")]
     alone = {key.removeprefix("lone "): int(after[key] - before.get(key, 0.0)) for key in lone}
     level["server"] = {
         "event_loop_cores": round(loop / elapsed, 3),
         "event_loop_ms_per_request": round(loop * 1000 / max(level["requests"], 1), 3),
-        "process_cores": round((_cpu_seconds(process_stat) - process0) / elapsed, 3),
+        "process_cores": round(process / elapsed, 3),
         "forward_passes": int(passes),
         "inputs_per_pass": round(level["requests"] / max(passes, 1), 1),  # one input per request
         "forward_threads_busy": round(busy / elapsed, 3),
         "passes_alone": alone,
+    }
+    ticks = elapsed * os.sysconf("SC_CLK_TCK")
+    level["machine"] = {  # the same seconds on the whole machine: who else had its cores
+        **{f"{kind}_cores": round((machine[kind] - machine0[kind]) / ticks, 3) for kind in machine},
+        # wrk's own CPU (a child process, counted once it exits); None where the load ran in this process (httpx)
+        "generator_cores": round(generator / elapsed, 3) if level["generator"] == "wrk" else None,
     }
     return level
 

@@ -68,6 +68,11 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
             server = level["server"]
             assert server["forward_passes"] > 0 and server["event_loop_ms_per_request"] > 0, level
             assert 0 < server["event_loop_cores"] <= server["process_cores"], level
+            machine = level["machine"]  # the whole machine's cores over the same seconds, from /proc/stat
+            assert server["process_cores"] <= machine["busy_cores"] + 0.05, level  # the server is part of its work
+            assert machine["idle_cores"] >= 0 and machine["steal_cores"] >= 0, level
+            wrk = machine["generator_cores"]  # wrk's own CPU; none where the load ran in the benchmark (httpx)
+            assert wrk > 0 if level["generator"] == "wrk" else wrk is None, level
             (paired,) = level["rounds"]  # the level right after a measure of the raw limit's configuration
             assert paired["raw_embeddings_per_s"] > 0 and paired["embeddings_per_s"] == level["embeddings_per_s"]
             fraction = level["embeddings_per_s"] / paired["raw_embeddings_per_s"]
