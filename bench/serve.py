@@ -11,8 +11,9 @@ configuration, and its fraction of the raw limit is the median round's. p50 at o
 forward pass of one input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also
 records where the server's time went (its event loop's CPU per request, its forward passes' count and size, from
 /proc and /metrics), where the machine's went (its cores busy, idle and stolen by the hypervisor, and wrk's own
-CPU) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request
-batching), driven the same way. The load generator runs on the same machine as the server. Writes
+CPU) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit. The peer
+is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request batching),
+driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
 """
 
