@@ -60,10 +60,17 @@ class Metrics:
         self.cache = Counter("embedtrain_model_cache", "Model cache lookups.", ["result"], registry=self.registry)
         self.loaded = Gauge("embedtrain_models_loaded", "Deployed models held in memory.", registry=self.registry)
         self.registry.register(JobCollector(settings))
+        self._by_request: dict[tuple[str, str, int], tuple] = {}  # each labelled child, looked up once
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        """Counts a request and its latency. ``route`` is a route's template, so the children are few and each is
+        kept: looking them up by their labels in every request cost ~3 us of event-loop CPU."""
+        children = self._by_request.get((method, route, status))
+        if children is None:
+            children = self.requests.labels(method, route, str(status)), self.latency.labels(method, route)
+            self._by_request[method, route, status] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 
 from starlette.exceptions import HTTPException
 
@@ -33,7 +33,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        request_id = (headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex)[:64]
+        request_id = (headers.get(b"x-request-id", b"").decode("latin-1") or os.urandom(16).hex())[:64]
         scope.setdefault("state", {})["request_id"] = request_id
         try:
             length = int(headers.get(b"content-length", b"0") or 0)

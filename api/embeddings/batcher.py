@@ -27,6 +27,10 @@ Why several passes, each on fewer cores, under load: one pass spread over every 
 at each operator, so a core taken for a moment by the event loop (parsing, answering) stalls all of them;
 passes on one thread each never wait for each other. On the 2-core development machine two one-thread passes
 embed 1.3-1.7x what one two-thread pass does (bench/serve.py measures both layouts for its raw limit).
+
+A pass's outputs become NumPy arrays on its forward thread, so that what the event loop does for each caller (its
+rows, joined when its request was cut into parts) is slicing views: as torch tensors, slicing, joining and reading
+them back cost ~17 us of event-loop CPU a request against ~2 us.
 """
 
 from __future__ import annotations
@@ -39,17 +43,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
 
 from api.embeddings.lone import LoneThreads
 
 
 class MicroBatcher:
-    """Batches calls of ``embed(list_of_inputs) -> tensors with B rows each`` across concurrent callers.
+    """Batches calls of ``embed(list_of_inputs) -> arrays with B rows each`` across concurrent callers.
 
     Args:
-        embed: the forward pass.
+        embed: the forward pass: its outputs (tensors on the CPU or arrays), each with a row per input.
         max_batch: most inputs in one pass.
         max_wait_ms: how long a pass with fewer inputs than the load's fair share waits for more (0: it takes what
             queued while the threads were busy).
@@ -65,7 +69,7 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, embed: Callable[[list[Any]], tuple[Tensor, ...]], max_batch: int, max_wait_ms: float,
+        self, embed: Callable[[list[Any]], tuple[Any, ...]], max_batch: int, max_wait_ms: float,
         workers: int = 1, threads: int = 1, split_at: int = 8,
         on_batch: Callable[[int, float, int | None], None] | None = None, load_window_s: float = 1.0,
         alone_threads: Sequence[int] | None = None,
@@ -92,8 +96,9 @@ class MicroBatcher:
         self.waited = False  # that wait is over: the next pass starts with what there is
         self.batch_sizes: list[int] = []  # recent forward-pass sizes, for metrics
 
-    async def submit(self, inputs: list[Any]) -> tuple[Tensor, ...]:
-        """Run ``embed`` on ``inputs`` (in batches of at most ``max_batch``, shared with other callers)."""
+    async def submit(self, inputs: list[Any]) -> tuple[np.ndarray, ...]:
+        """Run ``embed`` on ``inputs`` (in batches of at most ``max_batch``, shared with other callers); its outputs'
+        rows for them, as NumPy arrays (views into the pass's outputs when the inputs were not cut into parts)."""
         loop = asyncio.get_running_loop()
         futures = []
         # parts small enough for every free thread to take one, never smaller than split_at
@@ -108,7 +113,9 @@ class MicroBatcher:
             self.dispatch_soon = True
             loop.call_soon(self._dispatch)
         results = [await future for future in futures]
-        return tuple(torch.cat(columns) for columns in zip(*results, strict=True))
+        if len(results) == 1:
+            return results[0]
+        return tuple(np.concatenate(columns) for columns in zip(*results, strict=True))
 
     def _dispatch(self) -> None:
         """Start every pass that can start now. Runs on the event loop when inputs arrive (once per iteration),
@@ -204,13 +211,13 @@ class MicroBatcher:
                 future.set_result(tuple(t[row : row + len(items)] for t in out))
             row += len(items)
 
-    def _forward(self, inputs: list[Any], threads: int) -> tuple[tuple[Tensor, ...], float]:
-        """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread), and
-        its seconds as this thread saw them."""
+    def _forward(self, inputs: list[Any], threads: int) -> tuple[tuple[np.ndarray, ...], float]:
+        """One pass on this forward thread with ``threads`` intra-op threads (the OpenMP team is per thread), as
+        arrays, and its seconds as this thread saw them."""
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         start = time.perf_counter()
-        out = self.embed(inputs)
+        out = tuple(np.asarray(t) for t in self.embed(inputs))
         return out, time.perf_counter() - start
 
 

@@ -35,18 +35,19 @@ class ModelCache:
         self.size, self.max_batch, self.max_wait_ms, self.workers = size, max_batch, max_wait_ms, workers
         self.trace = trace
         self.metrics = metrics
+        self.hits = metrics.cache.labels("hit") if metrics else None
         self.models: OrderedDict[tuple[str, Precision], ServedModel] = OrderedDict()
         self.lock = asyncio.Lock()
 
     async def get(self, version_id: str, checkpoint: Path, precision: Precision) -> ServedModel:
         """The served model of a version at ``precision``, loading it (in a thread) on a miss."""
         key = (version_id, precision)
-        async with self.lock:
-            served = self.models.get(key)
+        served = self._hit(key)  # a hit needs no lock: nothing awaits between the look-up and the answer
+        if served is not None:
+            return served
+        async with self.lock:  # one load at a time, and a model loaded while this waited is found here
+            served = self._hit(key)
             if served is not None:
-                self.models.move_to_end(key)
-                if self.metrics:
-                    self.metrics.cache.labels("hit").inc()
                 return served
             embedder = await asyncio.to_thread(Embedder, checkpoint, "cpu", self.trace, precision)
             if precision == "bf16" and not native_bf16(embedder.device):
@@ -66,6 +67,14 @@ class ModelCache:
                 self.metrics.cache.labels("miss").inc()
                 self.metrics.loaded.set(len(self.models))
             return served
+
+    def _hit(self, key: tuple[str, Precision]) -> ServedModel | None:
+        served = self.models.get(key)
+        if served is not None:
+            self.models.move_to_end(key)
+            if self.hits is not None:
+                self.hits.inc()
+        return served
 
     def _observe(self, inputs: int, seconds: float, alone_threads: int | None) -> None:
         if self.metrics:

@@ -84,6 +84,13 @@ def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Setting
     return list(_images(body.input, embedder, settings))
 
 
+def shortened(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """The first ``dimensions`` of each vector, L2-normalised again (OpenAI's ``dimensions``, as for Matryoshka
+    embeddings)."""
+    head = vectors[:, :dimensions]
+    return head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
+
+
 def encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:
     """The float32 vector (written as a list of numbers), or OpenAI's base64 of little-endian float32."""
     if fmt == "base64":
@@ -133,5 +140,5 @@ async def create_embeddings(
     out, counts = await served.batcher.submit(inputs)
     usage = int(counts.sum())
     if body.dimensions is not None:
-        out = F.normalize(out[:, : body.dimensions], dim=-1)
-    return render(out.numpy(), body.encoding_format, body.model, usage)
+        out = shortened(out, body.dimensions)
+    return render(out, body.encoding_format, body.model, usage)
