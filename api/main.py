@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks for configured providers on every request unless it is told it is off
+        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
         title="embedtrain",
         version="0.1.0",
         description="Train contrastive (NT-Xent) embedding models on your data and serve them through an "

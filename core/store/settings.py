@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     rate_jobs_per_min: int = Field(60, ge=1, description="Job submissions per key per minute.")
     rate_embeddings_per_min: int = Field(6000, ge=1, description="Embedding requests per key per minute.")
     log_level: str = Field("INFO", description="Python log level.")
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry (request traces, HTTP metrics, error logs) through the globally "
+        "configured providers. Off: /metrics covers requests, and looking for providers costs ~8 us a request.",
+    )
 
 
 @lru_cache
