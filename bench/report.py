@@ -1,8 +1,8 @@
 """Print the README's benchmark tables from the JSON the benchmarks wrote.
 
-python bench/report.py                     # bench/results: the CPU loss and serving tables
+python bench/report.py                     # bench/results: the CPU loss and serving tables, the API run
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
-python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json the same way
+python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json / api*.json
 """
 
 from __future__ import annotations
@@ -56,6 +56,21 @@ def train_line(path: Path) -> str:
             f"Machine: {data['machine']}.")  # fmt: skip
 
 
+def api_line(path: Path) -> str:
+    """One run of bench/api.py: the status polls and submissions under its clients, against the goal."""
+    data = json.loads(path.read_text())
+    polls, submissions = data["status_polls"], data["submissions"]
+    met = polls["requests_per_s"] >= 1000 and polls["p99_ms"] < 100 and polls["errors"] == 0
+    split = polls.get("connections_per_api_process")
+    return (f"API ({data['api_processes']} processes, {data['clients']} clients): status polls "
+            f"{polls['requests_per_s']:,}/s, p50 {polls['p50_ms']:.1f} ms, p99 {polls['p99_ms']:.1f} ms, "
+            f"{polls['errors']} errors (goal {'met' if met else 'not met'}"
+            + (f"; connections per process {split}" if split else "")
+            + f"); submissions {submissions['requests_per_s']:,}/s, p99 {submissions['p99_ms']:.0f} ms, "
+            f"{submissions['errors']} errors; database connections at the end {data['db_connections_at_end']} "
+            f"({data['db_pool_limit']}). Machine: {data['machine']}.")  # fmt: skip
+
+
 def _cores(server: dict, machine: dict | None) -> str | None:
     """Where a level's cores went (results written before bench/serve.py read the machine's have none)."""
     if machine is None:
@@ -105,9 +120,13 @@ if __name__ == "__main__":
             print(f"{found.name}\n{loss_table(found)}\n")
         for found in sorted(folder.glob("train*.json")):
             print(train_line(found))
+        for found in sorted(folder.glob("api*.json")):
+            print(f"{found.name}: {api_line(found)}")
         for found in sorted(folder.glob("serve*.json")):
             print(f"\n{found.name}\n{serve_table(found)}")
     else:
         print(loss_table())
         print()
         print(serve_table())
+        print()
+        print(api_line(RESULTS / "api.json"))

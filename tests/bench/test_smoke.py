@@ -125,3 +125,15 @@ def test_report_renders_the_committed_gpu_run() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Largest N under the 16 GiB cap" in proc.stdout and "chosen 8192" in proc.stdout
     assert proc.stdout.count("Training (cuda, bf16)") == 2
+
+
+def test_report_renders_a_rounds_api_runs_against_the_goal() -> None:
+    """bench/results/epyc-zen3-r3 holds three bench/api.py runs: polls 1,192/s with p99 101.6 ms (just over the goal's
+    100 ms), then 1,402/s at 67.9 ms and 1,310/s at 98.0 ms (bench/RESULTS.md, "The third Zen 3 VM")."""
+    proc = subprocess.run([sys.executable, "bench/report.py", "bench/results/epyc-zen3-r3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(":", 1)[0]: line for line in proc.stdout.splitlines() if line.startswith("api-")}
+    assert sorted(lines) == ["api-1.json", "api-2.json", "api-3.json"], proc.stdout
+    assert "1,191.8/s" in lines["api-1.json"] and "(goal not met;" in lines["api-1.json"]
+    assert "(goal met;" in lines["api-2.json"] and "(goal met;" in lines["api-3.json"]
