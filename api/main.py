@@ -18,6 +18,7 @@ from api.jobs.router import router as jobs_router
 from api.keys.router import router as keys_router
 from api.metrics import Metrics
 from api.middleware import RequestContext
+from api.models.banks import Banks
 from api.models.router import router as models_router
 from api.ratelimit import RateLimiter
 from api.threads import ReadThreads
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_threads = read_threads
     app.state.auth_cache = TTLCache(settings.auth_cache_s, read_threads)
     app.state.model_lookup = TTLCache(settings.model_lookup_cache_s, read_threads)
-    app.state.neighbor_banks = {}
+    app.state.neighbor_banks = Banks(settings.model_cache_size)  # bounded like the model cache
     app.state.job_limiter = RateLimiter(settings.rate_jobs_per_min)
     app.state.embed_limiter = RateLimiter(settings.rate_embeddings_per_min)
     install_error_handlers(app)

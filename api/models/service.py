@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
 from api.jobs.service import owned_job
+from api.models.banks import Banks
 from api.models.schemas import ModelCreate, ModelDeploy, Neighbor
 from core.data.readers import ReadLimits, read_records
 from core.data.records import Records
@@ -111,7 +112,7 @@ def deployed_version(session: Session, principal: Principal, name: str) -> tuple
 
 def neighbors(
     session: Session, storage: Storage, settings: Settings, principal: Principal, name: str, query: str, k: int,
-    banks: dict,
+    banks: Banks,
 ) -> list[Neighbor]:  # fmt: skip
     """The records of the model's training dataset nearest to ``query`` (text models; first 2,000 records), embedded
     at the deployment's precision, as /v1/embeddings embeds them."""
@@ -119,14 +120,10 @@ def neighbors(
     if version.modality != "text":
         raise Invalid("neighbours are offered for text models", field="name")
     precision = version.precision or settings.embed_precision
-    bank_key = (version.id, precision)
-    entry = banks.get(bank_key)  # read once: a concurrent request may clear the banks meanwhile
-    if entry is None:
-        entry = _neighbor_bank(session, storage, settings, version, storage.path(key), precision)
-        if len(banks) >= settings.model_cache_size:  # bounded like the model cache
-            banks.clear()
-        banks[bank_key] = entry
-    records, bank, embedder = entry
+    records, bank, embedder = banks.get(
+        (version.id, precision),
+        lambda: _neighbor_bank(session, storage, settings, version, storage.path(key), precision),
+    )
     hits = nearest(embedder.embed([query]).numpy()[0], bank, k)
     names = records.label_names or []
     return [
