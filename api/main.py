@@ -38,9 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     read_threads = ReadThreads(settings.api_read_threads)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(started: FastAPI) -> AsyncIterator[None]:
         yield
         read_threads.close()
+        started.state.metrics.close()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -3,12 +3,20 @@
 Request counters and histograms are filled by the request middleware and the embedding batcher; job states,
 queue depth and per-job samples/s are read from the database when Prometheus scrapes (the database is the
 source of truth, so every API replica reports the same values for them).
+
+Several API processes behind one port (uvicorn ``--workers``, as Compose runs them) answer a scrape from whichever
+process took the connection. With ``PROMETHEUS_MULTIPROC_DIR`` set to an empty directory (prometheus_client's own
+setting, read when it is imported), each process writes its values to files there and every scrape sums all of
+them, so the counters are the server's, not one process's: Compose gives the API such a directory on a tmpfs.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from sqlalchemy import func, select
 
 from core.store.db import session_factory
@@ -46,6 +54,9 @@ class Metrics:
     """The metrics of one app instance, in their own registry (so tests can build several apps)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.shared_dir and not os.path.isdir(self.shared_dir):
+            raise RuntimeError(f"PROMETHEUS_MULTIPROC_DIR={self.shared_dir} is not a directory: create it (empty)")
         self.registry = CollectorRegistry()
         self.requests = Counter("embedtrain_http_requests", "HTTP requests.", ["method", "route", "status"],
                                 registry=self.registry)  # fmt: skip
@@ -58,8 +69,16 @@ class Metrics:
         self.lone_passes = Counter("embedtrain_embedding_lone_passes", "Forward passes that ran alone, by the intra-op "
                                    "threads chosen for them.", ["threads"], registry=self.registry)  # fmt: skip
         self.cache = Counter("embedtrain_model_cache", "Model cache lookups.", ["result"], registry=self.registry)
-        self.loaded = Gauge("embedtrain_models_loaded", "Deployed models held in memory.", registry=self.registry)
-        self.registry.register(JobCollector(settings))
+        self.loaded = Gauge("embedtrain_models_loaded", "Deployed models held in memory (all API processes).",
+                            multiprocess_mode="livesum", registry=self.registry)  # fmt: skip
+        jobs = JobCollector(settings)
+        self.registry.register(jobs)
+        if self.shared_dir:  # scrapes read every process's files (this process's values are among them)
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed)
+            self.exposed.register(jobs)
+        else:
+            self.exposed = self.registry
         self._by_request: dict[tuple[str, str, int], tuple] = {}  # each labelled child, looked up once
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -73,4 +92,9 @@ class Metrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)
+
+    def close(self) -> None:
+        """At the process's end: its share of the live gauges leaves the sums (its counters stay in them)."""
+        if self.shared_dir:
+            mark_process_dead(os.getpid(), self.shared_dir)

@@ -73,7 +73,7 @@ def run_wrk(url: str, script: str, clients: int, seconds: int, service: Service 
     shares = None
     if service is not None:
         time.sleep(seconds / 2)
-        shares = connections_by_process(service.port, service.procs[0].pid)
+        shares = connections_by_process(service.port, service.api_pids())
     out, _ = wrk.communicate()
     if wrk.returncode:
         raise RuntimeError(f"wrk exited with {wrk.returncode}")
@@ -86,8 +86,8 @@ def run_wrk(url: str, script: str, clients: int, seconds: int, service: Service 
     return result
 
 
-def connections_by_process(port: int, supervisor: int) -> list[int]:
-    """Established connections to ``port`` held by each API process that uvicorn's ``supervisor`` started.
+def connections_by_process(port: int, pids: list[int]) -> list[int]:
+    """Established connections to ``port`` held by each of the API processes ``pids``.
 
     Each process keeps the connections it accepted, so with closed-loop clients an uneven split is an uneven queue
     (on the 2-core VM it did not track the p99: 24/40 came with 87 ms, 31/33 with 113 ms).
@@ -99,9 +99,7 @@ def connections_by_process(port: int, supervisor: int) -> list[int]:
             if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
     counts = []
-    for pid in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
-        if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes():  # not multiprocessing's resource tracker
-            continue
+    for pid in pids:
         links = set()
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:

@@ -1,9 +1,10 @@
 """Serving throughput and latency of POST /v1/embeddings, against the raw forward limit and a peer.
 
-    python bench/serve.py [--seconds 8] [--clients 1 8 32 128]
+    python bench/serve.py [--seconds 8] [--clients 1 8 32 128] [--api-processes 2]
 
-For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a vector model (MLP), closed-loop clients
-each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s, embeddings/s,
+The API runs as docker-compose.yml runs it: ``--api-processes`` uvicorn workers behind one port (2), each with its
+own micro-batcher and forward threads. For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a
+vector model (MLP), closed-loop clients each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s, embeddings/s,
 p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its best forward (eager,
 or the TorchScript trace the service runs), batch size and layout of the cores (the two best of a sweep measured
 again, the better median kept). Each level runs ``--rounds`` times, each round right after a measure of that best
@@ -12,8 +13,8 @@ forward pass of one input, the faster forward's, in alternating rounds (``--late
 records where the server's time went (its event loop's CPU per request, its forward passes' count and size, from
 /proc and /metrics), where the machine's went (its cores busy, idle and stolen by the hypervisor, and wrk's own
 CPU) and its batching ceiling: the raw rate at the largest pass its concurrency allows, over the limit. The peer
-is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request batching),
-driven the same way. The load generator runs on the same machine as the server. Writes
+is sentence-transformers with the same model behind a minimal FastAPI endpoint (no cross-request batching), in as
+many processes, driven the same way. The load generator runs on the same machine as the server. Writes
 ``bench/results/serve.json``.
 """
 
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -159,13 +161,46 @@ def _forward_totals(base: str, headers: dict) -> dict[str, float]:
     return totals
 
 
+def _models_loaded(service: Service) -> float:
+    """Models held by all the API processes together (a gauge they sum in /metrics)."""
+    for line in httpx.get(f"{service.base}/metrics", headers=service.headers, timeout=10).text.splitlines():
+        if line.startswith("embedtrain_models_loaded "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def load_everywhere(service: Service, url: str, make_body) -> None:
+    """Has every API process load (and trace) the model ``url``'s requests ask for: a request to a process that has
+    not loaded it waits for the load. Bursts of requests on connections of their own, which the kernel hands to
+    either process, until each has loaded it."""
+    target = _models_loaded(service) + len(service.api_pids())
+    deadline = time.monotonic() + 600
+
+    def one(_: int) -> None:
+        httpx.post(url, json=make_body(0), headers=service.headers, timeout=600).raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        while _models_loaded(service) < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API processes did not all load the model of {url}")
+            list(pool.map(one, range(8)))
+
+
 def run_level_observed(service: Service, make_body, clients: int, seconds: float) -> dict:
-    """A level against ``/v1/embeddings``, with where the server's time went: CPU of its event loop (the main
-    thread of its one API process) and of the whole process, and its forward passes (count, mean inputs, busy
-    threads, the thread counts of passes alone), read from /proc and /metrics."""
-    pid = service.procs[0].pid  # uvicorn with one worker serves in the process it starts in
-    loop_stat, process_stat = Path(f"/proc/{pid}/task/{pid}/stat"), Path(f"/proc/{pid}/stat")
-    loop0, process0, machine0 = _cpu_seconds(loop_stat), _cpu_seconds(process_stat), _machine_ticks()  # together
+    """A level against ``/v1/embeddings``, with where the server's time went: CPU of its event loops (the main
+    thread of each API process) and of its processes, and its forward passes (count, mean inputs, busy threads, the
+    thread counts of passes alone), read from /proc and /metrics (summed over the processes)."""
+    pids = service.api_pids()
+    loop_stats = [Path(f"/proc/{pid}/task/{pid}/stat") for pid in pids]
+    process_stats = [Path(f"/proc/{pid}/stat") for pid in pids]
+
+    def loop_cpu() -> float:
+        return sum(_cpu_seconds(stat) for stat in loop_stats)
+
+    def process_cpu() -> float:
+        return sum(_cpu_seconds(stat) for stat in process_stats)
+
+    loop0, process0, machine0 = loop_cpu(), process_cpu(), _machine_ticks()  # together
     before = _forward_totals(service.base, service.headers)
     generator0 = _children_cpu_seconds()
     began = time.perf_counter()
@@ -174,7 +209,7 @@ def run_level_observed(service: Service, make_body, clients: int, seconds: float
     generator = _children_cpu_seconds() - generator0
     after = _forward_totals(service.base, service.headers)
     passes, busy = after["passes"] - before["passes"], after["seconds"] - before["seconds"]
-    loop, process, machine = _cpu_seconds(loop_stat) - loop0, _cpu_seconds(process_stat) - process0, _machine_ticks()
+    loop, process, machine = loop_cpu() - loop0, process_cpu() - process0, _machine_ticks()
     lone = [key for key in sorted(after) if key.startswith("lone ")]
     alone = {key.removeprefix("lone "): int(after[key] - before.get(key, 0.0)) for key in lone}
     level["server"] = {
@@ -287,18 +322,18 @@ def paired_level(service: Service, make_body, clients: int, seconds: float, raw_
     return {**ranked[(rounds - 1) // 2], "rounds": [{k: level[k] for k in keys} for level in per_round]}
 
 
-def batching_ceiling(raw: dict, clients: int, streams: int) -> float | None:
+def batching_ceiling(raw: dict, clients: int, streams: int, processes: int = 1) -> float | None:
     """The fraction of the raw limit that passes of this level's size could reach at best.
 
-    With one input per request and ``clients`` requests in flight, ``streams`` passes side by side hold at most
-    ceil(clients / streams) inputs each. The ceiling is the sweep's rate at that batch size (the served layout,
+    With one input per request and ``clients`` requests in flight, ``streams`` passes side by side in each of
+    ``processes`` API processes hold at most ceil(clients / (streams x processes)) inputs each. The ceiling is the sweep's rate at that batch size (the served layout,
     the faster forward) over the sweep's best rate: both from the one sweep, so that minute-to-minute drift between
     the sweep and the limit's later rounds does not put it above 1. None where fewer clients than streams leave a
     stream idle.
     """
-    if clients < streams:
+    if clients < streams * processes:
         return None
-    size = math.ceil(clients / streams)
+    size = math.ceil(clients / (streams * processes))
     sweep = raw["by_layout_and_batch"]
     at_size = max(v["embeddings_per_s"] for k, v in sweep.items()
                   if k.split()[1].startswith(f"{streams}x") and k.endswith(f" batch {size}"))  # fmt: skip
@@ -349,11 +384,12 @@ def deploy(client: httpx.Client, service: Service, modality: str, name: str) -> 
     return service.tmp / "storage" / "checkpoints" / job["id"] / f"step-{step:08d}"
 
 
-def start_peer(precision: str) -> tuple[subprocess.Popen, str]:
+def start_peer(precision: str, processes: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PEER_PRECISION": precision}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.peer_st:app", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT, env=env)  # fmt: skip
+                             str(port), "--workers", str(processes), "--log-level", "warning"],
+                            cwd=ROOT, env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -365,9 +401,10 @@ def start_peer(precision: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("peer did not start")
 
 
-def measure_peer(clients: list[int], seconds: float, ours: dict, precision: str) -> list[dict]:
-    """The peer driven like ours, at the same precision, each level with the ratio of our embeddings/s to its."""
-    peer, base = start_peer(precision)
+def measure_peer(clients: list[int], seconds: float, ours: dict, precision: str, processes: int) -> list[dict]:
+    """The peer driven like ours, at the same precision and with as many processes, each level with the ratio of our
+    embeddings/s to its."""
+    peer, base = start_peer(precision, processes)
     try:
         levels = [run_level(f"{base}/embed", {}, lambda i: {"input": [SENTENCES[i % len(SENTENCES)]]}, c, seconds)
                   for c in clients]  # fmt: skip
@@ -388,6 +425,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--forward-workers", type=int, default=2, help="EMBEDTRAIN_EMBED_FORWARD_WORKERS")
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=2,
+        help="uvicorn --workers of the API (and of the peer); 2 as docker-compose.yml runs it",
+    )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="EMBEDTRAIN_EMBED_PRECISION; the raw limit and the peer run at the same one")  # fmt: skip
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
@@ -400,10 +443,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve.json"))
     args = parser.parse_args()
     keep_freed_memory()  # the raw passes (in this process) get the allocator setting the API runs with
-    result: dict = {"machine": describe(), "precision": args.precision,
+    result: dict = {"machine": describe(), "precision": args.precision, "api_processes": args.api_processes,
                     "seconds_per_level": args.seconds, "models": {}}  # fmt: skip
-    with Service(embed_batch_size="128", embed_forward_workers=str(args.forward_workers),
-                 embed_precision=args.precision) as service, \
+    with Service(api_workers=args.api_processes, embed_batch_size="128",
+                 embed_forward_workers=str(args.forward_workers), embed_precision=args.precision) as service, \
             httpx.Client(base_url=service.base, headers=service.headers, timeout=300) as client:  # fmt: skip
         paths = {
             "text": deploy(client, service, "text", "text-bench"),
@@ -427,13 +470,14 @@ def main() -> None:
                     return np.asarray([vec[i % 512] for i in range(n)], dtype=np.float32)
 
             url = f"{service.base}/v1/embeddings"
-            client.post(url, json=body(0)).raise_for_status()  # loads (and traces) the model: not part of a level
+            load_everywhere(service, url, body)  # loading (and tracing) the model is not part of a level
             embedders = {
                 "eager": Embedder(paths[modality], precision=args.precision),
                 "traced": Embedder(paths[modality], trace=True, precision=args.precision),
             }
             # the sweep covers each level's largest pass, for its batching ceiling
-            sizes = sorted(set(args.raw_sizes) | {math.ceil(c / args.forward_workers) for c in args.clients})
+            passes = args.forward_workers * args.api_processes  # side by side at most
+            sizes = sorted(set(args.raw_sizes) | {math.ceil(c / passes) for c in args.clients})
             raw = raw_limit(embedders, make_inputs, args.forward_workers, sizes, seconds=args.raw_seconds)
 
             def raw_rate(make_inputs=make_inputs, best=raw["best"], embedders=embedders) -> float:
@@ -441,7 +485,9 @@ def main() -> None:
 
             levels = [paired_level(service, body, c, args.seconds, raw_rate, args.rounds) for c in args.clients]
             for level in levels:
-                level["batching_ceiling"] = batching_ceiling(raw, level["clients"], args.forward_workers)
+                level["batching_ceiling"] = batching_ceiling(
+                    raw, level["clients"], args.forward_workers, args.api_processes
+                )
             latency = latency_over_raw(url, service.headers, body, embedders, make_inputs, max(1.0, args.seconds / 4),
                                        rounds=args.latency_rounds)  # fmt: skip
             result["models"][modality] = {"levels": levels, "raw": raw, "latency_at_1_client": latency,
@@ -449,7 +495,7 @@ def main() -> None:
             print(json.dumps({modality: result["models"][modality]}, indent=1), flush=True)
     if args.peer:
         result["peer_sentence_transformers"] = measure_peer(
-            args.clients, args.seconds, result["models"]["text"], args.precision
+            args.clients, args.seconds, result["models"]["text"], args.precision, args.api_processes
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

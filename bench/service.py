@@ -45,6 +45,10 @@ class Service:
             EMBEDTRAIN_RATE_EMBEDDINGS_PER_MIN="100000000",
             **{f"EMBEDTRAIN_{k.upper()}": str(v) for k, v in settings.items()},
         )
+        if api_workers > 1:  # as Compose runs them: the processes' metrics in one directory (api/metrics.py)
+            (self.tmp / "prometheus").mkdir()
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp / "prometheus")
+        self.api_workers = api_workers
         self._run(["-m", "alembic", "upgrade", "head"])
         out = self._run(["-m", "core.store.admin", "keys", "create", "--owner", "bench", "--admin"])
         self.key = out.strip().splitlines()[0]
@@ -59,6 +63,15 @@ class Service:
             self.procs.append(self._spawn(["-m", "celery", "-A", "worker.celery_app", "worker", "--pool", "solo",
                                            "-Q", f"{prefix}cpu,{prefix}gpu", "--loglevel", "WARNING"], "worker.log"))  # fmt: skip
         self._wait_ready()
+
+    def api_pids(self) -> list[int]:
+        """The processes that serve the API: the one uvicorn runs in, or those its supervisor started."""
+        supervisor = self.procs[0].pid
+        if self.api_workers == 1:
+            return [supervisor]
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        # uvicorn's workers run multiprocessing's spawn_main; its resource tracker does not serve
+        return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
     @property
     def headers(self) -> dict[str, str]:

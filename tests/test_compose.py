@@ -83,6 +83,17 @@ def test_monitoring_profile_scrapes_the_api_and_the_workers() -> None:
     assert doc["services"]["worker"]["environment"]["EMBEDTRAIN_WORKER_METRICS_PORT"] == "9108"
 
 
+def test_the_api_processes_report_their_metrics_together() -> None:
+    """The API runs several processes behind one port: a scrape reaches one of them, and reports every one's counts
+    only through a shared, fresh directory (api/metrics.py; tests/api/test_metrics_processes.py runs it)."""
+    services = compose()["services"]
+    api = services["api"]
+    assert int(api["command"][api["command"].index("--workers") + 1]) > 1
+    assert api["environment"]["PROMETHEUS_MULTIPROC_DIR"] in api["tmpfs"]  # empty at each start of the container
+    for name in ("worker", "worker-cpu"):  # one process each, serving its own metrics port
+        assert "PROMETHEUS_MULTIPROC_DIR" not in services[name]["environment"]
+
+
 def test_the_image_the_services_build_installs_the_project() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert all(service.get("build") == "." for name, service in compose()["services"].items()

@@ -58,11 +58,12 @@ def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) 
 
 
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
-    data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "4", "--no-peer",
+    data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "6", "--no-peer",
                      "--raw-seconds", "0.2", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
+    assert data["api_processes"] == 2  # as docker-compose.yml runs the API; its /metrics sum both processes
     for modality in ("text", "vectors"):
         model = data["models"][modality]
-        assert [level["clients"] for level in model["levels"]] == [1, 4]
+        assert [level["clients"] for level in model["levels"]] == [1, 6]
         assert all(level["requests"] > 0 and level["errors"] == 0 for level in model["levels"]), model["levels"]
         for level in model["levels"]:  # where the server's time went, read from /proc and /metrics
             server = level["server"]
@@ -77,12 +78,13 @@ def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> 
             assert paired["raw_embeddings_per_s"] > 0 and paired["embeddings_per_s"] == level["embeddings_per_s"]
             fraction = level["embeddings_per_s"] / paired["raw_embeddings_per_s"]
             assert level["fraction_of_raw_limit"] == pytest.approx(fraction, abs=2e-3), level
-        one, four = model["levels"]
-        assert one["batching_ceiling"] is None and four["batching_ceiling"] > 0, model["levels"]
+        one, six = model["levels"]
+        assert one["batching_ceiling"] is None and six["batching_ceiling"] > 0, model["levels"]
         alone = one["server"]["passes_alone"]  # one client: its passes ran alone, counted by their thread count
         assert alone and all(key.startswith("on ") for key in alone) and sum(alone.values()) > 0, alone
         swept = model["raw"]["by_layout_and_batch"]
-        assert any(name.endswith(" batch 2") for name in swept), swept  # four clients: two passes of two
+        # six clients over two processes of two forward threads: passes of two at most
+        assert any(name.endswith(" batch 2") for name in swept), swept
         assert model["raw"]["best_embeddings_per_s"] > 0 and model["raw"]["best"] in model["raw"]["measured_again"]
         (one_round,) = model["latency_at_1_client"]["rounds"]
         assert one_round["p50_ms"] > 0 and all(ms > 0 for ms in one_round["raw_ms_by_threads"].values())
