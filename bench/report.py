@@ -109,7 +109,10 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
                      + ". p50 at 1 client minus one raw forward pass of one input, by round: "
                      + ", ".join(f"{r['p50_ms']:.2f} - {min(r['raw_ms_by_threads'].values()):.2f}" for r in rounds)
                      + f"; median {model['p50_at_1_client_minus_raw_ms']} ms.")  # fmt: skip
-    lines.append(f"\nMachine: {data['machine']}; precision {data.get('precision', 'fp32')}.")
+    lines.append(
+        f"\nMachine: {data['machine']}; precision {data.get('precision', 'fp32')}; "
+        f"API processes {data.get('api_processes', 1)}."
+    )  # runs before the option had one
     return "\n".join(lines)
 
 

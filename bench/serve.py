@@ -4,8 +4,8 @@
 
 The API runs as docker-compose.yml runs it: ``--api-processes`` uvicorn workers behind one port (2), each with its
 own micro-batcher and forward threads. For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a
-vector model (MLP), closed-loop clients each send one input per request for ``--seconds`` at each concurrency level; reported: requests/s, embeddings/s,
-p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its best forward (eager,
+vector model (MLP), closed-loop clients each send one input per request for ``--seconds`` at each concurrency
+level; reported: requests/s, embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one process at its best forward (eager,
 or the TorchScript trace the service runs), batch size and layout of the cores (the two best of a sweep measured
 again, the better median kept). Each level runs ``--rounds`` times, each round right after a measure of that best
 configuration, and its fraction of the raw limit is the median round's. p50 at one client is compared with one raw
