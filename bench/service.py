@@ -45,9 +45,10 @@ class Service:
             EMBEDTRAIN_RATE_EMBEDDINGS_PER_MIN="100000000",
             **{f"EMBEDTRAIN_{k.upper()}": str(v) for k, v in settings.items()},
         )
-        if api_workers > 1:  # as Compose runs them: the processes' metrics in one directory (api/metrics.py)
+        api_env = dict(self.env)
+        if api_workers > 1:  # as Compose runs them: the API processes' metrics in one directory (api/metrics.py)
             (self.tmp / "prometheus").mkdir()
-            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp / "prometheus")
+            api_env["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp / "prometheus")
         self.api_workers = api_workers
         self._run(["-m", "alembic", "upgrade", "head"])
         out = self._run(["-m", "core.store.admin", "keys", "create", "--owner", "bench", "--admin"])
@@ -57,7 +58,7 @@ class Service:
         self.procs: list[subprocess.Popen] = []
         self.procs.append(self._spawn(["-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
                                        "--port", str(self.port), "--workers", str(api_workers),
-                                       "--log-level", "warning"], "api.log"))  # fmt: skip
+                                       "--log-level", "warning"], "api.log", api_env))  # fmt: skip
         if worker:
             prefix = self.env["EMBEDTRAIN_QUEUE_PREFIX"]
             self.procs.append(self._spawn(["-m", "celery", "-A", "worker.celery_app", "worker", "--pool", "solo",
@@ -81,10 +82,10 @@ class Service:
         return subprocess.run([sys.executable, *args], cwd=ROOT, env=self.env, check=True, capture_output=True,
                               text=True).stdout  # fmt: skip
 
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         with open(self.tmp / log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, *args], cwd=ROOT, env=env or self.env, stdout=out, stderr=subprocess.STDOUT
             )
 
     def _wait_ready(self) -> None:
