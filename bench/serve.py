@@ -145,12 +145,17 @@ def _machine_ticks() -> dict[str, int]:
     return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
 
 
+def _samples(base: str, headers: dict) -> list[tuple[str, str]]:
+    """The server's Prometheus samples (name with labels, value), summed over its API processes by /metrics."""
+    return [line.rpartition(" ")[::2] for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
+            .splitlines() if not line.startswith("#")]  # fmt: skip
+
+
 def _forward_totals(base: str, headers: dict) -> dict[str, float]:
     """The server's forward passes so far, from its Prometheus metrics: ``passes``, ``seconds`` and, for the
     passes that ran alone, ``lone on N threads`` for each thread count chosen."""
     totals: dict[str, float] = {"passes": 0.0, "seconds": 0.0}
-    for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text.splitlines():
-        name, _, value = line.rpartition(" ")
+    for name, value in _samples(base, headers):
         if name.startswith("embedtrain_embedding_forward_seconds_count"):
             totals["passes"] += float(value)
         elif name.startswith("embedtrain_embedding_forward_seconds_sum"):
@@ -163,10 +168,8 @@ def _forward_totals(base: str, headers: dict) -> dict[str, float]:
 
 def _models_loaded(service: Service) -> float:
     """Models held by all the API processes together (a gauge they sum in /metrics)."""
-    for line in httpx.get(f"{service.base}/metrics", headers=service.headers, timeout=10).text.splitlines():
-        if line.startswith("embedtrain_models_loaded "):
-            return float(line.split()[1])
-    return 0.0
+    return sum(float(value) for name, value in _samples(service.base, service.headers)
+               if name == "embedtrain_models_loaded")  # fmt: skip
 
 
 def load_everywhere(service: Service, url: str, make_body) -> None:

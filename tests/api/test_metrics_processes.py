@@ -65,6 +65,10 @@ def test_every_scrape_counts_the_requests_of_every_api_process(settings, keys, t
             assert healthz_count(text_string_to_metric_families(scrape.text)) == sent
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()  # not left running; the assertions below then report what it did not clean up
+            server.wait()
     assert not list(shared.glob("gauge_livesum_*.db"))  # each process left the live gauges' sums as it stopped
     assert len(list(shared.glob("counter_*.db"))) == 2  # its counts stay in the totals
