@@ -12,7 +12,10 @@ them, so the counters are the server's, not one process's: Compose gives the API
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +25,8 @@ from sqlalchemy import func, select
 from core.store.db import session_factory
 from core.store.settings import Settings
 from core.store.tables import Job
+
+log = logging.getLogger("embedtrain.api")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -50,6 +55,43 @@ class JobCollector:
         yield from (by_state, depth, speed)
 
 
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
+def forget_dead_processes(shared_dir: str) -> list[int]:
+    """Takes out of the live gauges' sums the processes of ``shared_dir`` that are gone; their pids.
+
+    A process that stops gracefully leaves the sums itself (:meth:`Metrics.close`); one that was killed (uvicorn's
+    supervisor kills a worker that stops answering and starts another) leaves its files behind, and the sums would
+    count it until the directory is emptied. Each new process sweeps them at start-up. The processes share one pid
+    namespace (one container), where a pid names a live process or none.
+    """
+    gone = set()
+    for path in Path(shared_dir).iterdir():
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match and not _alive(pid := int(match.group(1))):
+            gone.add(pid)
+    for pid in gone:
+        try:
+            mark_process_dead(pid, shared_dir)
+        except FileNotFoundError:  # a process starting beside this one swept it first
+            continue
+    if gone:
+        log.warning("metrics: processes %s stopped without leaving the live gauges; taken out of the sums",
+                    sorted(gone))  # fmt: skip
+    return sorted(gone)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 class Metrics:
     """The metrics of one app instance, in their own registry (so tests can build several apps)."""
 
@@ -57,6 +99,8 @@ class Metrics:
         self.shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if self.shared_dir and not os.path.isdir(self.shared_dir):
             raise RuntimeError(f"PROMETHEUS_MULTIPROC_DIR={self.shared_dir} is not a directory: create it (empty)")
+        if self.shared_dir:
+            forget_dead_processes(self.shared_dir)
         self.registry = CollectorRegistry()
         self.requests = Counter("embedtrain_http_requests", "HTTP requests.", ["method", "route", "status"],
                                 registry=self.registry)  # fmt: skip

@@ -13,6 +13,7 @@ import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import Metrics
 from tests.conftest import ROOT, free_port, settings_env
 
 
@@ -72,3 +73,46 @@ def test_every_scrape_counts_the_requests_of_every_api_process(settings, keys, t
             server.wait()
     assert not list(shared.glob("gauge_livesum_*.db"))  # each process left the live gauges' sums as it stopped
     assert len(list(shared.glob("counter_*.db"))) == 2  # its counts stay in the totals
+
+
+GAUGE_WRITER = """
+import os, sys
+from prometheus_client import Gauge
+Gauge("loaded", "Models loaded.", multiprocess_mode="livesum").set(1)
+print("written", flush=True)
+if sys.argv[1] == "killed":
+    os._exit(0)  # no shutdown: as a process that was killed, its share stays in the files
+sys.stdin.read()  # alive until the test closes stdin
+"""
+
+
+def loaded_sum(shared: Path) -> float:
+    families = MultiProcessCollector.merge([str(path) for path in shared.glob("*.db")])
+    return sum(sample.value for family in families for sample in family.samples if sample.name == "loaded")
+
+
+def test_a_new_api_process_takes_killed_processes_out_of_the_live_gauges(settings, tmp_path: Path,
+                                                                       monkeypatch) -> None:  # fmt: skip
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    env = {**settings_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+
+    def writer(fate: str) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", GAUGE_WRITER, fate], env=env, text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert process.stdout.readline().strip() == "written"
+        return process
+
+    killed = writer("killed")
+    killed.wait(timeout=30)
+    alive = writer("alive")
+    try:
+        assert loaded_sum(shared) == 2  # the dead process is still counted
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+        Metrics(settings)  # what each API process builds at start-up
+        assert loaded_sum(shared) == 1
+        assert not list(shared.glob(f"gauge_livesum_{killed.pid}.db"))
+        assert list(shared.glob(f"gauge_livesum_{alive.pid}.db"))
+    finally:
+        alive.stdin.close()
+        alive.wait(timeout=30)
