@@ -29,7 +29,7 @@ run: install
 	@$(BIN)/embedtrain-admin migrate 2>&1 | grep -v "^INFO" || true
 	@$(BIN)/embedtrain-admin bootstrap
 	@echo "API docs: http://$(HOST):$(PORT)/docs    (Ctrl-C stops the API and the worker)"
-	@bash -c 'trap "trap - EXIT; kill 0" INT TERM EXIT; \
+	@bash -c 'stop() { trap - INT TERM EXIT; kill $$(jobs -p) 2>/dev/null; wait; }; trap stop INT TERM EXIT; \
 	  $(BIN)/celery -A worker.celery_app worker --pool solo --concurrency 1 \
 	    -Q "$${EMBEDTRAIN_QUEUE_PREFIX}cpu,$${EMBEDTRAIN_QUEUE_PREFIX}gpu" --loglevel WARNING & \
 	  $(BIN)/uvicorn --factory api.main:create_app --host $(HOST) --port $(PORT) --log-level warning & \

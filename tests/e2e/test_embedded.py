@@ -89,3 +89,24 @@ def test_make_run_serves_the_whole_flow_without_servers(embedded: EmbeddedServic
         assert client.get("/v1/jobs").status_code == 401
         digits_flow(client, {"Authorization": f"Bearer {key}"}, embedded.tmp / "storage",
                     expected_queue=embedded.env["EMBEDTRAIN_QUEUE_PREFIX"] + "cpu")  # fmt: skip
+
+
+def test_ctrl_c_stops_make_run_once_and_leaves_nothing_running(embedded: EmbeddedService) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: make, its shell, the worker and the API.
+    The shell stops its two children once and waits for them; it used to signal its own group from its handler,
+    which ran the handler again, so the worker printed thousands of warm shutdowns and make crashed."""
+    embedded.wait_ready()
+    os.killpg(embedded.proc.pid, signal.SIGINT)
+    embedded.proc.wait(timeout=60)
+
+    def group_empty() -> bool:
+        try:
+            os.killpg(embedded.proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_empty, 30, what="make run's processes to exit")
+    output = embedded.output()
+    assert output.count("Warm shutdown") <= 2, output[-3000:]  # the worker's answer to SIGINT, at most repeated once
+    assert "Traceback" not in output and "Segmentation fault" not in output, output[-3000:]
