@@ -96,6 +96,13 @@ def test_the_api_processes_report_their_metrics_together() -> None:
         assert "PROMETHEUS_MULTIPROC_DIR" not in services[name]["environment"]
 
 
+def test_a_stopped_worker_has_time_to_hand_its_job_back() -> None:
+    """docker stop sends SIGTERM, then SIGKILL after the grace period: the job needs a step and a checkpoint
+    (worker/pipeline.py; tests/reliability/test_worker_faults.py makes it happen)."""
+    for name in ("worker", "worker-cpu"):
+        assert compose()["services"][name]["stop_grace_period"] == "2m"
+
+
 def test_the_image_the_services_build_installs_the_project() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert all(service.get("build") == "." for name, service in compose()["services"].items()

@@ -10,7 +10,7 @@ import gc
 import logging
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from core.allocator import keep_freed_memory
 from core.store.broker import celery_config
@@ -37,6 +37,14 @@ def _start_sweeper(**_: object) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(get_settings().worker_metrics_port)
+
+
+@worker_shutting_down.connect
+def _stop_the_job(**_: object) -> None:
+    """Runs in the signal handler that starts the shutdown: the running job hands itself back (worker/heartbeat.py)."""
+    from worker.heartbeat import worker_stopping
+
+    worker_stopping.set()
 
 
 @worker_shutdown.connect

@@ -1,4 +1,5 @@
-"""A thread that renews the job's lease and tells the loop when to stop (cancel requested, or lease lost)."""
+"""A thread that renews the job's lease and tells the loop when to stop (cancel requested, lease lost, or the worker
+shutting down)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from core.store.jobs import renew
 from core.store.settings import Settings
 
 log = logging.getLogger("embedtrain.worker")
+
+# Set when Celery starts to shut this worker down (SIGTERM, Ctrl-C: worker/celery_app.py): the job stops at its next
+# step, checkpoints, and goes back to the queue, instead of holding the shutdown until it ends.
+worker_stopping = threading.Event()
 
 
 class Heartbeat:
@@ -33,7 +38,7 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def should_stop(self) -> bool:
-        return self.cancelled.is_set() or self.lost.is_set()
+        return self.cancelled.is_set() or self.lost.is_set() or worker_stopping.is_set()
 
     def _run(self) -> None:
         while not self._done.wait(self.settings.heartbeat_s):

@@ -16,7 +16,7 @@ from core.config import RunConfig
 from core.data.readers import DatasetError, ReadLimits, read_records
 from core.data.records import Records
 from core.store.db import transaction
-from core.store.jobs import claim, finish
+from core.store.jobs import claim, finish, hand_back
 from core.store.logs import job_id_var, request_id_var
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -24,7 +24,7 @@ from core.store.tables import Checkpoint, Dataset, Job
 from core.train.checkpoint import CheckpointError, is_complete
 from core.train.loop import FitResult, TrainingError, fit
 from worker.distributed import run_distributed
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import Heartbeat, worker_stopping
 from worker.recorder import DatabaseRecorder
 
 log = logging.getLogger("embedtrain.worker")
@@ -99,22 +99,31 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
             status = "succeeded"
         elif heartbeat.cancelled.is_set():
             status, error = "cancelled", f"cancelled at step {result.step} of {result.total_steps}"
-        else:
+        elif heartbeat.lost.is_set():
             log.warning("lease lost at step %d; leaving the job to its new owner", result.step)
             return
+        else:
+            status = "handed back"  # the worker is shutting down
+            error = f"worker {worker} shut down at step {result.step} of {result.total_steps}"
     except (TrainingError, DatasetError, CheckpointError) as failure:
         error = str(failure)
     except torch.OutOfMemoryError:
         error = OUT_OF_MEMORY
     except Exception as failure:  # the job must end with a message, whatever broke
-        if _is_cpu_oom(failure):
+        if worker_stopping.is_set():  # Celery's cold shutdown raises in the middle of a step (the solo pool)
+            log.warning("job interrupted by the worker's shutdown: %s: %s", type(failure).__name__, failure)
+            status, error = "handed back", f"worker {worker} shut down during a step"
+        elif _is_cpu_oom(failure):
             error = OUT_OF_MEMORY
         else:
             log.exception("job failed")
             error = f"internal error: {type(failure).__name__}: {failure}"
     finally:
         heartbeat.stop()
-    recorder.retry(lambda session: finish(session, job_id, worker, status, error))
+    if status == "handed back":
+        recorder.retry(lambda session: hand_back(session, job_id, worker, error))
+    else:
+        recorder.retry(lambda session: finish(session, job_id, worker, status, error))
     log.info("job ended %s", status)
 
 

@@ -130,6 +130,25 @@ def finish(session: Session, job_id: str, worker: str, status: str, error: str |
     return result.rowcount == 1
 
 
+def hand_back(session: Session, job_id: str, worker: str, why: str) -> bool:
+    """Put a job this worker owns back in the queue, as the worker shuts down; False if it lost the job meanwhile.
+
+    The attempt does not count against ``max_attempts`` (the job did nothing wrong). With ``dispatched_at`` cleared,
+    the next sweep of any worker, this one's successor included, sends it again; the attempt that takes it resumes
+    from its last checkpoint.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(status="queued", attempts=Job.attempts - 1, lease_expires_at=None, dispatched_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        add_event(session, job_id, "requeued", f"{why}; handed back to the queue (the attempt does not count)")
+    return result.rowcount == 1
+
+
 def request_cancel(session: Session, job: Job) -> None:
     """Cancel a queued job now; ask a running one to stop at its next step (it keeps its last checkpoint)."""
     if job.status in TERMINAL:

@@ -1,9 +1,10 @@
-"""Faults made real: a worker SIGKILLed mid-training, a stale lease, a broker restart."""
+"""Faults made real: a worker SIGKILLed or shut down mid-training, a stale lease, a broker restart."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -20,14 +21,21 @@ def events(client, auth, job_id: str) -> list[dict]:
     return client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()
 
 
+def _checkpointed_job(client, auth, epochs: int, checkpoints: int) -> tuple[dict, str]:
+    """A job that a running worker took and that has written ``checkpoints`` checkpoints (every 100 steps), and the
+    URL of its checkpoints."""
+    dataset = upload(client, auth, vectors_csv())
+    job = submit(client, auth, dataset["id"], vector_config(epochs=epochs, checkpoint_every_steps=100))
+    url = f"/v1/jobs/{job['id']}/checkpoints"
+    wait_for(lambda: len(client.get(url, headers=auth).json()) >= checkpoints, 120, what=f"{checkpoints} checkpoints")
+    return job, url
+
+
 def _kill_and_recover(client, auth, settings, tmp_path) -> None:
     """SIGKILL the worker of a running job; a second worker must finish it from its last checkpoint."""
     first = WorkerProcess(settings, tmp_path / "first.log", "first").start()
     try:
-        dataset = upload(client, auth, vectors_csv())
-        job = submit(client, auth, dataset["id"], vector_config(epochs=120, checkpoint_every_steps=100))
-        checkpoints = f"/v1/jobs/{job['id']}/checkpoints"
-        wait_for(lambda: len(client.get(checkpoints, headers=auth).json()) >= 2, 120, what="two checkpoints")
+        job, checkpoints = _checkpointed_job(client, auth, epochs=120, checkpoints=2)
         saved = client.get(checkpoints, headers=auth).json()[-1]["step"]
         first.kill(signal.SIGKILL)  # no cleanup, no ack, no final write
         killed_at = job_of(client, auth, job["id"])
@@ -71,6 +79,45 @@ def test_sigkill_on_the_embedded_default_loses_no_job(tmp_path) -> None:
         _, key = create_key(session, "embedded", "test")
     with TestClient(create_app(settings)) as client:
         _kill_and_recover(client, {"Authorization": f"Bearer {key}"}, settings, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "shutdown",
+    [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]],
+    ids=["warm (SIGTERM, as docker stop)", "cold (Ctrl-C twice)"],
+)
+def test_a_worker_shut_down_mid_training_hands_its_job_back(client, auth, settings, tmp_path, shutdown) -> None:
+    """A worker told to stop does not hold its shutdown until the job ends, nor fail the job: the job stops, goes
+    back to the queue without using an attempt, and the next worker resumes it from its last checkpoint. Before,
+    a warm shutdown waited for the whole job, and a cold one failed it with an internal error (Celery's solo pool
+    raises NotImplementedError from the signal handler, in the middle of a step)."""
+    first = WorkerProcess(settings, tmp_path / "first.log", "first").start()
+    try:
+        job, checkpoints = _checkpointed_job(client, auth, epochs=150, checkpoints=1)
+        for sig in shutdown:
+            first.proc.send_signal(sig)
+            time.sleep(0.3)
+        first.proc.wait(timeout=30)  # well before the job could have ended
+    finally:
+        first.stop()
+    handed = job_of(client, auth, job["id"])
+    assert handed["status"] == "queued" and handed["attempts"] == 0, (handed, first.output()[-3000:])
+    assert "job failed" not in first.output()
+    requeued = [e["message"] for e in events(client, auth, job["id"]) if e["kind"] == "requeued"]
+    assert len(requeued) == 1 and "shut down" in requeued[0] and "handed back" in requeued[0], requeued
+    saved = client.get(checkpoints, headers=auth).json()[-1]["step"]
+
+    second = WorkerProcess(settings, tmp_path / "second.log", "second").start()
+    try:
+        done = wait_end(client, auth, job["id"], timeout=300)
+    finally:
+        second.stop()
+    assert done["status"] == "succeeded" and done["attempts"] == 1, (done, second.output()[-2000:])
+    resumed = [e["message"] for e in events(client, auth, job["id"]) if e["kind"] == "resumed"]
+    assert resumed and resumed[0].endswith(f"step-{saved:08d}"), resumed
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
+    assert [p["step"] for p in series["loss"]] == list(range(1, done["progress"]["total_steps"] + 1))
 
 
 def _running_job(settings, attempts: int, heartbeat_age_s: float, cancel: bool = False) -> str:
