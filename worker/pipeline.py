@@ -103,7 +103,7 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
             log.warning("lease lost at step %d; leaving the job to its new owner", result.step)
             return
         else:
-            status = "handed back"  # the worker is shutting down
+            status = "queued"  # the worker is shutting down: the job goes back to the queue
             error = f"worker {worker} shut down at step {result.step} of {result.total_steps}"
     except (TrainingError, DatasetError, CheckpointError) as failure:
         error = str(failure)
@@ -112,7 +112,7 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
     except Exception as failure:  # the job must end with a message, whatever broke
         if worker_stopping.is_set():  # Celery's cold shutdown raises in the middle of a step (the solo pool)
             log.warning("job interrupted by the worker's shutdown: %s: %s", type(failure).__name__, failure)
-            status, error = "handed back", f"worker {worker} shut down during a step"
+            status, error = "queued", f"worker {worker} shut down during a step"
         elif _is_cpu_oom(failure):
             error = OUT_OF_MEMORY
         else:
@@ -120,7 +120,7 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
             error = f"internal error: {type(failure).__name__}: {failure}"
     finally:
         heartbeat.stop()
-    if status == "handed back":
+    if status == "queued":
         recorder.retry(lambda session: hand_back(session, job_id, worker, error))
     else:
         recorder.retry(lambda session: finish(session, job_id, worker, status, error))
