@@ -20,6 +20,8 @@ from core.config import ImageAugmentConfig, RunConfig, TextAugmentConfig, Vector
 class Views(Protocol):
     """Makes model inputs from a batch of raw inputs (tensors for vectors/images, strings for text)."""
 
+    dropout_makes_views: bool  # True when the two views are the same input and only dropout tells them apart
+
     def stacked(self, raw: Any, positives: Any = None) -> Any:
         """Both views of a batch of B records as one input of 2B rows: view a first, then view b."""
         ...
@@ -31,6 +33,8 @@ class Views(Protocol):
 
 class TensorViews:
     """Views of vectors or images: two independent draws of the same random transform."""
+
+    dropout_makes_views = False
 
     def __init__(self, transform: Any) -> None:
         self.transform = transform
@@ -47,6 +51,7 @@ class TextViews:
 
     def __init__(self, config: TextAugmentConfig, tokenize: Any, device: torch.device) -> None:
         self.mode = config.mode
+        self.dropout_makes_views = config.mode == "dropout"
         self.tokenize = tokenize
         self.device = device
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +218,23 @@ def _optimizer_step(run: _Run) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
+@contextmanager
+def _dropout_on(model: nn.Module) -> Iterator[None]:
+    """Dropout as in training, batch norm on its running statistics (read, not updated).
+
+    SimCSE's two views of a text are the same tokens under two dropout masks: with dropout off, as in
+    ``eval()``, they coincide and the held-out loss, alignment and positive similarity say nothing.
+    """
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
 def _evaluate(run: _Run, step: int) -> dict[str, float]:
     if run.val is None:
         return {}
@@ -233,11 +250,12 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
 
     def project_views() -> tuple[Tensor, Tensor]:
         a, b = [], []
-        for part in val_index.split(batch_size):
-            batch = run.val.batch(part)
-            z = model.project(run.views.stacked(batch.raw, batch.positives))
-            a.append(z[: len(part)])
-            b.append(z[len(part) :])
+        with _dropout_on(model) if run.views.dropout_makes_views else nullcontext():
+            for part in val_index.split(batch_size):
+                batch = run.val.batch(part)
+                z = model.project(run.views.stacked(batch.raw, batch.positives))
+                a.append(z[: len(part)])
+                b.append(z[len(part) :])
         return torch.cat(a), torch.cat(b)
 
     def labels_of(data: DeviceData, index: Tensor):

@@ -160,6 +160,33 @@ def test_text_training_with_a_tiny_bert_and_sgd_lars(tmp_path) -> None:
         assert out.shape == (2, 32) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+def _text_config(**data) -> RunConfig:
+    return RunConfig.model_validate(
+        {"data": {"modality": "text", **data},
+         "model": {"kind": "transformer", "backbone": "tiny-random-bert", "max_length": 16},
+         "train": {"epochs": 2, "batch_size": 8}, "eval": {"knn_k": 3, "linear_probe": False}}
+    )  # fmt: skip
+
+
+def test_held_out_dropout_views_of_text_differ_and_evaluation_changes_nothing(tmp_path) -> None:
+    """SimCSE views are one text under two dropout masks: evaluated with dropout off they would coincide
+    (alignment 0, positive similarity 1). Evaluating must not move the weights or batch-norm statistics."""
+    texts = [f"sentence number {i} about topic {i % 3}" for i in range(32)]
+    records = Records("text", texts=texts, labels=np.arange(32) % 3)
+    train, val = records.split(0.25, seed=0)
+    recorder = Recorder()
+    evaluated = fit(_text_config(), train, val, checkpoint_dir=tmp_path / "eval", callback=recorder)
+    assert [e.step for e in recorder.evals] == [3, 6]
+    for report in recorder.evals:
+        assert report.metrics["alignment"] > 1e-3 and report.metrics["pos_sim_mean"] < 0.999
+
+    plain = fit(_text_config(), train, None, checkpoint_dir=tmp_path / "plain")
+    with_eval, without_eval = _weights(evaluated.last_checkpoint), _weights(plain.last_checkpoint)
+    assert with_eval.keys() == without_eval.keys()
+    for name, tensor in with_eval.items():
+        assert torch.equal(tensor, without_eval[name]), name
+
+
 @pytest.mark.slow
 def test_simclr_on_digits_beats_random_initialisation(tmp_path) -> None:
     """Real data: SimCLR views + small ResNet on load_digits, CPU, well under 2 minutes."""
