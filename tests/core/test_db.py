@@ -4,13 +4,17 @@ engine."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import psycopg
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from core.store.db import get_engine, make_engine, read_first, session_factory
-from tests.conftest import PG, make_settings, wait_for
+from core.store.tables import ApiKey, new_id
+from tests.conftest import PG, make_settings, migrate, wait_for
 
 
 def backend_pid(engine: Engine) -> int:
@@ -75,3 +79,24 @@ def test_sessions_of_one_engine_come_from_one_factory(tmp_path, pg_url, redis_ur
     assert session_factory(make_settings(tmp_path, pg_url, redis_url, db_pool_size=3)) is not factory  # another engine
     with factory() as session:
         assert session.bind is get_engine(settings) and session.scalar(text("SELECT 1")) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_timestamps_read_back_timezone_aware_in_utc(tmp_path, pg_url, backend) -> None:
+    """SQLite keeps no zone: without the column type's help its timestamps came back naive (no ``Z`` in the API)."""
+    url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'zones.db'}"
+    if backend == "sqlite":
+        migrate(url)
+    engine = create_engine(url)
+    evening_in_paris = datetime(2026, 12, 3, 21, 30, tzinfo=timezone(timedelta(hours=1)))
+    key = ApiKey(owner="o", name="n", prefix=new_id()[:16], key_hash="h", created_at=evening_in_paris)
+    try:
+        with Session(engine) as session:
+            session.add(key)
+            session.commit()
+            key_id = key.id
+        with Session(engine) as session:
+            created = session.get(ApiKey, key_id).created_at
+    finally:
+        engine.dispose()
+    assert created.tzinfo is UTC and created == datetime(2026, 12, 3, 20, 30, tzinfo=UTC)

@@ -57,6 +57,8 @@ def digits_flow(client, auth, storage_root, expected_queue: str) -> None:
     assert job["progress"]["step"] == job["progress"]["total_steps"] == total
     assert job["progress"]["fraction"] == 1.0 and job["attempts"] == 1
     assert "knn_top1" in job["metrics"] and "uniformity" in job["metrics"]
+    stamps = [job["created_at"], job["started_at"], job["finished_at"], job["updated_at"]]
+    assert all(stamp.endswith("Z") for stamp in stamps), stamps  # UTC, marked as such, on every backend
 
     series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
     assert [p["step"] for p in series["loss"]] == list(range(1, total + 1))
@@ -71,6 +73,7 @@ def digits_flow(client, auth, storage_root, expected_queue: str) -> None:
     assert model.json()["version"] == 1 and model.json()["dimensions"] == 16
     deployed = client.post("/v1/models/digits/deploy", headers=auth)
     assert deployed.status_code == 200 and deployed.json()["deployed"] is True
+    assert deployed.json()["created_at"].endswith("Z") and deployed.json()["deployed_at"].endswith("Z")
 
     images = np.round(load_digits().images[:5] / 16.0 * 255).astype(np.uint8)
     encoded = []
