@@ -75,6 +75,8 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
 def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Settings) -> list:
     """Checked model inputs."""
     count = 1 if isinstance(body.input, str) else len(body.input)
+    if count == 0:
+        raise Invalid("input is empty: send at least one item to embed", field="input")
     if count > settings.embed_max_inputs:
         raise Invalid(f"input has {count} items; at most {settings.embed_max_inputs} per request", field="input")
     if embedder.modality == "text":

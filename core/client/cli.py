@@ -190,11 +190,15 @@ def embed(
     texts: list[str] = typer.Argument(None, help="Texts to embed; read one per line from stdin if none."),
     model: str = typer.Option(...),
     dimensions: int | None = typer.Option(None),
-    output: str = typer.Option("json", help="json (to stdout) or npy (to --out)."),
+    output: str = typer.Option("json", help="json (to stdout) or npy (to --out, else stdout)."),
     out: Path | None = typer.Option(None, help="File for npy output."),
 ) -> None:
     """Embed texts with a deployed model."""
+    if output not in ("json", "npy"):
+        raise typer.BadParameter(f"{output!r} is not one of 'json', 'npy'", param_hint="--output")
     inputs = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not inputs:
+        raise typer.BadParameter("nothing to embed: give texts as arguments or one per line on stdin")
     vectors = call(lambda: client().embed(model, inputs, dimensions))
     if output == "npy":
         if out is None:

@@ -281,6 +281,8 @@ def test_request_size_limits_on_embeddings(tmp_path, pg_url, redis_url, keys) ->
         assert too_long.status_code == 422 and "longer than 20 characters" in too_long.json()["error"]["message"]
         empty = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [""]})
         assert empty.status_code == 422 and "empty string" in empty.json()["error"]["message"]
+        nothing = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": []})
+        assert nothing.status_code == 422 and "input is empty" in nothing.json()["error"]["message"]
         ok = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": ["abc", "def", "ghi"]})
         assert ok.status_code == 200
 

@@ -82,3 +82,7 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
                                   str(target)], input="first line\nsecond line\n")  # fmt: skip
         assert out.exit_code == 0, out.output
         assert np.load(target).shape == (2, 32)
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name], input="\n")
+        assert out.exit_code == 2 and "nothing to embed" in out.output, out.output
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "csv", "hi"])
+        assert out.exit_code == 2 and "'csv' is not one of" in out.output, out.output
