@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/text_lr.py
 	$(BIN)/python bench/report.py
 
 lint: install-dev

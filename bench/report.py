@@ -3,6 +3,7 @@
 python bench/report.py                     # bench/results: the CPU loss and serving tables, the API run
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
 python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json / api*.json
+                                                # / text-lr*.json
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ def train_line(path: Path) -> str:
             f"service {data['service_samples_per_s']:,}, ratio {data['ratio']} (bare by round {data['bare_per_round']}, "
             f"service {data['service_per_round']}); start-up {data['startup_latency_s']} s; {data['job_status']}. "
             f"Machine: {data['machine']}.")  # fmt: skip
+
+
+def text_lr_table(path: Path) -> str:
+    """bench/text_lr.py: held-out k-NN and probe accuracy of the fine-tuned text model at each learning rate."""
+    data = json.loads(path.read_text())
+    base = data["untrained"]
+    lines = ["| lr | epoch | k-NN top-1 | linear probe | alignment | uniformity |", "|---|---|---|---|---|---|",
+             f"| untrained | - | {base['knn_top1']} | {base['linear_probe_top1']} | - | - |"]  # fmt: skip
+    for run in data["runs"]:
+        default = " (default)" if run["lr"] == data["default_lr"] else ""
+        for e in run["evals"]:
+            lines.append(f"| {run['lr']:g}{default} | {e['epoch']} | {e['knn_top1']} | {e['linear_probe_top1']} | "
+                         f"{e['alignment']} | {e['uniformity']} |")  # fmt: skip
+    lines.append(f"\n{data['texts']} docstrings of {data['modules']} modules (Python {data['python']}), "
+                 f"{data['backbone']}, batch {data['batch']}. Machine: {data['machine']}.")  # fmt: skip
+    return "\n".join(lines)
 
 
 def api_line(path: Path) -> str:
@@ -127,6 +144,8 @@ if __name__ == "__main__":
             print(f"{found.name}: {api_line(found)}")
         for found in sorted(folder.glob("serve*.json")):
             print(f"\n{found.name}\n{serve_table(found)}")
+        for found in sorted(folder.glob("text-lr*.json")):
+            print(f"\n{found.name}\n{text_lr_table(found)}")
     else:
         print(loss_table())
         print()

@@ -69,6 +69,16 @@ class TransformerConfig(_Strict):
 EncoderConfig = Annotated[MLPConfig | ResNetConfig | TransformerConfig, Field(discriminator="kind")]
 _ENCODER_FOR: dict[str, str] = {"vectors": "mlp", "image": "resnet", "text": "transformer"}
 
+# Gao et al. 2021 (SimCSE), appendix A: 3e-5 for unsupervised BERT-base. bench/text_lr.py (two epochs from
+# all-MiniLM-L6-v2, held-out k-NN top-1 0.752 untrained): 3e-5 kept 0.752, 1e-4 fell to 0.706, 1e-3 to 0.662.
+PRETRAINED_LR = 3e-5
+_PRETRAINED_BACKBONES = ("all-MiniLM-L6-v2",)
+
+
+def _fine_tunes_pretrained(model: dict[str, Any]) -> bool:
+    backbone = model.get("backbone", TransformerConfig.model_fields["backbone"].default)
+    return model.get("kind") == "transformer" and backbone in _PRETRAINED_BACKBONES
+
 
 class HeadConfig(_Strict):
     """SimCLR projection head (Linear-BN-ReLU-Linear) and which embedding is served."""
@@ -141,7 +151,13 @@ class OptimConfig(_Strict):
     """Optimiser and learning-rate schedule (linear warm-up, then cosine to ``min_lr_ratio * lr``)."""
 
     name: Literal["adamw", "sgd", "lars"] = "adamw"
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    lr: float = Field(
+        1e-3,
+        gt=0.0,
+        le=10.0,
+        description="Default 1e-3; 3e-5 when fine-tuning a pretrained transformer (SimCSE's rate), which 1e-3 "
+        "unlearns.",
+    )
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD and LARS.")
     warmup_steps: int = Field(0, ge=0, le=1_000_000)
@@ -200,6 +216,9 @@ class RunConfig(_Strict):
         raw = dict(raw)
         raw.setdefault("model", {"kind": _ENCODER_FOR[modality]})
         raw.setdefault("augment", {"kind": modality})
+        model, optim = raw["model"], raw.get("optim", {})
+        if isinstance(model, dict) and isinstance(optim, dict) and _fine_tunes_pretrained(model):
+            raw["optim"] = {"lr": PRETRAINED_LR, **optim}
         return raw
 
     @model_validator(mode="after")

@@ -57,6 +57,19 @@ def test_train_bench_runs_a_job_through_the_service_and_the_bare_loop(tmp_path) 
     assert data["bare_samples_per_s"] > 0 and data["service_samples_per_s"] > 0 and data["startup_latency_s"] > 0
 
 
+def test_text_lr_bench_fine_tunes_at_each_rate_on_the_standard_librarys_docstrings(tmp_path) -> None:
+    data = run_bench("text_lr.py", tmp_path / "text-lr.json", "--limit", "80", "--backbone", "tiny-random-bert",
+                     "--epochs", "1", "--batch", "16", "--lrs", "1e-3", "3e-5")  # fmt: skip
+    assert data["texts"] == 80 and data["modules"] >= 5 and data["default_lr"] == 1e-3  # a random backbone's
+    assert 0 < data["untrained"]["knn_top1"] <= 1
+    assert [run["lr"] for run in data["runs"]] == [1e-3, 3e-5]
+    for run in data["runs"]:
+        assert [e["epoch"] for e in run["evals"]] == [1] and run["evals"][0]["alignment"] > 0, run
+    table = subprocess.run([sys.executable, "bench/report.py", str(tmp_path)], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert "| untrained | - |" in table and "| 0.001 (default) | 1 |" in table and "| 3e-05 | 1 |" in table
+
+
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "6", "--no-peer",
                      "--raw-seconds", "0.2", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip

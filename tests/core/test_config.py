@@ -1,0 +1,28 @@
+"""Run-config defaults that depend on the rest of the config."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import PRETRAINED_LR, OptimConfig, RunConfig
+
+
+@pytest.mark.parametrize(
+    ("config", "lr"),
+    [
+        ({"data": {"modality": "text"}}, PRETRAINED_LR),
+        ({"data": {"modality": "text"}, "optim": {"name": "sgd"}}, PRETRAINED_LR),
+        ({"data": {"modality": "text"}, "model": {"kind": "transformer", "max_length": 64}}, PRETRAINED_LR),
+        ({"data": {"modality": "text"}, "optim": {"lr": 0.01}}, 0.01),
+        ({"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": "tiny-random-bert"}}, 1e-3),
+        ({"data": {"modality": "image"}}, 1e-3),
+        ({"data": {"modality": "vectors"}}, 1e-3),
+    ],
+    ids=["text", "text-sgd", "text-model-given", "text-lr-given", "random-bert", "image", "vectors"],
+)
+def test_fine_tuning_a_pretrained_transformer_defaults_to_a_small_learning_rate(config, lr) -> None:
+    """bench/text_lr.py: 1e-3 unlearns what all-MiniLM-L6-v2 knows; the stored config shows the rate used."""
+    run = RunConfig.model_validate(config)
+    assert run.optim.lr == lr
+    assert RunConfig.model_validate(run.model_dump()) == run  # a stored config reads back the same
+    assert OptimConfig().lr == 1e-3
