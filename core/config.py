@@ -75,9 +75,13 @@ PRETRAINED_LR = 3e-5
 _PRETRAINED_BACKBONES = ("all-MiniLM-L6-v2",)
 
 
-def _fine_tunes_pretrained(model: dict[str, Any]) -> bool:
-    backbone = model.get("backbone", TransformerConfig.model_fields["backbone"].default)
-    return model.get("kind") == "transformer" and backbone in _PRETRAINED_BACKBONES
+def _fine_tunes_pretrained(model: Any) -> bool:
+    """Whether a (raw or built) model section names the pretrained transformer."""
+    if isinstance(model, TransformerConfig):
+        return model.backbone in _PRETRAINED_BACKBONES
+    if not isinstance(model, dict) or model.get("kind") != "transformer":
+        return False
+    return model.get("backbone", TransformerConfig.model_fields["backbone"].default) in _PRETRAINED_BACKBONES
 
 
 class HeadConfig(_Strict):
@@ -208,17 +212,21 @@ class RunConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _defaults_for_modality(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict | DataConfig):
             return raw
-        modality = raw["data"].get("modality")
+        data = raw["data"]
+        modality = data.modality if isinstance(data, DataConfig) else data.get("modality")
         if modality not in _ENCODER_FOR:
             return raw
         raw = dict(raw)
         raw.setdefault("model", {"kind": _ENCODER_FOR[modality]})
         raw.setdefault("augment", {"kind": modality})
-        model, optim = raw["model"], raw.get("optim", {})
-        if isinstance(model, dict) and isinstance(optim, dict) and _fine_tunes_pretrained(model):
-            raw["optim"] = {"lr": PRETRAINED_LR, **optim}
+        optim = raw.get("optim", {})
+        if _fine_tunes_pretrained(raw["model"]):  # a rate the body or the caller set is kept
+            if isinstance(optim, dict):
+                raw["optim"] = {"lr": PRETRAINED_LR, **optim}
+            elif isinstance(optim, OptimConfig) and "lr" not in optim.model_fields_set:
+                raw["optim"] = optim.model_copy(update={"lr": PRETRAINED_LR})
         return raw
 
     @model_validator(mode="after")

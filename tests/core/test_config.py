@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import PRETRAINED_LR, OptimConfig, RunConfig
+from core.config import PRETRAINED_LR, DataConfig, OptimConfig, RunConfig, TransformerConfig
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,11 @@ def test_fine_tuning_a_pretrained_transformer_defaults_to_a_small_learning_rate(
     assert run.optim.lr == lr
     assert RunConfig.model_validate(run.model_dump()) == run  # a stored config reads back the same
     assert OptimConfig().lr == 1e-3
+
+
+def test_the_same_default_holds_when_the_config_is_built_from_objects() -> None:
+    data, model = DataConfig(modality="text"), TransformerConfig()
+    assert RunConfig(data=data, model=model).optim.lr == PRETRAINED_LR
+    assert RunConfig(data=data, model=model, optim=OptimConfig(name="sgd")).optim.lr == PRETRAINED_LR
+    assert RunConfig(data=data, model=model, optim=OptimConfig(lr=1e-3)).optim.lr == 1e-3  # set: kept
+    assert RunConfig(data=data, model=TransformerConfig(backbone="tiny-random-bert")).optim.lr == 1e-3
