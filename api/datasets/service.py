@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import PurePath
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -89,9 +89,15 @@ def _shape(records) -> tuple[int, ...]:  # noqa: ANN001 - Records
     return (len(records),)
 
 
-def owned_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset:
-    """The dataset if the caller may see it; another owner's answers 404 like a missing one."""
-    dataset = session.get(Dataset, dataset_id)
+def owned_dataset(
+    session: Session, principal: Principal, dataset_id: str, lock: Literal["share", "update"] | None = None
+) -> Dataset:
+    """The dataset if the caller may see it; another owner's answers 404 like a missing one.
+
+    ``lock`` holds the row until the transaction ends (PostgreSQL; SQLite's writers take turns anyway): a job's
+    submission reads it ``share``, a delete ``update``, so that a delete never misses a job submitted beside it nor a
+    submission refers to a dataset deleted beside it."""
+    dataset = session.get(Dataset, dataset_id, with_for_update={"read": lock == "share"} if lock else None)
     if dataset is None or (dataset.owner != principal.owner and not principal.is_admin):
         raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
     return dataset
@@ -109,7 +115,7 @@ def list_datasets(session: Session, principal: Principal, limit: int, offset: in
 
 def delete_dataset(session: Session, storage: Storage, principal: Principal, dataset_id: str) -> None:
     """Delete a dataset no queued or running job uses."""
-    dataset = owned_dataset(session, principal, dataset_id)
+    dataset = owned_dataset(session, principal, dataset_id, lock="update")
     active = session.scalar(
         select(func.count()).where(Job.dataset_id == dataset.id, Job.status.in_(("queued", "running")))
     )

@@ -54,7 +54,7 @@ def submit_job(
         )
         if existing is not None:
             return existing, False
-    dataset = owned_dataset(session, principal, body.dataset_id)
+    dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
     _check_fits(body, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=body.config.model_dump(mode="json"),
               queue=queue_for(settings, body.config.train.device), idempotency_key=idempotency_key,

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound
 from api.jobs.service import owned_job
 from api.models.banks import Banks
 from api.models.schemas import ModelCreate, ModelDeploy, Neighbor
@@ -20,6 +21,8 @@ from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job, ModelVersion, utcnow
+
+_NUMBERING_ATTEMPTS = 5  # registrations of one name at once that each may lose the next number before giving up
 
 
 def _pick_checkpoint(session: Session, job_id: str, which: str) -> Checkpoint:
@@ -45,14 +48,21 @@ def register_model(session: Session, storage: Storage, principal: Principal, bod
     job = owned_job(session, principal, body.job_id)
     checkpoint = _pick_checkpoint(session, job.id, body.checkpoint)
     embedder = Embedder(storage.path(checkpoint.storage_key))  # loads it once: a broken checkpoint fails here
-    latest = session.scalar(
-        select(func.max(ModelVersion.version)).where(ModelVersion.owner == job.owner, ModelVersion.name == body.name)
-    )
-    version = ModelVersion(owner=job.owner, name=body.name, version=(latest or 0) + 1, job_id=job.id,
-                           checkpoint_id=checkpoint.id, modality=embedder.modality, dimensions=embedder.dim)  # fmt: skip
-    session.add(version)
-    session.commit()
-    return version
+    owner, job_id, checkpoint_id = job.owner, job.id, checkpoint.id
+    for _ in range(_NUMBERING_ATTEMPTS):
+        latest = session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.owner == owner, ModelVersion.name == body.name)
+        )
+        version = ModelVersion(owner=owner, name=body.name, version=(latest or 0) + 1, job_id=job_id,
+                               checkpoint_id=checkpoint_id, modality=embedder.modality, dimensions=embedder.dim)  # fmt: skip
+        session.add(version)
+        try:
+            session.commit()
+            return version
+        except IntegrityError:  # a registration of the same name beside this one took the number: take the next
+            session.rollback()
+    raise Conflict(f"other registrations of {body.name!r} took the next version number {_NUMBERING_ATTEMPTS} times; "
+                   "retry", field="name")  # fmt: skip
 
 
 def _versions(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
