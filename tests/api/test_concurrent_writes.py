@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from sqlalchemy import event
 
@@ -33,10 +34,10 @@ def in_thread(call):  # noqa: ANN001, ANN201 - any callable; returns its thread 
 
 
 def test_a_registration_that_loses_its_version_number_takes_the_next(client, auth, settings) -> None:
-    name, _ = trained_model(settings, client, auth, "vectors")  # version 1 of `name`, and a job with a checkpoint
+    name, _ = trained_model(settings, client, auth, "vectors", name=f"numbered-{uuid.uuid4().hex[:8]}")  # version 1
     make_session = session_factory(settings)
     with make_session() as session:
-        first = session.query(ModelVersion).filter_by(name=name).one()
+        first = session.query(ModelVersion).filter_by(name=name).one()  # names are unique to this test
         principal = Principal(owner=first.owner, is_admin=False, key_id="test")
     storage = Storage(settings.storage_root)
     body = ModelCreate(job_id=first.job_id, name=name)

@@ -28,9 +28,9 @@ from core.train.loop import fit
 from tests.conftest import free_port, make_settings
 
 
-def trained_model(settings, client, auth, modality: str) -> tuple[str, Embedder]:
+def trained_model(settings, client, auth, modality: str, name: str | None = None) -> tuple[str, Embedder]:
     """Train a tiny model in-process on an uploaded dataset, record it as a finished job's checkpoint, register and
-    deploy it."""
+    deploy it (as ``name``, by default ``{modality}-model``; the suite shares one database)."""
     storage = Storage(settings.storage_root)
     if modality == "text":
         records = Records("text", texts=[f"text number {i}" for i in range(16)])
@@ -59,7 +59,7 @@ def trained_model(settings, client, auth, modality: str) -> tuple[str, Embedder]
         session.add(
             Checkpoint(job_id=job_id, step=result.step, epoch=0, storage_key=storage.key_of(result.last_checkpoint))
         )
-    name = f"{modality}-model"
+    name = name or f"{modality}-model"
     assert client.post("/v1/models", headers=auth, json={"job_id": job_id, "name": name}).status_code == 201
     assert client.post(f"/v1/models/{name}/deploy", headers=auth).status_code == 200
     return name, Embedder(result.last_checkpoint)
