@@ -65,11 +65,25 @@ def register_model(session: Session, storage: Storage, principal: Principal, bod
                    "retry", field="name")  # fmt: skip
 
 
+def _one_owner(name: str, rows: list, owner_of, principal: Principal) -> list:  # noqa: ANN001 - rows and a getter
+    """The caller's own rows of ``name``; for an admin with none, those of the one other owner who has the name.
+
+    Names are per owner, so an admin's request by name must not reach two owners' models at once."""
+    own = [row for row in rows if owner_of(row) == principal.owner]
+    if own or not principal.is_admin:
+        return own
+    owners = sorted({owner_of(row) for row in rows})
+    if len(owners) > 1:
+        raise Conflict(f"models named {name!r} belong to several owners ({', '.join(owners)}); "
+                       "use a key of the owner whose model is meant", field="name")  # fmt: skip
+    return rows
+
+
 def _versions(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
     query = select(ModelVersion).where(ModelVersion.name == name)
     if not principal.is_admin:
         query = query.where(ModelVersion.owner == principal.owner)
-    rows = list(session.scalars(query.order_by(ModelVersion.version)))
+    rows = _one_owner(name, list(session.scalars(query.order_by(ModelVersion.version))), lambda r: r.owner, principal)
     if not rows:
         raise NotFound(f"model {name!r} not found", field="name")
     return rows
@@ -111,13 +125,14 @@ def deployed_version(session: Session, principal: Principal, name: str) -> tuple
     """The deployed version serving ``name`` for this caller, and its checkpoint's storage key."""
     query = select(ModelVersion, Checkpoint.storage_key).join(Checkpoint, Checkpoint.id == ModelVersion.checkpoint_id)
     query = query.where(ModelVersion.name == name, ModelVersion.deployed.is_(True))
-    own = session.execute(query.where(ModelVersion.owner == principal.owner)).first()
-    if own is None and principal.is_admin:
-        own = session.execute(query.limit(1)).first()
-    if own is None:
+    if not principal.is_admin:
+        query = query.where(ModelVersion.owner == principal.owner)
+    rows = _one_owner(name, list(session.execute(query).all()), lambda r: r[0].owner, principal)
+    if not rows:
         raise NotFound(f"no deployed model named {name!r}; register it and POST /v1/models/{name}/deploy",
                        field="model")  # fmt: skip
-    return own[0], own[1]
+    version, key = rows[0]  # one deployed version per owner and name
+    return version, key
 
 
 def neighbors(
