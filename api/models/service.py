@@ -49,18 +49,19 @@ def register_model(session: Session, storage: Storage, principal: Principal, bod
     checkpoint = _pick_checkpoint(session, job.id, body.checkpoint)
     embedder = Embedder(storage.path(checkpoint.storage_key))  # loads it once: a broken checkpoint fails here
     owner, job_id, checkpoint_id = job.owner, job.id, checkpoint.id
+    same_name = (ModelVersion.owner == owner, ModelVersion.name == body.name)
     for _ in range(_NUMBERING_ATTEMPTS):
-        latest = session.scalar(
-            select(func.max(ModelVersion.version)).where(ModelVersion.owner == owner, ModelVersion.name == body.name)
-        )
-        version = ModelVersion(owner=owner, name=body.name, version=(latest or 0) + 1, job_id=job_id,
+        number = (session.scalar(select(func.max(ModelVersion.version)).where(*same_name)) or 0) + 1
+        version = ModelVersion(owner=owner, name=body.name, version=number, job_id=job_id,
                                checkpoint_id=checkpoint_id, modality=embedder.modality, dimensions=embedder.dim)  # fmt: skip
         session.add(version)
         try:
             session.commit()
             return version
-        except IntegrityError:  # a registration of the same name beside this one took the number: take the next
+        except IntegrityError:
             session.rollback()
+            if session.scalar(select(ModelVersion.id).where(*same_name, ModelVersion.version == number)) is None:
+                raise  # not the number taken by a registration beside this one
     raise Conflict(f"other registrations of {body.name!r} took the next version number {_NUMBERING_ATTEMPTS} times; "
                    "retry", field="name")  # fmt: skip
 
