@@ -90,6 +90,12 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
     first = rows[0]
     paired = "anchor" in first or "positive" in first
     needed = ("anchor", "positive") if paired else ("text",)
+    absent = [column for column in needed if column not in first]
+    if absent:
+        raise DatasetError(
+            f"the first record has no column {absent[0]!r} (its columns: {list(first)}); "
+            f"text datasets need 'text', or 'anchor' and 'positive'"
+        )
     texts: list[str] = []
     positives: list[str] = []
     for number, row in enumerate(rows, start=1):
@@ -107,13 +113,16 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
         texts.append(row["anchor" if paired else "text"])
         if paired:
             positives.append(row["positive"])
-    labels, names = _labels([row.get(label_column) or None for row in rows], label_column)
+    # a label of 0 (or false) is a label; only a missing, null or empty one is none
+    values = [row.get(label_column) for row in rows]
+    labels, names = _labels([None if value == "" else value for value in values], label_column)
     return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
 
 
 def _open_text(path: Path) -> str:
+    """The file's text; a leading byte-order mark (spreadsheets write one in "CSV UTF-8") is dropped."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         raise DatasetError(f"the file is not valid UTF-8 (byte {error.start})") from None
 

@@ -49,6 +49,18 @@ def post(client, auth, modality: str, name: str, content: bytes, **data):
 GOOD = [
     ("text", "t.jsonl", b'{"text": "a cat", "label": "x"}\n{"text": "a dog", "label": "y"}\n', 2, 2),
     ("text", "t.csv", b"anchor,positive\nq1,a1\nq2,a2\nq3,a3\n", 3, None),
+    # labels 0..k-1, as most label columns are: a label of 0 is a label, not a missing one
+    (
+        "text",
+        "zero-label.jsonl",
+        b'{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n{"text": "c", "label": 0}\n',
+        3,
+        2,
+    ),
+    # what spreadsheets save as "CSV UTF-8": a byte-order mark, then CRLF lines
+    ("text", "bom.csv", b"\xef\xbb\xbftext,label\r\nfoo,1\r\nbar,2\r\n", 2, 2),
+    ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
+    ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
     ("vectors", "v.parquet", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4], "label": [0, 1]})), 2, 2),
@@ -71,7 +83,15 @@ def test_each_format_is_accepted_counted_and_hashed(client, auth, modality, name
 
 BAD = [
     ("empty file", "text", "t.jsonl", b"", "empty"),
-    ("wrong columns", "text", "t.jsonl", b'{"sentence": "x"}\n', "'text'"),
+    ("wrong columns", "text", "t.jsonl", b'{"sentence": "x"}\n', "no column 'text' (its columns: ['sentence'])"),
+    (
+        "csv without text",
+        "text",
+        "t.csv",
+        b"sentence,label\nx,1\n",
+        "no column 'text' (its columns: ['sentence', 'label'])",
+    ),
+    ("pair without positive", "text", "t.jsonl", b'{"anchor": "q"}\n', "no column 'positive'"),
     ("not json", "text", "t.jsonl", b'{"text": "x"\n', "not valid JSON"),
     ("non-UTF-8", "text", "t.csv", b"text\n\xff\xfe bad\n", "UTF-8"),
     ("ragged csv text", "text", "t.csv", b"text,label\na,1\nb\n", "number of fields"),
