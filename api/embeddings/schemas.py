@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EmbeddingInput = str | list[str] | list[list[float]]
+# list[int]: one array of token ids, which OpenAI accepts; parsed so that a text model can say it does not
+EmbeddingInput = str | list[str] | list[int] | list[list[float]]
 
 
 class EmbeddingRequest(BaseModel):

@@ -98,6 +98,9 @@ def test_openai_client_works_unchanged_against_a_text_model(client, auth, settin
         assert np.allclose(small.data[0].embedding, head / np.linalg.norm(head), atol=1e-5)
         with pytest.raises(openai.NotFoundError):
             oai.embeddings.create(model="no-such-model", input="x")
+        for tokens in ([15339, 1917], [[15339, 1917], [1023]]):  # OpenAI's token-id inputs, as LangChain sends them
+            with pytest.raises(openai.UnprocessableEntityError, match="arrays of token ids are not accepted"):
+                oai.embeddings.create(model=name, input=tokens)
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{base}/v1", api_key="bad").embeddings.create(model=name, input="x")
 
@@ -116,6 +119,7 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
     cases = [
         ({"model": name, "input": [[0.1] * 5]}, "has 5 values"),
         ({"model": name, "input": "text"}, "vector model"),
+        ({"model": name, "input": [1, 2, 3, 4, 5, 6]}, "list of numeric lists"),
         ({"model": name, "input": [[0.1] * 6], "dimensions": 99}, "at most 12"),
         ({"model": name, "input": [[0.1] * 6], "encoding_format": "hex"}, "encoding_format"),
         ({"model": name}, "input"),
