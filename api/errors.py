@@ -88,14 +88,20 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
     return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found", 409: "conflict",
-          413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_exceeded",
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_exceeded",
           503: "service_unavailable"}  # fmt: skip
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mappings: service errors by class, validation errors naming the field, outages as 503."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, error: HTTPException) -> JSONResponse:
+        # Starlette's own answers (no such route, a method the route lacks): the same shape as every error
+        return JSONResponse(error_body(error.status_code, str(error.detail)), error.status_code, headers=error.headers)
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, error: ServiceError) -> JSONResponse:
@@ -114,6 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
         for item in error.errors():
+            if item.get("type") == "json_invalid" and len(item.get("loc", ())) == 2:  # FastAPI's: ("body", offset)
+                reason = item.get("ctx", {}).get("error", "JSON decode error")
+                problems.append({"field": None, "message": f"Invalid JSON: {reason} at character {item['loc'][1]}"})
+                continue
             loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
             problems.append({"field": ".".join(loc) or None, "message": item.get("msg", "invalid")})
         first = problems[0] if problems else {"field": None, "message": "invalid request"}

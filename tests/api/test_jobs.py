@@ -208,3 +208,18 @@ def test_every_request_gives_its_database_connection_back(tmp_path, pg_url, redi
             answers.append(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).status_code)  # commits
         assert answers == [200, 404, 202] * 3
         assert get_engine(settings).pool.checkedout() == 0
+
+
+def test_unknown_routes_methods_and_broken_json_answer_in_the_error_shape(client, auth) -> None:
+    """Starlette's own 404 and 405 and FastAPI's JSON decode errors come in the same ``error`` object as every
+    other error (before, ``{"detail": ...}`` and a field named ``0``)."""
+    missing = client.get("/v1/no-such-route", headers=auth)
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found", missing.text
+    wrong_method = client.put("/v1/keys", headers=auth)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == 405, wrong_method.text
+    assert "POST" in wrong_method.headers["allow"]
+    for path in ("/v1/jobs", "/v1/models/some-model/deploy"):
+        broken = client.post(path, headers={**auth, "Content-Type": "application/json"}, content=b'{"name": "x"')
+        error = broken.json()["error"]
+        assert broken.status_code == 422 and error["param"] is None, broken.text
+        assert error["message"].startswith("Invalid JSON: ") and "at character 12" in error["message"], error
