@@ -8,7 +8,8 @@ vectors    CSV or Parquet of numeric columns with an optional label column; NPY 
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
 
-Archives are read entry by entry in memory: no entry name is ever used as a path on disk.
+Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under ``__MACOSX/`` or
+named with a leading dot (what a Mac adds to a ZIP) are skipped.
 """
 
 from __future__ import annotations
@@ -271,8 +272,7 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
                 raise DatasetError(
                     f"{where}: {image.width}x{image.height} is more than {limits.max_image_pixels} pixels"
                 )
-            image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            array = np.asarray(image)
+            array = _to_uint8_array(image)
     except Image.DecompressionBombError:
         raise DatasetError(f"{where}: more than {limits.max_image_pixels} pixels (decompression bomb guard)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -282,13 +282,23 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def _to_uint8_array(image) -> np.ndarray:  # noqa: ANN001 - a PIL image
+    """(H, W) grey or (H, W, 3) colour uint8 pixels. 16-bit grey (PNG's, as in microscopy or scans) is scaled to
+    8 bits: Pillow's own conversion clips it, so that every value above 255 (nearly all of them) became white."""
+    if image.mode.startswith("I;16"):
+        return np.round(np.asarray(image).astype(np.float32) / 257.0).astype(np.uint8)
+    grey = image.mode in ("1", "L", "LA", "La", "I", "F")  # an alpha channel is dropped, as for RGBA
+    return np.asarray(image.convert("L" if grey else "RGB"))
+
+
 def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
         raise DatasetError(f"the ZIP file cannot be read: {error}") from None
     with archive:
-        entries = [e for e in _zip_entries(archive, limits) if e.filename.lower().endswith(IMAGE_SUFFIXES)]
+        entries = [e for e in _zip_entries(archive, limits) if e.filename.lower().endswith(IMAGE_SUFFIXES)
+                   and not _hidden(e.filename)]  # fmt: skip
         if not entries:
             raise DatasetError("the archive holds no .png or .jpg images (expected <class>/<image>.png)")
         if len(entries) > limits.max_records:
@@ -309,6 +319,14 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -
     stacked = np.stack([_conform(image, size, colour) for image in images])  # (N, H, W, C)
     labels, names = _labels(classes, "class folder")
     return Records("image", images=stacked.transpose(0, 3, 1, 2).copy(), labels=labels, label_names=names)
+
+
+def _hidden(name: str) -> bool:
+    """What a ZIP made on a Mac (Finder's "Compress") adds beside the images: ``__MACOSX/`` with an AppleDouble
+    ``._<name>.png`` for each image, and ``.DS_Store``; these are not images, so they are skipped, as is any other
+    entry in or under a dot-named folder."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return bool(parts) and (parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts))
 
 
 def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:

@@ -65,6 +65,22 @@ GOOD = [
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
     ("vectors", "v.parquet", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4], "label": [0, 1]})), 2, 2),
     ("image", "i.zip", zipped({"cats/1.png": png(10), "cats/2.png": png(20), "dogs/1.png": png(30, 12)}), 3, 2),
+    # as a Mac's Finder zips two folders: AppleDouble files under __MACOSX/ and .DS_Store beside the images
+    (
+        "image",
+        "mac.zip",
+        zipped(
+            {
+                "cats/1.png": png(10),
+                "cats/.DS_Store": b"\0\0\0\1Bud1",
+                "dogs/1.png": png(30),
+                "__MACOSX/cats/._1.png": b"\0\5\26\7 AppleDouble",
+                "__MACOSX/dogs/._1.png": b"\0\5\26\7",
+            }
+        ),
+        2,
+        2,
+    ),
     ("image", "digits.npz", digits_npz(), 1797, 10),
 ]
 

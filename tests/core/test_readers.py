@@ -1,0 +1,52 @@
+"""Pixel decoding: every PNG and JPEG mode a user's images come in becomes the uint8 the models read, unclipped."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data.readers import ReadLimits, decode_image
+
+
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped() -> None:
+    ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)  # a 16-bit PNG (scans, microscopy)
+    decoded = decode_image(encoded(Image.fromarray(ramp)), ReadLimits(), "test")
+    assert decoded.shape == (64, 64, 1) and decoded.dtype == np.uint8
+    assert np.abs(decoded[:, :, 0].astype(int) - ramp / 257.0).max() <= 0.5  # before: every value above 255 was 255
+
+
+@pytest.mark.parametrize(
+    ("mode", "fill", "channels"),
+    [
+        ("L", 77, 1),
+        ("LA", (77, 128), 1),
+        ("1", 1, 1),
+        ("RGB", (10, 20, 30), 3),
+        ("RGBA", (10, 20, 30, 0), 3),
+        ("P", None, 3),
+    ],  # fmt: skip
+)
+def test_each_mode_becomes_grey_or_colour_uint8(mode: str, fill, channels: int) -> None:  # noqa: ANN001
+    image = (
+        Image.new("RGB", (8, 8), (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+        if mode == "P"
+        else Image.new(mode, (8, 8), fill)
+    )
+    decoded = decode_image(encoded(image), ReadLimits(), "test")
+    assert decoded.shape == (8, 8, channels) and decoded.dtype == np.uint8
+    expected = {"L": 77, "LA": 77, "1": 255}.get(mode, (10, 20, 30))
+    assert (decoded == np.asarray(expected, dtype=np.uint8)).all(), (mode, decoded[0, 0])
+
+
+def test_cmyk_jpeg_becomes_colour() -> None:
+    decoded = decode_image(encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), ReadLimits(), "test")
+    assert decoded.shape == (8, 8, 3) and decoded[0, 0, 0] > 200 and decoded[0, 0, 1:].max() < 60  # red
