@@ -229,11 +229,19 @@ def _to_uint8_nchw(images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(images)
     if not np.issubdtype(images.dtype, np.number):
         raise DatasetError(f"images must be numeric, got dtype {images.dtype}")
+    sixteen_bit = images.dtype == np.uint16
     images = images.astype(np.float32)
     if not np.isfinite(images).all():
         raise DatasetError("images hold NaN or infinite values")
-    top = 1.0 if images.max() <= 1.0 else 255.0
-    return np.clip(np.round(images / top * 255.0), 0, 255).astype(np.uint8)
+    low, high = float(images.min()), float(images.max())
+    if sixteen_bit and high > 255:  # 16-bit pixels: scaled, as a 16-bit PNG is
+        return np.round(images / 257.0).astype(np.uint8)
+    if low < 0 or high > 255:  # clipping would destroy them without a word (normalised or raw-unit images)
+        raise DatasetError(
+            f"image pixels range over [{low:g}, {high:g}]; give them in [0, 1] or [0, 255] (or as uint8 or uint16)"
+        )
+    top = 1.0 if high <= 1.0 else 255.0
+    return np.round(images / top * 255.0).astype(np.uint8)
 
 
 def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:

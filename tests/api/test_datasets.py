@@ -35,6 +35,12 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz(**arrays) -> bytes:  # noqa: ANN003
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def parquet(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -82,6 +88,7 @@ GOOD = [
         2,
     ),
     ("image", "digits.npz", digits_npz(), 1797, 10),
+    ("image", "sixteen-bit.npz", npz(images=np.full((3, 4, 4), 40000, dtype=np.uint16), labels=[0, 1, 1]), 3, 2),
 ]
 
 
@@ -123,6 +130,8 @@ BAD = [
     ("absolute entry", "image", "i.zip", zipped({"/etc/1.png": png(1)}), "absolute"),
     ("no class folder", "image", "i.zip", zipped({"1.png": png(1)}), "class folder"),
     ("not a zip", "image", "i.zip", b"PK\x03\x04 not really", "cannot be read"),
+    ("normalised npz", "image", "i.npz", npz(images=np.full((2, 4, 4), -0.5, dtype=np.float32)), "[-0.5, -0.5]"),
+    ("raw-unit npz", "image", "i.npz", npz(images=np.full((2, 4, 4), 3000.0)), "[0, 1] or [0, 255]"),
     ("npz without images", "image", "i.npz", zipped({"x.npy": npy(np.zeros((2, 4, 4)))}), "'images'"),
     ("wrong format for modality", "image", "i.csv", b"a\n1\n", "format"),
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.readers import ReadLimits, decode_image
+from core.data.readers import ReadLimits, decode_image, read_records
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -50,3 +50,10 @@ def test_each_mode_becomes_grey_or_colour_uint8(mode: str, fill, channels: int) 
 def test_cmyk_jpeg_becomes_colour() -> None:
     decoded = decode_image(encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), ReadLimits(), "test")
     assert decoded.shape == (8, 8, 3) and decoded[0, 0, 0] > 200 and decoded[0, 0, 1:].max() < 60  # red
+
+
+def test_16_bit_npz_images_are_scaled_as_16_bit_pngs_are(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "images.npz"
+    np.savez(path, images=np.full((2, 4, 4), 40000, dtype=np.uint16))
+    records = read_records(path, "image", "npz", ReadLimits())
+    assert records.images.dtype == np.uint8 and (records.images == round(40000 / 257)).all()  # before: clipped to 255
