@@ -4,7 +4,7 @@
 modality   formats
 =========  ===============================================================================================
 text       JSONL or CSV with ``text`` (or ``anchor`` + ``positive``) and an optional label column
-vectors    CSV or Parquet of numeric columns with an optional label column; NPY of a 2-D numeric array
+vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an optional label; NPY, 2-D numeric
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
 
@@ -187,13 +187,36 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str) 
         table = table.drop([label_column])
     if table.num_columns == 0:
         raise DatasetError("no feature columns besides the label")
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise DatasetError(f"column {name!r} is not numeric ({column.type}); vectors need numeric feature columns")
-        if column.null_count:
-            raise DatasetError(f"column {name!r} has {column.null_count} empty or NaN values")
-    x = np.column_stack([column.to_numpy() for column in table.columns])
+    blocks = [_feature_block(name, column) for name, column in zip(table.column_names, table.columns, strict=True)]
+    x = np.column_stack(blocks)
     return Records("vectors", vectors=_finite_matrix(x, "the feature columns"), labels=labels, label_names=names)
+
+
+def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow ChunkedArray
+    """A feature column's values, (records, 1); or a column of equal-length numeric lists (how Parquet files from
+    pandas, Polars or Hugging Face datasets hold embeddings), (records, length)."""
+    import pyarrow as pa
+
+    def numeric(kind) -> bool:  # noqa: ANN001
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+    if column.null_count:
+        raise DatasetError(f"column {name!r} has {column.null_count} empty or NaN values")
+    if numeric(column.type):
+        return column.to_numpy()[:, None]
+    listed = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if not ((listed or pa.types.is_fixed_size_list(column.type)) and numeric(column.type.value_type)):
+        raise DatasetError(
+            f"column {name!r} is not numeric ({column.type}); vectors need numeric columns or one list of numbers a record"
+        )
+    lists = column.combine_chunks()
+    lengths = np.unique(lists.value_lengths().to_numpy()) if listed else np.array([column.type.list_size])
+    if len(lengths) != 1 or lengths[0] == 0:
+        raise DatasetError(f"column {name!r}: every record's list must have one length, not {lengths.tolist()[:5]}")
+    values = lists.flatten()
+    if values.null_count:
+        raise DatasetError(f"column {name!r} has {values.null_count} empty values inside its lists")
+    return values.to_numpy().reshape(len(lists), int(lengths[0]))
 
 
 def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:

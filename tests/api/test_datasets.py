@@ -70,6 +70,21 @@ GOOD = [
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
     ("vectors", "v.parquet", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4], "label": [0, 1]})), 2, 2),
+    # embeddings as pandas, Polars and Hugging Face datasets write them: one list of numbers a record
+    (
+        "vectors",
+        "lists.parquet",
+        parquet(pa.table({"embedding": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], "label": [0, 1]})),
+        2,
+        2,
+    ),
+    (
+        "vectors",
+        "fixed.parquet",
+        parquet(pa.table({"e": pa.array([[1, 2], [3, 4], [5, 6]], pa.list_(pa.int8(), 2))})),
+        3,
+        None,
+    ),
     ("image", "i.zip", zipped({"cats/1.png": png(10), "cats/2.png": png(20), "dogs/1.png": png(30, 12)}), 3, 2),
     # as a Mac's Finder zips two folders: AppleDouble files under __MACOSX/ and .DS_Store beside the images
     (
@@ -125,6 +140,15 @@ BAD = [
     ("1-D npy", "vectors", "v.npy", npy(np.arange(3.0)), "2-D"),
     ("pickled npy", "vectors", "v.npy", npy(np.array([{"a": 1}], dtype=object)), "cannot be read"),
     ("text column in vectors", "vectors", "v.csv", b"a,b\n1,x\n2,y\n", "not numeric"),
+    ("ragged lists", "vectors", "v.parquet", parquet(pa.table({"e": [[1.0, 2.0], [3.0]]})), "one length, not [1, 2]"),
+    (
+        "lists of text",
+        "vectors",
+        "v.parquet",
+        parquet(pa.table({"e": [["a"], ["b"]]})),
+        "is not numeric (list<",
+    ),
+    ("null in a list", "vectors", "v.parquet", parquet(pa.table({"e": [[1.0, None], [3.0, 4.0]]})), "inside its lists"),
     ("corrupt image", "image", "i.zip", zipped({"c/1.png": b"\x89PNG garbage"}), "not a readable"),
     ("dot-dot entry", "image", "i.zip", zipped({"../evil/1.png": png(1)}), "'..' path"),
     ("absolute entry", "image", "i.zip", zipped({"/etc/1.png": png(1)}), "absolute"),
