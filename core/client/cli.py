@@ -13,13 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core.client.client import ApiError, Client
+from core.client.client import ApiError, Client, default_settings
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
@@ -53,12 +54,17 @@ def fail(error: ApiError) -> None:
 
 
 def call(action: Callable[[], T]) -> T:
-    """Run one client call; an error answer is printed and ends the command with exit code 1."""
+    """Run one client call; an error answer, or no answer, is printed and ends the command with exit code 1."""
     try:
         return action()
     except ApiError as error:
         fail(error)
         raise  # unreachable: fail() exits
+    except httpx.TransportError as error:  # nothing listens there, or it did not answer in time
+        url = state["url"] or default_settings()[0]
+        console.print(f"[red]error[/red] no answer from {url} ({type(error).__name__}: {error}); is the service "
+                      "running there? The URL comes from --url, EMBEDTRAIN_URL or the config file.")  # fmt: skip
+        raise typer.Exit(1) from None
 
 
 def _table(*columns: str) -> Table:

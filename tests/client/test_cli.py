@@ -86,3 +86,14 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
         assert out.exit_code == 2 and "nothing to embed" in out.output, out.output
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "csv", "hi"])
         assert out.exit_code == 2 and "'csv' is not one of" in out.output, out.output
+
+
+def test_cli_says_when_nothing_answers_at_the_url() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["--url", url, "--key", "et_x", "jobs", "list"])
+    assert result.exit_code == 1 and f"no answer from {url} (ConnectError" in result.output, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # an exit, not an uncaught ConnectError
