@@ -75,9 +75,12 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
 def prepare_inputs(body: EmbeddingRequest, embedder: Embedder, settings: Settings) -> list:
     """Checked model inputs."""
     if embedder.modality == "text" and body.input and isinstance(body.input[0], int | list):
-        raise Invalid("this is a text model: input must be a string or a list of strings; arrays of token ids are "
-                      "not accepted, since the model reads text with its own tokenizer (LangChain's "
-                      "OpenAIEmbeddings sends them unless check_embedding_ctx_length=False)", field="input")  # fmt: skip
+        raise Invalid(
+            "this is a text model: input must be a string or a list of strings; arrays of token ids are not "
+            "accepted, since the model reads text with its own tokenizer (LangChain's OpenAIEmbeddings sends them "
+            "unless check_embedding_ctx_length=False)",
+            field="input",
+        )
     count = 1 if isinstance(body.input, str) else len(body.input)
     if count == 0:
         raise Invalid("input is empty: send at least one item to embed", field="input")

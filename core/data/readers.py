@@ -8,8 +8,8 @@ vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an opti
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
 
-Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under ``__MACOSX/`` or
-named with a leading dot (what a Mac adds to a ZIP) are skipped.
+Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under
+``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow
     listed = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     if not ((listed or pa.types.is_fixed_size_list(column.type)) and numeric(column.type.value_type)):
         raise DatasetError(
-            f"column {name!r} is not numeric ({column.type}); vectors need numeric columns or one list of numbers a record"
+            f"column {name!r} is not numeric ({column.type}); "
+            "vectors need numeric columns or a column of numeric lists, one a record"
         )
     lists = column.combine_chunks()
     lengths = np.unique(lists.value_lengths().to_numpy()) if listed else np.array([column.type.list_size])
@@ -316,9 +317,10 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
 def _to_uint8_array(image) -> np.ndarray:  # noqa: ANN001 - a PIL image
     """(H, W) grey or (H, W, 3) colour uint8 pixels. 16-bit grey (PNG's, as in microscopy or scans) is scaled to
     8 bits: Pillow's own conversion clips it, so that every value above 255 (nearly all of them) became white."""
-    if image.mode.startswith("I;16"):
-        return np.round(np.asarray(image).astype(np.float32) / 257.0).astype(np.uint8)
-    grey = image.mode in ("1", "L", "LA", "La", "I", "F")  # an alpha channel is dropped, as for RGBA
+    wide = image.mode.startswith("I;16") or image.mode == "I"  # "I": 16-bit PNGs as older Pillows open them
+    if wide and (pixels := np.asarray(image)).max() > 255:
+        return np.round(np.clip(pixels, 0, 65535).astype(np.float32) / 257.0).astype(np.uint8)
+    grey = image.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")  # alpha is dropped, as for RGBA
     return np.asarray(image.convert("L" if grey else "RGB"))
 
 

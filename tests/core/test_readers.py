@@ -17,9 +17,11 @@ def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def test_16_bit_grey_is_scaled_to_8_bits_not_clipped() -> None:
-    ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)  # a 16-bit PNG (scans, microscopy)
-    decoded = decode_image(encoded(Image.fromarray(ramp)), ReadLimits(), "test")
+@pytest.mark.parametrize("kind", ["16-bit PNG", "32-bit integer TIFF"])
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(kind: str) -> None:
+    ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)  # scans, microscopy
+    image = Image.fromarray(ramp) if kind == "16-bit PNG" else Image.fromarray(ramp.astype(np.int32), mode="I")
+    decoded = decode_image(encoded(image, "PNG" if kind == "16-bit PNG" else "TIFF"), ReadLimits(), "test")
     assert decoded.shape == (64, 64, 1) and decoded.dtype == np.uint8
     assert np.abs(decoded[:, :, 0].astype(int) - ramp / 257.0).max() <= 0.5  # before: every value above 255 was 255
 
