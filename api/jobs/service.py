@@ -47,13 +47,14 @@ def submit_job(
     session: Session, settings: Settings, principal: Principal, body: JobCreate, idempotency_key: str | None,
     request_id: str | None,
 ) -> tuple[Job, bool]:  # fmt: skip
-    """Create the job and send it to its queue; a repeated Idempotency-Key returns the first job."""
+    """Create the job and send it to its queue; a repeated Idempotency-Key returns the first job (422 if the
+    request differs from the one the key was first used with)."""
     if idempotency_key:
         existing = session.scalar(
             select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
         )
         if existing is not None:
-            return existing, False
+            return _replayed(existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
     _check_fits(body, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=body.config.model_dump(mode="json"),
@@ -71,7 +72,7 @@ def submit_job(
         )
         if existing is None:
             raise
-        return existing, False
+        return _replayed(existing, body), False
     try:
         send_train(settings, job.id, job.queue, request_id)
         mark_dispatched(session, job.id)
@@ -80,6 +81,18 @@ def submit_job(
         session.rollback()
         log.warning("job %s queued but not sent (%s); the sweeper will send it", job.id, type(error).__name__)
     return job, True
+
+
+def _replayed(existing: Job, body: JobCreate) -> Job:
+    """The job a repeated Idempotency-Key names, if the request is the one it was first used with. A key reused for
+    another request answers 422 (as the IETF draft on the Idempotency-Key header has it), rather than passing off
+    the first job as the one asked for."""
+    same = (existing.name == body.name and existing.config == body.config.model_dump(mode="json")
+            and existing.dataset_id in (body.dataset_id, None))  # None: its dataset was deleted since  # fmt: skip
+    if not same:
+        raise Invalid(f"this Idempotency-Key was used for another request (job {existing.id}); "
+                      "use a new key for a new job", field="Idempotency-Key")  # fmt: skip
+    return existing
 
 
 def owned_job(session: Session, principal: Principal, job_id: str) -> Job:

@@ -64,6 +64,11 @@ def test_same_idempotency_key_creates_one_job(client, auth) -> None:
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] == second.json()["id"] and second.headers["Idempotent-Replayed"] == "true"
     assert client.get("/v1/jobs", headers=auth).json()["total"] == 1
+    changed = {**payload, "config": {**payload["config"], "train": {**payload["config"]["train"], "epochs": 7}}}
+    reused = client.post("/v1/jobs", headers=headers, json=changed)  # the key reused for another job
+    assert reused.status_code == 422 and reused.json()["error"]["param"] == "Idempotency-Key", reused.text
+    assert first.json()["id"] in reused.json()["error"]["message"]
+    assert client.get("/v1/jobs", headers=auth).json()["total"] == 1
 
 
 def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> None:
