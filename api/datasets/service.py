@@ -19,13 +19,18 @@ from core.store.tables import Dataset, Job
 CHUNK = 1 << 20
 
 
+ALIASES = {"ndjson": "jsonl", "pq": "parquet"}  # other extensions the same formats go by
+
+
 def _format_of(filename: str | None, declared: str | None, modality: str) -> str:
-    fmt = declared or PurePath(filename or "").suffix.lower().lstrip(".")  # the name is a hint, never a path
+    extension = PurePath(filename or "").suffix.lower().lstrip(".")  # the name is a hint, never a path
+    fmt = declared or ALIASES.get(extension, extension)
     if fmt not in FORMATS[modality]:
-        raise Invalid(
-            f"cannot tell the format: pass format= one of {list(FORMATS[modality])} for modality {modality!r}",
-            field="format",
-        )
+        seen = (f"format {declared!r} does not fit modality {modality!r}" if declared else
+                f"cannot tell the format from the file name (.{extension})" if extension else
+                "cannot tell the format: the file name has no extension")  # fmt: skip
+        raise Invalid(f"{seen}; pass format= one of {list(FORMATS[modality])} for modality {modality!r}",
+                      field="format")  # fmt: skip
     return fmt
 
 

@@ -3,7 +3,7 @@
 =========  ===============================================================================================
 modality   formats
 =========  ===============================================================================================
-text       JSONL or CSV with ``text`` (or ``anchor`` + ``positive``) and an optional label column
+text       JSONL, a JSON array or CSV of ``text`` (or ``anchor`` + ``positive``) and an optional label
 vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an optional label; NPY, 2-D numeric
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
@@ -27,7 +27,7 @@ import numpy as np
 from core.data.records import Records
 
 FORMATS: dict[str, tuple[str, ...]] = {
-    "text": ("jsonl", "csv"),
+    "text": ("jsonl", "json", "csv"),
     "vectors": ("csv", "npy", "parquet"),
     "image": ("zip", "npz"),
 }
@@ -60,6 +60,7 @@ def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, label_
         )
     reader = {
         ("text", "jsonl"): _text_jsonl,
+        ("text", "json"): _text_json,
         ("text", "csv"): _text_csv,
         ("vectors", "csv"): _vectors_table,
         ("vectors", "parquet"): _vectors_table,
@@ -143,6 +144,23 @@ def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str) ->
         if len(rows) > limits.max_records:
             raise DatasetError(f"more than the limit of {limits.max_records} records")
     return _text_rows(rows, "line", limits, label_column)
+
+
+def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+    """One JSON array of objects (what ``json.dump(records)`` and pandas' ``to_json(orient="records")`` write)."""
+    try:
+        rows = json.loads(_open_text(path))
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"not valid JSON at line {error.lineno} column {error.colno} ({error.msg})") from None
+    if not isinstance(rows, list):
+        raise DatasetError("a .json dataset must be one array of objects, [{\"text\": ...}, ...]; for one object a "
+                           "line, name the file .jsonl")  # fmt: skip
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DatasetError(f"record {number}: each record must be a JSON object")
+    if len(rows) > limits.max_records:
+        raise DatasetError(f"more than the limit of {limits.max_records} records")
+    return _text_rows(rows, "record", limits, label_column)
 
 
 def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:

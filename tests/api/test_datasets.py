@@ -65,6 +65,9 @@ GOOD = [
     ),
     # what spreadsheets save as "CSV UTF-8": a byte-order mark, then CRLF lines
     ("text", "bom.csv", b"\xef\xbb\xbftext,label\r\nfoo,1\r\nbar,2\r\n", 2, 2),
+    ("text", "t.json", b'[{"text": "a", "label": 0},\n {"text": "b", "label": 1}]', 2, 2),  # one JSON array
+    ("text", "t.ndjson", b'{"text": "a"}\n{"text": "b"}\n', 2, None),  # JSON Lines by another name
+    ("vectors", "v.pq", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4]})), 2, None),
     ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
@@ -157,7 +160,12 @@ BAD = [
     ("normalised npz", "image", "i.npz", npz(images=np.full((2, 4, 4), -0.5, dtype=np.float32)), "[-0.5, -0.5]"),
     ("raw-unit npz", "image", "i.npz", npz(images=np.full((2, 4, 4), 3000.0)), "[0, 1] or [0, 255]"),
     ("npz without images", "image", "i.npz", zipped({"x.npy": npy(np.zeros((2, 4, 4)))}), "'images'"),
-    ("wrong format for modality", "image", "i.csv", b"a\n1\n", "format"),
+    ("wrong format for modality", "image", "i.csv", b"a\n1\n", "from the file name (.csv); pass format= one of"),
+    ("unknown extension", "text", "t.txt", b"hello\n", "from the file name (.txt)"),
+    ("no extension", "text", "texts", b"hello\n", "the file name has no extension"),
+    ("json not an array", "text", "t.json", b'{"text": "a"}', "one array of objects"),
+    ("json array of strings", "text", "t.json", b'["a", "b"]', "record 1: each record must be a JSON object"),
+    ("broken json", "text", "t.json", b'[{"text": "a"},\n {"text": }]', "not valid JSON at line 2 column"),
 ]
 
 
