@@ -67,7 +67,7 @@ def create_dataset(
         except DatasetError as error:
             raise Invalid(str(error), field="file") from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
-                   "label_names": (records.label_names or [])[:1000]}  # fmt: skip
+                   "label_names": (records.label_names or [])[:1000], "label_column": label_column}  # fmt: skip
         key = storage.new_dataset_key(fmt)
         storage.commit(staged, key)
     finally:

@@ -187,7 +187,9 @@ def projection(session: Session, storage: Storage, settings: Settings, job: Job,
         raise Invalid("the job's dataset was deleted", field="job_id")
     config = RunConfig.model_validate(job.config)
     limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
-    records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
+    records = read_records(
+        storage.path(dataset.storage_key), dataset.modality, dataset.format, limits, dataset.label_column
+    )
     _, held_out = records.split(config.data.val_fraction, config.train.seed)
     sample = held_out if held_out is not None else records
     sample = sample.take(np.arange(min(limit, len(sample))))

@@ -171,7 +171,9 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     if dataset is None:
         raise Invalid("the model's dataset was deleted", field="name")
     limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
-    records = read_records(storage.path(dataset.storage_key), dataset.modality, dataset.format, limits)
+    records = read_records(
+        storage.path(dataset.storage_key), dataset.modality, dataset.format, limits, dataset.label_column
+    )
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)
     return records, embed_records(embedder, records), embedder

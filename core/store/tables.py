@@ -88,6 +88,12 @@ class Dataset(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def label_column(self) -> str:
+        """The column the upload took as the label, which every later read of the file takes too (in ``details``;
+        datasets uploaded before it was kept there used the default)."""
+        return self.details.get("label_column", "label")
+
 
 class Job(Base):
     __tablename__ = "job"

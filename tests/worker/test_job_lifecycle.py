@@ -157,3 +157,27 @@ def test_the_request_id_follows_the_job_into_the_worker_logs(tmp_path, pg_url, r
     mine = [entry for entry in lines if entry.get("job_id") == job_id]
     assert mine and all(entry.get("request_id") == "trace-abc-123" for entry in mine), mine
     assert any(entry["message"] == "job ended succeeded" for entry in mine)
+
+
+@pytest.mark.slow
+def test_a_label_column_named_at_upload_is_the_label_everywhere_the_dataset_is_read(client, auth, worker) -> None:
+    """``label_column`` is a choice of the upload; the worker, the projection and the neighbours read the stored file
+    again and must take the same column as the label. Before, they took ``label``: a numeric label column became a
+    feature (the model took 9 inputs where the dataset had 8) and ``use_labels`` failed in the worker."""
+    content = vectors_csv(n=96).replace(b",label\n", b",category\n", 1)
+    response = client.post("/v1/datasets", headers=auth, data={"modality": "vectors", "label_column": "category"},
+                           files={"file": ("v.csv", content)})  # fmt: skip
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["details"]["shape"] == [96, 8] and dataset["num_labels"] == 3
+    job = wait_end(client, auth, submit(client, auth, dataset["id"], {**vector_config(), "data": {
+        "modality": "vectors", "val_fraction": 0.25, "use_labels": True}})["id"])  # fmt: skip
+    assert job["status"] == "succeeded", (job, worker.output()[-3000:])
+    assert "knn_top1" in job["metrics"]  # evaluated against the labels of 'category'
+    projection = client.get(f"/v1/jobs/{job['id']}/projection", headers=auth).json()
+    assert {p["label"] for p in projection["points"]} <= {"0", "1", "2"} and projection["points"][0]["label"]
+    name = f"category-{job['id'][:8]}"
+    assert client.post("/v1/models", headers=auth, json={"job_id": job["id"], "name": name}).status_code == 201
+    assert client.post(f"/v1/models/{name}/deploy", headers=auth).status_code == 200
+    embedded = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.5] * 8]})
+    assert embedded.status_code == 200, embedded.text  # the model takes the dataset's 8 features
