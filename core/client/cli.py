@@ -88,9 +88,10 @@ def datasets_upload(
     modality: str = typer.Option(..., help="text, vectors or image"),
     name: str | None = typer.Option(None),
     format: str | None = typer.Option(None, help="Defaults to the file's extension."),
+    label_column: str | None = typer.Option(None, help="The label column of a text or vectors file (default: label)."),
 ) -> None:
     """Upload a dataset file."""
-    show(call(lambda: client().upload_dataset(path, modality, name, format)))
+    show(call(lambda: client().upload_dataset(path, modality, name, format, label_column)))
 
 
 @datasets.command("list")

@@ -73,9 +73,11 @@ class Client:
 
     # datasets
     def upload_dataset(
-        self, path: str | Path, modality: str, name: str | None = None, format: str | None = None
-    ) -> dict:
-        data = {"modality": modality, **({"name": name} if name else {}), **({"format": format} if format else {})}
+        self, path: str | Path, modality: str, name: str | None = None, format: str | None = None,
+        label_column: str | None = None,
+    ) -> dict:  # fmt: skip
+        optional = {"name": name, "format": format, "label_column": label_column}
+        data = {"modality": modality, **{key: value for key, value in optional.items() if value}}
         with open(path, "rb") as handle:
             return self._call("POST", "/v1/datasets", data=data, files={"file": (Path(path).name, handle)})
 

@@ -19,7 +19,7 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
     runner = CliRunner(env={"COLUMNS": "200"})
     key = auth["Authorization"].removeprefix("Bearer ")
     data = tmp_path / "v.csv"
-    data.write_bytes(vectors_csv(n=96))
+    data.write_bytes(vectors_csv(n=96).replace(b",label\n", b",category\n", 1))  # labels under another name
     config = tmp_path / "config.json"
     config.write_text(json.dumps(vector_config(epochs=2)))
     with LiveServer(client.app) as base:
@@ -30,8 +30,10 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             assert result.exit_code == code, (args, result.output)
             return result.output
 
-        dataset = json.loads(run("datasets", "upload", str(data), "--modality", "vectors"))
-        assert dataset["num_records"] == 96
+        dataset = json.loads(
+            run("datasets", "upload", str(data), "--modality", "vectors", "--label-column", "category")
+        )
+        assert dataset["num_records"] == 96 and dataset["num_labels"] == 3 and dataset["details"]["shape"] == [96, 8]
         assert dataset["id"] in run("datasets", "list")
         job = json.loads(run("jobs", "submit", "--dataset", dataset["id"], "--config", str(config), "--name", "cli"))
         watched = run("jobs", "watch", job["id"], "--poll", "0.3")
