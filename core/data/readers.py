@@ -81,6 +81,10 @@ def _labels(values: list, column: str) -> tuple[np.ndarray | None, list[str] | N
         return None, None
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         raise DatasetError(f"column {column!r}: some records have a label and some do not")
+    odd = next((i for i, v in enumerate(values) if not isinstance(v, str | int | float | np.generic)), None)
+    if odd is not None:  # a list (several labels) or an object would otherwise become one class named by its repr
+        raise DatasetError(f"column {column!r}, record {odd + 1}: a label must be one string or number, "
+                           f"not {type(values[odd]).__name__}")  # fmt: skip
     names = sorted({str(v) for v in values})
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[str(v)] for v in values], dtype=np.int64), names

@@ -133,6 +133,13 @@ BAD = [
         "no column 'text' (its columns: ['sentence', 'label'])",
     ),
     ("pair without positive", "text", "t.jsonl", b'{"anchor": "q"}\n', "no column 'positive'"),
+    (
+        "several labels",
+        "text",
+        "t.jsonl",
+        b'{"text": "a", "label": ["x", "y"]}\n',
+        "record 1: a label must be one string",
+    ),
     ("not json", "text", "t.jsonl", b'{"text": "x"\n', "not valid JSON"),
     ("non-UTF-8", "text", "t.csv", b"text\n\xff\xfe bad\n", "UTF-8"),
     ("ragged csv text", "text", "t.csv", b"text,label\na,1\nb\n", "number of fields"),
