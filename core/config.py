@@ -185,6 +185,12 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = Field(0, ge=0, le=2**31 - 1)
     checkpoint_every_steps: int = Field(200, ge=1, le=10_000_000)
+    keep_checkpoints: int | None = Field(
+        3, ge=1, le=100_000,
+        description="Checkpoints a job keeps: the newest this many, the best, and any a model was registered from; "
+        "older ones are deleted as new ones are written (a text model's weigh ~260 MB with their optimiser state). "
+        "null keeps every one.",
+    )  # fmt: skip
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_devices: int = Field(1, ge=1, le=16, description="Processes (one per device) of a distributed run.")
 

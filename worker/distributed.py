@@ -47,7 +47,8 @@ def _rank_main(
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         settings = Settings.model_validate_json(settings_json)
-        recorder = DatabaseRecorder(settings, job_id, worker, Storage(settings.storage_root)) if rank == 0 else None
+        recorder = (DatabaseRecorder(settings, job_id, worker, Storage(settings.storage_root),
+                                     keep_checkpoints=config.train.keep_checkpoints) if rank == 0 else None)  # fmt: skip
         result = fit(config, train, val, checkpoint_dir=Path(directory), callback=recorder,
                      should_stop=stop.is_set, resume_from=Path(resume) if resume else None)  # fmt: skip
         if recorder is not None:

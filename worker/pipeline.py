@@ -135,6 +135,7 @@ def _train(
     config = job.config
     train, val = job.records.split(config.data.val_fraction, config.train.seed)
     directory = storage.checkpoint_dir(job_id)
+    recorder.keep_checkpoints = config.train.keep_checkpoints  # made before the config was read
     if config.train.num_devices > 1:
         return run_distributed(settings, job_id, worker, config, train, val, directory, job.resume_from, heartbeat)
     return fit(config, train, val, checkpoint_dir=directory, callback=recorder, should_stop=heartbeat.should_stop,

@@ -7,10 +7,10 @@ import time
 from dataclasses import asdict
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core.store.db import transaction
-from core.store.jobs import add_event, record_checkpoint, record_progress
+from core.store.jobs import add_event, prune_checkpoints, record_checkpoint, record_progress
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.train.callbacks import CheckpointInfo, EvalReport, StepReport
@@ -29,8 +29,10 @@ class DatabaseRecorder:
     and retried at the next flush; the final flush retries until it succeeds or ``final_retries`` run out.
     """
 
-    def __init__(self, settings: Settings, job_id: str, worker: str, storage: Storage, final_retries: int = 30) -> None:
+    def __init__(self, settings: Settings, job_id: str, worker: str, storage: Storage, final_retries: int = 30,
+                 keep_checkpoints: int | None = None) -> None:  # fmt: skip
         self.settings, self.job_id, self.worker, self.storage = settings, job_id, worker, storage
+        self.keep_checkpoints = keep_checkpoints  # the run's train.keep_checkpoints; None keeps every one
         self.pending: list[tuple[str, int, int, float]] = []
         self.fields: dict = {}
         self.latest: dict[str, float] = {}
@@ -63,6 +65,24 @@ class DatabaseRecorder:
         self.flush(must=True)
         key = self.storage.key_of(info.path)
         self.retry(lambda s: record_checkpoint(s, self.job_id, info.step, info.epoch, key, info.metrics))
+        if self.keep_checkpoints is not None:
+            self.prune(self.keep_checkpoints)
+
+    def prune(self, keep: int) -> None:
+        """Delete the checkpoints :func:`~core.store.jobs.prune_checkpoints` gives up: rows first, files once that
+        committed (a file without a row is only disk; a row without its file would be a broken checkpoint)."""
+        doomed: list[str] = []
+
+        def work(session) -> None:  # noqa: ANN001 - a Session
+            doomed[:] = prune_checkpoints(session, self.job_id, keep)  # a retried attempt starts over
+
+        try:
+            self.retry(work)
+        except IntegrityError as error:  # a model was registered from one of them meanwhile: next checkpoint, again
+            log.warning("checkpoints not pruned this time: %s", str(error).splitlines()[0])
+            return
+        for key in doomed:
+            self.storage.delete(key)
 
     def flush(self, must: bool = False) -> None:
         """Write what is pending; ``must`` retries until written (checkpoints and the end of the run)."""

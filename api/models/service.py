@@ -17,6 +17,7 @@ from core.data.readers import ReadLimits, read_records
 from core.data.records import Records
 from core.inference import Embedder, Precision
 from core.inspect import embed_records, nearest
+from core.store.jobs import best_checkpoint
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -26,17 +27,16 @@ _NUMBERING_ATTEMPTS = 5  # registrations of one name at once that each may lose 
 
 
 def _pick_checkpoint(session: Session, job_id: str, which: str) -> Checkpoint:
-    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)))
+    """The checkpoint ``which`` names ("last", "best" or an id), read ``FOR SHARE`` until the registration commits,
+    so that the worker's pruning of old checkpoints (:func:`~core.store.jobs.prune_checkpoints`) waits for it."""
+    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+                                .with_for_update(read=True)))  # fmt: skip
     if not rows:
         raise Invalid(f"job {job_id} has no checkpoint yet", field="checkpoint")
     if which == "last":
         return rows[-1]
-    if which == "best":  # highest k-NN accuracy where labels exist, else lowest held-out loss, else the last
-        scored = [c for c in rows if "knn_top1" in c.metrics]
-        if scored:
-            return max(scored, key=lambda c: (c.metrics["knn_top1"], c.step))
-        scored = [c for c in rows if "val_loss" in c.metrics]
-        return min(scored, key=lambda c: (c.metrics["val_loss"], -c.step)) if scored else rows[-1]
+    if which == "best":
+        return best_checkpoint(rows)
     for row in rows:
         if row.id == which:
             return row
@@ -50,7 +50,11 @@ def register_model(session: Session, storage: Storage, principal: Principal, bod
     embedder = Embedder(storage.path(checkpoint.storage_key))  # loads it once: a broken checkpoint fails here
     owner, job_id, checkpoint_id = job.owner, job.id, checkpoint.id
     same_name = (ModelVersion.owner == owner, ModelVersion.name == body.name)
-    for _ in range(_NUMBERING_ATTEMPTS):
+    for attempt in range(_NUMBERING_ATTEMPTS):
+        if attempt and session.scalar(select(Checkpoint.id).where(Checkpoint.id == checkpoint_id)
+                                      .with_for_update(read=True)) is None:  # fmt: skip
+            raise NotFound(f"checkpoint {checkpoint_id} was pruned meanwhile (train.keep_checkpoints); register "
+                           "another", field="checkpoint")  # fmt: skip
         number = (session.scalar(select(func.max(ModelVersion.version)).where(*same_name)) or 0) + 1
         version = ModelVersion(owner=owner, name=body.name, version=number, job_id=job_id,
                                checkpoint_id=checkpoint_id, modality=embedder.modality, dimensions=embedder.dim)  # fmt: skip

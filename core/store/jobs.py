@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from core.store.tables import Checkpoint, Job, JobEvent, Metric, utcnow
+from core.store.tables import Checkpoint, Job, JobEvent, Metric, ModelVersion, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -114,6 +114,35 @@ def record_checkpoint(
         session.add(Checkpoint(job_id=job_id, step=step, epoch=epoch, storage_key=storage_key, metrics=metrics))
     else:
         existing.storage_key, existing.metrics, existing.epoch = storage_key, metrics, epoch
+
+
+def best_checkpoint(rows: list[Checkpoint]) -> Checkpoint:
+    """The best of a job's checkpoints (``rows`` in step order): the highest k-NN accuracy where labels exist, else
+    the lowest held-out loss, else the last."""
+    scored = [c for c in rows if "knn_top1" in c.metrics]
+    if scored:
+        return max(scored, key=lambda c: (c.metrics["knn_top1"], c.step))
+    scored = [c for c in rows if "val_loss" in c.metrics]
+    return min(scored, key=lambda c: (c.metrics["val_loss"], -c.step)) if scored else rows[-1]
+
+
+def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
+    """Delete the job's checkpoint rows but the newest ``keep``, the best and those a model version was registered
+    from; the storage keys of the deleted ones, for the caller to remove once this commits.
+
+    The rows are locked first, so a registration reading one of them (``FOR SHARE``) either finishes before this
+    looks for model versions, or finds the row gone.
+    """
+    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+                                .with_for_update()))  # fmt: skip
+    if len(rows) <= keep:
+        return []
+    registered = set(session.scalars(select(ModelVersion.checkpoint_id).where(ModelVersion.job_id == job_id)))
+    kept = {c.id for c in rows[-keep:]} | {best_checkpoint(rows).id} | registered
+    doomed = [c for c in rows if c.id not in kept]
+    for checkpoint in doomed:
+        session.delete(checkpoint)
+    return [c.storage_key for c in doomed]
 
 
 def finish(session: Session, job_id: str, worker: str, status: str, error: str | None = None) -> bool:

@@ -19,7 +19,7 @@ DIGITS_CONFIG = {
     "model": {"kind": "resnet", "width": 8, "blocks": [1, 1], "image_size": 8},
     "head": {"hidden_dim": 64, "projection_dim": 32},
     "loss": {"temperature": 0.2},
-    "train": {"epochs": 2, "batch_size": 128, "checkpoint_every_steps": 5},
+    "train": {"epochs": 2, "batch_size": 128, "checkpoint_every_steps": 5, "keep_checkpoints": None},
     "eval": {"knn_k": 5, "max_samples": 500},
 }
 

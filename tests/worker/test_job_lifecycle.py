@@ -181,3 +181,41 @@ def test_a_label_column_named_at_upload_is_the_label_everywhere_the_dataset_is_r
     assert client.post(f"/v1/models/{name}/deploy", headers=auth).status_code == 200
     embedded = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.5] * 8]})
     assert embedded.status_code == 200, embedded.text  # the model takes the dataset's 8 features
+
+
+@pytest.mark.slow
+def test_old_checkpoints_are_pruned_but_the_newest_the_best_and_registered_ones(client, auth, worker, settings) -> None:
+    """``train.keep_checkpoints``: the worker deletes older checkpoints (rows, then files) as it writes new ones;
+    the newest N, the best and any a model was registered from stay."""
+    from core.store.db import transaction
+    from core.store.jobs import prune_checkpoints
+
+    dataset = upload(client, auth, vectors_csv(n=96))
+    pruned = submit(client, auth, dataset["id"], vector_config(epochs=4, checkpoint_every_steps=2, keep_checkpoints=2))
+    kept_all = submit(client, auth, dataset["id"], vector_config(epochs=4, checkpoint_every_steps=2,
+                                                                 keep_checkpoints=None))  # fmt: skip
+    pruned, kept_all = wait_end(client, auth, pruned["id"]), wait_end(client, auth, kept_all["id"])
+    assert pruned["status"] == kept_all["status"] == "succeeded", (pruned, kept_all, worker.output()[-3000:])
+    everything = client.get(f"/v1/jobs/{kept_all['id']}/checkpoints", headers=auth).json()
+    total = pruned["progress"]["total_steps"]
+    assert [c["step"] for c in everything] == list(range(2, total + 1, 2))  # null keeps every one
+
+    left = client.get(f"/v1/jobs/{pruned['id']}/checkpoints", headers=auth).json()
+    steps = [c["step"] for c in left]
+    assert steps[-2:] == [total - 2, total] and len(steps) <= 3, steps  # the newest two, and the best if older
+    on_disk = sorted(p.name for p in (settings.storage_root / "checkpoints" / pruned["id"]).iterdir())
+    assert on_disk == [f"step-{step:08d}" for step in steps]  # the pruned ones' files are gone too
+    best = client.post("/v1/models", headers=auth, json={"job_id": pruned["id"], "checkpoint": "best",
+                                                         "name": f"pruned-{pruned['id'][:8]}"})  # fmt: skip
+    assert best.status_code == 201 and best.json()["checkpoint_id"] in {c["id"] for c in left}, best.text
+
+    # the rule itself, on the job that kept everything: a registered old checkpoint is never pruned
+    oldest = everything[0]
+    registered = client.post("/v1/models", headers=auth, json={"job_id": kept_all["id"], "checkpoint": oldest["id"],
+                                                               "name": f"old-{kept_all['id'][:8]}"})  # fmt: skip
+    assert registered.status_code == 201, registered.text
+    with transaction(settings) as session:
+        deleted = prune_checkpoints(session, kept_all["id"], keep=2)
+    remaining = client.get(f"/v1/jobs/{kept_all['id']}/checkpoints", headers=auth).json()
+    assert oldest["id"] in {c["id"] for c in remaining} and [c["step"] for c in remaining][-2:] == [total - 2, total]
+    assert len(deleted) == len(everything) - len(remaining) and len(remaining) <= 4
