@@ -188,7 +188,7 @@ class TrainConfig(_Strict):
     keep_checkpoints: int | None = Field(
         3, ge=1, le=100_000,
         description="Checkpoints a job keeps: the newest this many, the best, and any a model was registered from; "
-        "older ones are deleted as new ones are written (a text model's weigh ~260 MB with their optimiser state). "
+        "older ones are deleted as new ones are written (a text model's, with its optimiser state, is ~260 MB). "
         "null keeps every one.",
     )  # fmt: skip
     device: Literal["auto", "cpu", "cuda"] = "auto"
