@@ -1,4 +1,4 @@
-"""/v1/models: register, deploy, undeploy, list."""
+"""/v1/models: register, deploy, undeploy, list, get."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.models import service
-from api.models.schemas import ModelCreate, ModelDeploy, ModelRead, Neighbor, NeighborQuery
+from api.models.schemas import ModelCreate, ModelDeploy, ModelEntry, ModelList, ModelRead, Neighbor, NeighborQuery
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -17,10 +17,16 @@ def register_model(session: SessionDep, storage: StorageDep, principal: Principa
     return ModelRead.model_validate(service.register_model(session, storage, principal, body))
 
 
-@router.get("", response_model=list[ModelRead])
-def list_models(session: SessionDep, principal: PrincipalDep) -> list[ModelRead]:
-    """List model versions."""
-    return [ModelRead.model_validate(m) for m in service.list_models(session, principal)]
+@router.get("", response_model=ModelList)
+def list_models(session: SessionDep, principal: PrincipalDep) -> ModelList:
+    """List models in OpenAI's shape (``data``: one entry per name, ``id`` the name), each with its versions."""
+    return ModelList(data=service.list_models(session, principal))
+
+
+@router.get("/{name}", response_model=ModelEntry)
+def get_model(session: SessionDep, principal: PrincipalDep, name: str) -> ModelEntry:
+    """One model and its versions (OpenAI's retrieve-model)."""
+    return service.get_model(session, principal, name)
 
 
 @router.post("/{name}/deploy", response_model=ModelRead)

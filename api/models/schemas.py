@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,25 @@ class ModelRead(BaseModel):
     created_at: datetime
     deployed_at: datetime | None
     precision: Precision | None = Field(description="Set at deployment; null: the server's default precision.")
+
+
+class ModelEntry(BaseModel):
+    """One model name with its versions, as OpenAI's model object (``id``, ``object``, ``created``, ``owned_by``), so
+    that OpenAI clients and the tools built on them can list what to pass to /v1/embeddings."""
+
+    id: str = Field(description="The model's name: what /v1/embeddings takes as `model`.")
+    object: Literal["model"] = "model"
+    created: int = Field(description="When its first version was registered, in Unix seconds.")
+    owned_by: str
+    deployed_version: int | None = Field(description="The version /v1/embeddings serves; null: none is deployed.")
+    versions: list[ModelRead] = Field(description="Every registered version, oldest first.")
+
+
+class ModelList(BaseModel):
+    """OpenAI's list object."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]
 
 
 class NeighborQuery(BaseModel):

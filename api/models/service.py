@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.service import owned_job
 from api.models.banks import Banks
-from api.models.schemas import ModelCreate, ModelDeploy, Neighbor
+from api.models.schemas import ModelCreate, ModelDeploy, ModelEntry, ModelRead, Neighbor
 from core.data.readers import ReadLimits, read_records
 from core.data.records import Records
 from core.inference import Embedder, Precision
@@ -119,11 +120,26 @@ def undeploy(session: Session, principal: Principal, name: str) -> list[ModelVer
     return rows
 
 
-def list_models(session: Session, principal: Principal) -> list[ModelVersion]:
+def _entry(versions: list[ModelVersion]) -> ModelEntry:
+    """One owner's versions of one name, oldest first, as the listing's entry."""
+    first = versions[0]
+    deployed = next((v.version for v in versions if v.deployed), None)
+    return ModelEntry(id=first.name, created=int(first.created_at.timestamp()),
+                      owned_by=first.owner, deployed_version=deployed,
+                      versions=[ModelRead.model_validate(v) for v in versions])  # fmt: skip
+
+
+def list_models(session: Session, principal: Principal) -> list[ModelEntry]:
+    """The caller's models (an admin: everyone's), one entry per owner and name, by name."""
     query = select(ModelVersion)
     if not principal.is_admin:
         query = query.where(ModelVersion.owner == principal.owner)
-    return list(session.scalars(query.order_by(ModelVersion.name, ModelVersion.version)))
+    rows = session.scalars(query.order_by(ModelVersion.name, ModelVersion.owner, ModelVersion.version))
+    return [_entry(list(group)) for _, group in groupby(rows, key=lambda v: (v.name, v.owner))]
+
+
+def get_model(session: Session, principal: Principal, name: str) -> ModelEntry:
+    return _entry(_versions(session, principal, name))
 
 
 def deployed_version(session: Session, principal: Principal, name: str) -> tuple[ModelVersion, str]:

@@ -184,9 +184,9 @@ def models_deploy(
 @models.command("list")
 def models_list() -> None:
     """List model versions."""
-    rows = call(lambda: client().list_models())
+    entries = call(lambda: client().list_models())
     table = _table("name", "version", "modality", "dims", "deployed", "job")
-    for m in rows:
+    for m in (version for entry in entries for version in entry["versions"]):
         table.add_row(m["name"], str(m["version"]), m["modality"], str(m["dimensions"]), "yes" if m["deployed"] else "",
                       m["job_id"])  # fmt: skip
     console.print(table)

@@ -137,7 +137,11 @@ class Client:
         return self._call("POST", f"/v1/models/{name}/undeploy")
 
     def list_models(self) -> list[dict]:
-        return self._call("GET", "/v1/models")
+        """One entry per model name (``id``), with its ``versions`` and ``deployed_version``."""
+        return self._call("GET", "/v1/models")["data"]
+
+    def get_model(self, name: str) -> dict:
+        return self._call("GET", f"/v1/models/{name}")
 
     # embeddings
     def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from core.store.db import transaction
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job
-from tests.api.test_embeddings import trained_model
+from tests.api.test_embeddings import listed_versions, trained_model
 
 
 def test_a_corrupted_checkpoint_is_refused_with_a_clear_message(client, auth, settings) -> None:
@@ -20,7 +20,7 @@ def test_a_corrupted_checkpoint_is_refused_with_a_clear_message(client, auth, se
     response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.1] * 6]})
     assert response.status_code == 409, response.text
     assert "cannot be loaded" in response.json()["error"]["message"]
-    job_id = client.get("/v1/models", headers=auth).json()[0]["job_id"]
+    job_id = listed_versions(client, auth)[0]["job_id"]
     again = client.post("/v1/models", headers=auth, json={"job_id": job_id, "name": "again"})
     assert again.status_code == 409 and "cannot be loaded" in again.json()["error"]["message"]
 
@@ -33,7 +33,7 @@ def test_a_corrupted_dataset_file_gives_422_on_the_projection(client, auth, sett
         key = session.get(Dataset, dataset["id"]).storage_key
     Storage(settings.storage_root).path(key).write_bytes(b"PK\x03\x04 broken")
     trained_model(settings, client, auth, "vectors")  # a finished job with a checkpoint
-    job_id = client.get("/v1/models", headers=auth).json()[0]["job_id"]
+    job_id = listed_versions(client, auth)[0]["job_id"]
     with transaction(settings) as session:
         session.get(Job, job_id).dataset_id = dataset["id"]
     response = client.get(f"/v1/jobs/{job_id}/projection", headers=auth)

@@ -65,6 +65,13 @@ def trained_model(settings, client, auth, modality: str, name: str | None = None
     return name, Embedder(result.last_checkpoint)
 
 
+def listed_versions(client, headers) -> list[dict]:  # noqa: ANN001 - the test client and a key's headers
+    """Every model version GET /v1/models lists for this key."""
+    listed = client.get("/v1/models", headers=headers)
+    assert listed.status_code == 200, listed.text
+    return [version for entry in listed.json()["data"] for version in entry["versions"]]
+
+
 class LiveServer:
     def __init__(self, app) -> None:
         self.port = free_port()
@@ -98,6 +105,12 @@ def test_openai_client_works_unchanged_against_a_text_model(client, auth, settin
         assert np.allclose(small.data[0].embedding, head / np.linalg.norm(head), atol=1e-5)
         with pytest.raises(openai.NotFoundError):
             oai.embeddings.create(model="no-such-model", input="x")
+        (listed,) = oai.models.list()  # what OpenAI-compatible tools call to offer a model
+        assert listed.id == name and listed.object == "model" and listed.owned_by and listed.created > 0
+        retrieved = oai.models.retrieve(name)
+        assert retrieved.id == name and retrieved.deployed_version == 1 and len(retrieved.versions) == 1
+        with pytest.raises(openai.NotFoundError):
+            oai.models.retrieve("no-such-model")
         for tokens in ([15339, 1917], [[15339, 1917], [1023]]):  # OpenAI's token-id inputs, as LangChain sends them
             with pytest.raises(openai.UnprocessableEntityError, match="arrays of token ids are not accepted"):
                 oai.embeddings.create(model=name, input=tokens)
@@ -198,8 +211,7 @@ def test_a_deployment_sets_its_own_precision_over_the_servers(client, auth, sett
     assert deployed.status_code == 200 and deployed.json()["precision"] == "bf16"
     got, precision = embed()  # the same version, loaded anew at bf16
     assert precision == "bf16" and (got * want).sum(-1).min() > 0.999 and (got - want).abs().max() > 1e-4
-    listed = client.get("/v1/models", headers=auth).json()
-    assert [(m["name"], m["precision"]) for m in listed] == [(name, "bf16")]
+    assert [(m["name"], m["precision"]) for m in listed_versions(client, auth)] == [(name, "bf16")]
     # a deploy without a precision returns to the server's default
     assert client.post(f"/v1/models/{name}/deploy", headers=auth).json()["precision"] is None
     got, precision = embed()

@@ -167,7 +167,7 @@ async function newJobPage() {
 }
 
 async function modelsPage() {
-  const models = await api("/v1/models");
+  const models = (await api("/v1/models")).data.flatMap((entry) => entry.versions);
   const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
   for (const m of models) {
     const action = m.deployed
