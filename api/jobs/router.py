@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, cancel, metrics, checkpoints, events."""
+"""/v1/jobs: submit, list, read, cancel, delete, metrics, checkpoints, events."""
 
 from __future__ import annotations
 
@@ -74,6 +74,13 @@ def list_jobs(
 def cancel_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobRead:
     """Cancel a job (a running one stops within a few steps and keeps its last checkpoint)."""
     return service.to_read(service.cancel_job(session, principal, job_id))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(session: SessionDep, storage: StorageDep, principal: PrincipalDep, job_id: str) -> None:
+    """Delete a finished job with its metrics, events and checkpoints (files too). A queued or running job must be
+    cancelled first, and the model versions registered from it deleted first."""
+    service.delete_job(session, storage, principal, job_id)
 
 
 @router.get("/{job_id}/metrics", response_model=JobMetrics)

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.datasets.service import owned_dataset
-from api.errors import Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from core.config import RunConfig
 from core.data.readers import ReadLimits, read_records
@@ -18,11 +18,11 @@ from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
 from core.store.db import read_first
-from core.store.jobs import add_event, mark_dispatched, request_cancel
+from core.store.jobs import TERMINAL, add_event, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
-from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric
+from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelVersion
 
 log = logging.getLogger("embedtrain.api")
 
@@ -95,9 +95,9 @@ def _replayed(existing: Job, body: JobCreate) -> Job:
     return existing
 
 
-def owned_job(session: Session, principal: Principal, job_id: str) -> Job:
-    """The job if the caller may see it; another owner's answers 404."""
-    job = session.get(Job, job_id)
+def owned_job(session: Session, principal: Principal, job_id: str, lock: bool = False) -> Job:
+    """The job if the caller may see it (its row locked ``FOR UPDATE`` with ``lock``); another owner's answers 404."""
+    job = session.get(Job, job_id, with_for_update=lock or None)
     if job is None or (job.owner != principal.owner and not principal.is_admin):
         raise NotFound(f"job {job_id} not found", field="job_id")
     return job
@@ -134,6 +134,28 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     request_cancel(session, job)
     session.commit()
     return job
+
+
+def delete_job(session: Session, storage: Storage, principal: Principal, job_id: str) -> None:
+    """Delete a finished job: its row, events, metrics, checkpoints and their files.
+
+    A queued or running job is refused (cancel it first), and so is one that model versions were registered from,
+    since they serve its checkpoints. Its checkpoints are locked first, so that a registration reading one
+    (``FOR SHARE``) either commits before the check below sees it or finds the job gone."""
+    job = owned_job(session, principal, job_id, lock=True)
+    if job.status not in TERMINAL:
+        raise Conflict(f"job {job_id} is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) and delete it once "
+                       "it has stopped", field="job_id")  # fmt: skip
+    session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job.id).with_for_update()).all()
+    registered = session.execute(select(ModelVersion.name, ModelVersion.version).where(ModelVersion.job_id == job.id)
+                                 .order_by(ModelVersion.name, ModelVersion.version)).all()  # fmt: skip
+    if registered:
+        versions = ", ".join(f"{name} version {version}" for name, version in registered)
+        raise Conflict(f"job {job_id}'s checkpoints are registered as {versions}; delete those first "
+                       "(DELETE /v1/models/{name}?version=N)", field="job_id")  # fmt: skip
+    session.delete(job)  # events, metrics and checkpoint rows go with it (ON DELETE CASCADE)
+    session.commit()
+    storage.delete_checkpoints(job_id)
 
 
 def metric_series(session: Session, job: Job) -> dict[str, list[MetricPoint]]:

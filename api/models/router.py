@@ -1,8 +1,10 @@
-"""/v1/models: register, deploy, undeploy, list, get."""
+"""/v1/models: register, deploy, undeploy, list, get, delete."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.models import service
@@ -49,3 +51,12 @@ def model_neighbors(
 def undeploy_model(session: SessionDep, principal: PrincipalDep, name: str) -> list[ModelRead]:
     """Stop serving a model."""
     return [ModelRead.model_validate(m) for m in service.undeploy(session, principal, name)]
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_model(
+    session: SessionDep, principal: PrincipalDep, name: str,
+    version: Annotated[int | None, Query(ge=1, description="Delete only this version; by default, every version.")] = None,
+) -> None:  # fmt: skip
+    """Delete a model's versions (not deployed ones: undeploy first). Its job and checkpoints stay."""
+    service.delete(session, principal, name, version)

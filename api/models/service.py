@@ -85,8 +85,10 @@ def _one_owner(name: str, rows: list, owner_of, principal: Principal) -> list:  
     return rows
 
 
-def _versions(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
+def _versions(session: Session, principal: Principal, name: str, lock: bool = False) -> list[ModelVersion]:
     query = select(ModelVersion).where(ModelVersion.name == name)
+    if lock:
+        query = query.with_for_update()
     if not principal.is_admin:
         query = query.where(ModelVersion.owner == principal.owner)
     rows = _one_owner(name, list(session.scalars(query.order_by(ModelVersion.version))), lambda r: r.owner, principal)
@@ -197,3 +199,20 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)
     return records, embed_records(embedder, records), embedder
+
+
+def delete(session: Session, principal: Principal, name: str, version: int | None) -> None:
+    """Delete one version of ``name``, or every version; a deployed one must be undeployed first. The job and its
+    checkpoint stay (DELETE /v1/jobs/{id} removes those)."""
+    rows = _versions(session, principal, name, lock=True)
+    if version is not None:
+        rows = [row for row in rows if row.version == version]
+        if not rows:
+            raise NotFound(f"model {name!r} has no version {version}", field="version")
+    deployed = [row.version for row in rows if row.deployed]
+    if deployed:
+        raise Conflict(f"model {name!r} version {deployed[0]} is deployed; undeploy it first "
+                       f"(POST /v1/models/{name}/undeploy)", field="name")  # fmt: skip
+    for row in rows:
+        session.delete(row)
+    session.commit()

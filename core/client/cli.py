@@ -24,9 +24,9 @@ from core.client.client import ApiError, Client, default_settings
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
-datasets = typer.Typer(help="Upload and list datasets.", no_args_is_help=True)
-jobs = typer.Typer(help="Submit, list, show, cancel and watch training jobs.", no_args_is_help=True)
-models = typer.Typer(help="Register, deploy and list models.", no_args_is_help=True)
+datasets = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
+jobs = typer.Typer(help="Submit, list, show, cancel, watch and delete training jobs.", no_args_is_help=True)
+models = typer.Typer(help="Register, deploy, undeploy, list and delete models.", no_args_is_help=True)
 keys = typer.Typer(help="Create and revoke API keys (creating needs an admin key).", no_args_is_help=True)
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
     app.add_typer(sub, name=name)
@@ -106,6 +106,13 @@ def datasets_list() -> None:
     console.print(table)
 
 
+@datasets.command("delete")
+def datasets_delete(dataset_id: str) -> None:
+    """Delete a dataset (its file too) that no queued or running job uses."""
+    call(lambda: client().delete_dataset(dataset_id))
+    console.print(f"deleted dataset {dataset_id}")
+
+
 @jobs.command("submit")
 def jobs_submit(
     dataset: str = typer.Option(..., help="Dataset id."),
@@ -139,6 +146,13 @@ def jobs_show(job_id: str) -> None:
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job."""
     show(call(lambda: client().cancel_job(job_id)))
+
+
+@jobs.command("delete")
+def jobs_delete(job_id: str) -> None:
+    """Delete a finished job with its metrics, events and checkpoints (files too)."""
+    call(lambda: client().delete_job(job_id))
+    console.print(f"deleted job {job_id}")
 
 
 @jobs.command("watch")
@@ -179,6 +193,19 @@ def models_deploy(
 ) -> None:
     """Deploy a model version (the newest by default)."""
     show(call(lambda: client().deploy(name, version, precision)))
+
+
+@models.command("undeploy")
+def models_undeploy(name: str) -> None:
+    """Stop serving a model."""
+    show(call(lambda: client().undeploy(name)))
+
+
+@models.command("delete")
+def models_delete(name: str, version: int | None = typer.Option(None, help="Only this version.")) -> None:
+    """Delete a model's versions, or one (undeploy first); its job and checkpoints stay."""
+    call(lambda: client().delete_model(name, version))
+    console.print(f"deleted {name}" + (f" version {version}" if version else ""))
 
 
 @models.command("list")

@@ -84,6 +84,9 @@ class Client:
     def list_datasets(self, limit: int = 50, offset: int = 0) -> dict:
         return self._call("GET", "/v1/datasets", params={"limit": limit, "offset": offset})
 
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call("DELETE", f"/v1/datasets/{dataset_id}")
+
     # jobs
     def submit_job(self, dataset_id: str, config: dict, name: str = "job", idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -99,6 +102,10 @@ class Client:
 
     def cancel_job(self, job_id: str) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job with its metrics, events and checkpoints."""
+        self._call("DELETE", f"/v1/jobs/{job_id}")
 
     def job_metrics(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}/metrics")["series"]
@@ -142,6 +149,10 @@ class Client:
 
     def get_model(self, name: str) -> dict:
         return self._call("GET", f"/v1/models/{name}")
+
+    def delete_model(self, name: str, version: int | None = None) -> None:
+        """Delete ``version`` of ``name``, or every version (none of them deployed)."""
+        self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version else None)
 
     # embeddings
     def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None) -> np.ndarray:

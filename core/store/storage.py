@@ -32,9 +32,17 @@ class Storage:
 
     def checkpoint_dir(self, job_id: str) -> Path:
         """Where a job's checkpoints are written."""
-        path = self.path(f"checkpoints/{job_id}")
+        path = self.path(self._checkpoints_key(job_id))
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def delete_checkpoints(self, job_id: str) -> None:
+        """Remove every checkpoint a job wrote."""
+        self.delete(self._checkpoints_key(job_id))
+
+    @staticmethod
+    def _checkpoints_key(job_id: str) -> str:
+        return f"checkpoints/{job_id}"
 
     def key_of(self, path: Path) -> str:
         """The key of a path under the root."""

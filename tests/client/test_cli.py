@@ -55,6 +55,16 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             assert refused.value.status == 422 and refused.value.field == "input"
         error = run("embed", "--model", "no-such-model", "hello", code=1)
         assert "404" in error and "no deployed model" in error
+        # deletes, in the order they allow: the model version, then its job, then the dataset
+        assert "409" in run("jobs", "delete", job["id"], code=1)  # cli-model version 1 serves its checkpoint
+        assert "undeploy it first" in run("models", "delete", "cli-model", code=1)
+        run("models", "undeploy", "cli-model")
+        assert "deleted cli-model version 1" in run("models", "delete", "cli-model", "--version", "1")
+        assert "cli-model" not in run("models", "list")
+        assert "deleted job" in run("jobs", "delete", job["id"])
+        assert "404" in run("jobs", "show", job["id"], code=1)
+        assert "deleted dataset" in run("datasets", "delete", dataset["id"])
+        assert dataset["id"] not in run("datasets", "list")
         # keys: only admins create; anyone can revoke their own
         assert "404" in run("keys", "create", "--owner", "x", code=1)
         admin = keys.make("cli-admin", admin=True)

@@ -66,5 +66,19 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
             page.goto(f"{base}/ui/index.html#/jobs")
             expect(page.locator("[data-testid=jobs]")).to_contain_text("from-the-ui")
             page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
+
+            # deletes: the job is refused while a model version uses its checkpoint, and says so on the page
+            page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before each delete
+            page.click("[data-testid=jobs] a:has-text('from-the-ui')")
+            page.click("[data-testid=delete-job]")
+            expect(page.locator("#notice")).to_contain_text("ui-model version 1")
+            page.goto(f"{base}/ui/index.html#/models")
+            page.click("[data-testid=models] button:has-text('Undeploy')")
+            page.click("[data-testid=models] button:has-text('Delete')")
+            expect(page.locator("[data-testid=models]")).not_to_contain_text("ui-model")
+            page.goto(f"{base}/ui/index.html#/jobs")
+            page.click("[data-testid=jobs] a:has-text('from-the-ui')")
+            page.click("[data-testid=delete-job]")
+            expect(page.locator("[data-testid=jobs]")).not_to_contain_text("from-the-ui")
         finally:
             browser.close()

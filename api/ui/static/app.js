@@ -110,6 +110,12 @@ async function jobPage(id) {
       job.error ? el("span", { class: "error" }, ` · ${job.error}`) : ""));
   if (job.status === "queued" || job.status === "running") {
     head.append(el("button", { "data-testid": "cancel", onclick: async () => { await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); route(); } }, "Cancel"));
+  } else {
+    head.append(el("button", { "data-testid": "delete-job", onclick: () => act(async () => {
+      if (!confirm(`Delete job ${job.name} with its metrics and checkpoints?`)) return;
+      await api(`/v1/jobs/${id}`, { method: "DELETE" });
+      location.hash = "#/jobs";
+    }) }, "Delete"));
   }
   const charts = el("div", { class: "grid" },
     lineChart("Loss", { loss: series(metrics, "loss"), val_loss: series(metrics, "val_loss") }, "chart-loss"),
@@ -123,10 +129,10 @@ async function jobPage(id) {
   for (const c of checkpoints) {
     const name = el("input", { placeholder: "model name", size: "16", "data-testid": `model-name-${c.step}` });
     ckTable.append(el("tr", {}, el("td", {}, c.step), el("td", {}, fmt(c.metrics.knn_top1)),
-      el("td", {}, name, el("button", { "data-testid": `register-${c.step}`, onclick: async () => {
+      el("td", {}, name, el("button", { "data-testid": `register-${c.step}`, onclick: () => act(async () => {
         const m = await api("/v1/models", { method: "POST", json: { job_id: id, checkpoint: c.id, name: name.value } });
         alertText(`registered ${m.name} v${m.version}`);
-      } }, "Register model"))));
+      }) }, "Register model"))));
   }
   const picture = el("div", { class: "card" }, el("h3", {}, "Embedding picture (PCA of held-out records)"));
   if (checkpoints.length) {
@@ -144,6 +150,8 @@ async function jobPage(id) {
 }
 
 function alertText(text) { const n = document.getElementById("notice"); if (n) n.textContent = text; }
+// A button's action: an error answer shows in the page's notice line rather than only in the console.
+async function act(action) { try { await action(); } catch (e) { alertText(e.message); } }
 
 async function newJobPage() {
   const datasets = await api("/v1/datasets?limit=200");
@@ -170,11 +178,15 @@ async function modelsPage() {
   const models = (await api("/v1/models")).data.flatMap((entry) => entry.versions);
   const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
   for (const m of models) {
-    const action = m.deployed
-      ? el("button", { onclick: async () => { await api(`/v1/models/${m.name}/undeploy`, { method: "POST" }); route(); } }, "Undeploy")
-      : el("button", { onclick: async () => { await api(`/v1/models/${m.name}/deploy`, { method: "POST", json: { version: m.version } }); route(); } }, "Deploy");
+    const actions = m.deployed
+      ? [el("button", { onclick: () => act(async () => { await api(`/v1/models/${m.name}/undeploy`, { method: "POST" }); route(); }) }, "Undeploy")]
+      : [el("button", { onclick: () => act(async () => { await api(`/v1/models/${m.name}/deploy`, { method: "POST", json: { version: m.version } }); route(); }) }, "Deploy"),
+         el("button", { onclick: () => act(async () => {
+           if (!confirm(`Delete ${m.name} version ${m.version}? Its job and checkpoint stay.`)) return;
+           await api(`/v1/models/${m.name}?version=${m.version}`, { method: "DELETE" }); route();
+         }) }, "Delete")];
     table.append(el("tr", {}, el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.modality), el("td", {}, m.dimensions),
-      el("td", {}, m.deployed ? (m.precision ? `yes (${m.precision})` : "yes") : ""), el("td", {}, action)));
+      el("td", {}, m.deployed ? (m.precision ? `yes (${m.precision})` : "yes") : ""), el("td", {}, ...actions)));
   }
   const deployedText = models.filter((m) => m.deployed && m.modality === "text");
   const tryIt = el("div", { class: "card" }, el("h3", {}, "Try it: nearest records of the training data"));
@@ -187,7 +199,7 @@ async function modelsPage() {
       out.replaceChildren(...hits.map((h) => el("li", {}, `${fmt(h.score)} ${h.text}${h.label ? ` [${h.label}]` : ""}`)));
     } }, "Embed"), out);
   } else tryIt.append(el("p", {}, "Deploy a text model to try it here."));
-  view.replaceChildren(el("h2", {}, "Models"), table, tryIt);
+  view.replaceChildren(el("h2", {}, "Models"), table, el("p", { id: "notice" }), tryIt);
 }
 
 // ---- routing and login ----------------------------------------------------------------------------------
