@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query, Request, status
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.models import service
-from api.models.schemas import ModelCreate, ModelDeploy, ModelEntry, ModelList, ModelRead, Neighbor, NeighborQuery
+from api.models.schemas import (
+    ModelCreate,
+    ModelDeleted,
+    ModelDeploy,
+    ModelEntry,
+    ModelList,
+    ModelRead,
+    Neighbor,
+    NeighborQuery,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -53,10 +62,11 @@ def undeploy_model(session: SessionDep, principal: PrincipalDep, name: str) -> l
     return [ModelRead.model_validate(m) for m in service.undeploy(session, principal, name)]
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", response_model=ModelDeleted)
 def delete_model(
     session: SessionDep, principal: PrincipalDep, name: str,
     version: Annotated[int | None, Query(ge=1, description="Delete only this version; by default, every version.")] = None,
-) -> None:  # fmt: skip
-    """Delete a model's versions (not deployed ones: undeploy first). Its job and checkpoints stay."""
-    service.delete(session, principal, name, version)
+) -> ModelDeleted:  # fmt: skip
+    """Delete a model's versions (not deployed ones: undeploy first), answering as OpenAI's model deletion does. Its
+    job and checkpoints stay."""
+    return ModelDeleted(id=name, versions=service.delete(session, principal, name, version))

@@ -65,6 +65,15 @@ class ModelList(BaseModel):
     data: list[ModelEntry]
 
 
+class ModelDeleted(BaseModel):
+    """OpenAI's answer to a model's deletion, with the version numbers deleted."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+    versions: list[int]
+
+
 class NeighborQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

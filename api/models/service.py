@@ -201,9 +201,9 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     return records, embed_records(embedder, records), embedder
 
 
-def delete(session: Session, principal: Principal, name: str, version: int | None) -> None:
+def delete(session: Session, principal: Principal, name: str, version: int | None) -> list[int]:
     """Delete one version of ``name``, or every version; a deployed one must be undeployed first. The job and its
-    checkpoint stay (DELETE /v1/jobs/{id} removes those)."""
+    checkpoint stay (DELETE /v1/jobs/{id} removes those). The version numbers deleted."""
     rows = _versions(session, principal, name, lock=True)
     if version is not None:
         rows = [row for row in rows if row.version == version]
@@ -216,3 +216,4 @@ def delete(session: Session, principal: Principal, name: str, version: int | Non
     for row in rows:
         session.delete(row)
     session.commit()
+    return [row.version for row in rows]

@@ -204,8 +204,8 @@ def models_undeploy(name: str) -> None:
 @models.command("delete")
 def models_delete(name: str, version: int | None = typer.Option(None, help="Only this version.")) -> None:
     """Delete a model's versions, or one (undeploy first); its job and checkpoints stay."""
-    call(lambda: client().delete_model(name, version))
-    console.print(f"deleted {name}" + (f" version {version}" if version else ""))
+    versions = call(lambda: client().delete_model(name, version))["versions"]
+    console.print(f"deleted {name} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}")
 
 
 @models.command("list")

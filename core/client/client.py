@@ -150,9 +150,9 @@ class Client:
     def get_model(self, name: str) -> dict:
         return self._call("GET", f"/v1/models/{name}")
 
-    def delete_model(self, name: str, version: int | None = None) -> None:
-        """Delete ``version`` of ``name``, or every version (none of them deployed)."""
-        self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version else None)
+    def delete_model(self, name: str, version: int | None = None) -> dict:
+        """Delete ``version`` of ``name``, or every version (none of them deployed); the answer names them."""
+        return self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version else None)
 
     # embeddings
     def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None) -> np.ndarray:

@@ -111,11 +111,16 @@ def test_openai_client_works_unchanged_against_a_text_model(client, auth, settin
         assert retrieved.id == name and retrieved.deployed_version == 1 and len(retrieved.versions) == 1
         with pytest.raises(openai.NotFoundError):
             oai.models.retrieve("no-such-model")
+        with pytest.raises(openai.ConflictError, match="undeploy it first"):
+            oai.models.delete(name)
         for tokens in ([15339, 1917], [[15339, 1917], [1023]]):  # OpenAI's token-id inputs, as LangChain sends them
             with pytest.raises(openai.UnprocessableEntityError, match="arrays of token ids are not accepted"):
                 oai.embeddings.create(model=name, input=tokens)
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{base}/v1", api_key="bad").embeddings.create(model=name, input="x")
+        assert client.post(f"/v1/models/{name}/undeploy", headers=auth).status_code == 200
+        gone = oai.models.delete(name)
+        assert gone.id == name and gone.deleted and not list(oai.models.list())
 
 
 def test_vector_inputs_are_checked(client, auth, settings) -> None:
