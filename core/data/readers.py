@@ -85,9 +85,19 @@ def _labels(values: list, column: str) -> tuple[np.ndarray | None, list[str] | N
     if odd is not None:  # a list (several labels) or an object would otherwise become one class named by its repr
         raise DatasetError(f"column {column!r}, record {odd + 1}: a label must be one string or number, "
                            f"not {type(values[odd]).__name__}")  # fmt: skip
-    names = sorted({str(v) for v in values})
+    numbers = all(isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_) for v in values)
+    as_names = [_label_name(v) for v in values]
+    names = sorted(set(as_names), key=float if numbers else None)  # numbers in numeric order: 2 before 10
     index = {name: i for i, name in enumerate(names)}
-    return np.array([index[str(v)] for v in values], dtype=np.int64), names
+    return np.array([index[name] for name in as_names], dtype=np.int64), names
+
+
+def _label_name(value: object) -> str:
+    """A label's class name; a whole float names the class of the integer (3.0 is 3, as when integer labels are
+    written beside float features by ``np.column_stack`` or ``np.savetxt``)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: str) -> Records:

@@ -59,3 +59,18 @@ def test_16_bit_npz_images_are_scaled_as_16_bit_pngs_are(tmp_path) -> None:  # n
     np.savez(path, images=np.full((2, 4, 4), 40000, dtype=np.uint16))
     records = read_records(path, "image", "npz", ReadLimits())
     assert records.images.dtype == np.uint8 and (records.images == round(40000 / 257)).all()  # before: clipped to 255
+
+
+def test_whole_float_labels_are_the_integers_classes_in_numeric_order(tmp_path) -> None:  # noqa: ANN001
+    table = np.column_stack([np.arange(8.0).reshape(4, 2), [10, 2, 10, 2]])  # the labels become 10.0 and 2.0
+    path = tmp_path / "v.csv"
+    np.savetxt(path, table, delimiter=",", header="a,b,label", comments="")
+    records = read_records(path, "vectors", "csv", ReadLimits())
+    assert records.label_names == ["2", "10"] and records.labels.tolist() == [1, 0, 1, 0]  # before: "10.0" < "2.0"
+    lines = [f'{{"text": "t{i}", "label": {label}}}' for i, label in enumerate([2, 10.0, 2.0, 10, 2.5])]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines))
+    records = read_records(tmp_path / "t.jsonl", "text", "jsonl", ReadLimits())
+    assert records.label_names == ["2", "2.5", "10"] and records.labels.tolist() == [0, 2, 0, 2, 1]  # 2 and 2.0: one
+    named = [f'{{"text": "t{i}", "label": "{label}"}}' for i, label in enumerate(["b", "a", "10", "2"])]
+    (tmp_path / "n.jsonl").write_text("\n".join(named))
+    assert read_records(tmp_path / "n.jsonl", "text", "jsonl", ReadLimits()).label_names == ["10", "2", "a", "b"]
