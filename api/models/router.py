@@ -1,10 +1,11 @@
-"""/v1/models: register, deploy, undeploy, list, get, delete."""
+"""/v1/models: register, deploy, undeploy, list, get, delete, download the weights."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import FileResponse
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StorageDep
 from api.models import service
@@ -38,6 +39,19 @@ def list_models(session: SessionDep, principal: PrincipalDep) -> ModelList:
 def get_model(session: SessionDep, principal: PrincipalDep, name: str) -> ModelEntry:
     """One model and its versions (OpenAI's retrieve-model)."""
     return service.get_model(session, principal, name)
+
+
+@router.get("/{name}/weights", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "model.safetensors"}})  # fmt: skip
+def model_weights(
+    session: SessionDep, storage: StorageDep, principal: PrincipalDep, name: str,
+    version: Annotated[int | None, Query(ge=1, description="Defaults to the newest version.")] = None,
+) -> FileResponse:  # fmt: skip
+    """Download a version's weights: safetensors with the run config in its metadata. Saved as
+    ``DIR/model.safetensors``, ``core.inference.Embedder(DIR)`` embeds with it offline."""
+    path, target = service.weights(session, storage, principal, name, version)
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{target.name}-v{target.version}.safetensors")  # fmt: skip
 
 
 @router.post("/{name}/deploy", response_model=ModelRead)

@@ -23,6 +23,7 @@ from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job, ModelVersion, utcnow
+from core.train.checkpoint import WEIGHTS_FILE
 
 _NUMBERING_ATTEMPTS = 5  # registrations of one name at once that each may lose the next number before giving up
 
@@ -199,6 +200,22 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)
     return records, embed_records(embedder, records), embedder
+
+
+def weights(session: Session, storage: Storage, principal: Principal, name: str, version: int | None
+            ) -> tuple[Path, ModelVersion]:  # fmt: skip
+    """The weights file of ``version`` of ``name`` (the newest by default), with the version: safetensors whose
+    metadata hold the run config, so that ``core.inference.Embedder`` rebuilds the model from a directory holding
+    only this file."""
+    rows = _versions(session, principal, name)
+    target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+    if target is None:
+        raise NotFound(f"model {name!r} has no version {version}", field="version")
+    key = session.scalar(select(Checkpoint.storage_key).where(Checkpoint.id == target.checkpoint_id))
+    path = storage.path(key) / WEIGHTS_FILE
+    if not path.is_file():
+        raise Conflict(f"model {name!r} version {target.version}: its weights are missing from storage", field="name")
+    return path, target
 
 
 def delete(session: Session, principal: Principal, name: str, version: int | None) -> list[int]:

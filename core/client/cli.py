@@ -26,7 +26,7 @@ app = typer.Typer(help="Train and serve contrastive embedding models over the em
                   no_args_is_help=True)  # fmt: skip
 datasets = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
 jobs = typer.Typer(help="Submit, list, show, cancel, watch and delete training jobs.", no_args_is_help=True)
-models = typer.Typer(help="Register, deploy, undeploy, list and delete models.", no_args_is_help=True)
+models = typer.Typer(help="Register, deploy, undeploy, list, download and delete models.", no_args_is_help=True)
 keys = typer.Typer(help="Create and revoke API keys (creating needs an admin key).", no_args_is_help=True)
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
     app.add_typer(sub, name=name)
@@ -199,6 +199,16 @@ def models_deploy(
 def models_undeploy(name: str) -> None:
     """Stop serving a model."""
     show(call(lambda: client().undeploy(name)))
+
+
+@models.command("download")
+def models_download(
+    name: str,
+    out: Path = typer.Option(..., help="Directory to save model.safetensors in."),
+    version: int | None = typer.Option(None, help="Default: the newest."),
+) -> None:
+    """Save a version's weights (with its run config) for core.inference.Embedder(OUT), offline."""
+    console.print(f"saved {call(lambda: client().download_model(name, out, version))}")
 
 
 @models.command("delete")

@@ -64,12 +64,17 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise ApiError(response.status_code, error["message"], error.get("param"))
-            except (ValueError, KeyError):
-                raise ApiError(response.status_code, response.text[:500], None) from None
+            self._raise(response)
         return response.json() if response.content else None
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        """Raise the error answer as an :class:`ApiError`."""
+        try:
+            error = response.json()["error"]
+            raise ApiError(response.status_code, error["message"], error.get("param"))
+        except (ValueError, KeyError):
+            raise ApiError(response.status_code, response.text[:500], None) from None
 
     # datasets
     def upload_dataset(
@@ -149,6 +154,26 @@ class Client:
 
     def get_model(self, name: str) -> dict:
         return self._call("GET", f"/v1/models/{name}")
+
+    def download_model(self, name: str, directory: str | Path, version: int | None = None) -> Path:
+        """Save ``version`` of ``name`` (the newest by default) as ``directory/model.safetensors``; then
+        ``core.inference.Embedder(directory)`` embeds with it offline. The file's path."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        params = {"version": version} if version else None
+        with self.http.stream("GET", f"/v1/models/{name}/weights", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            partial = target / "model.safetensors.part"
+            try:
+                with open(partial, "wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+            except BaseException:
+                partial.unlink(missing_ok=True)  # an interrupted download leaves no file behind
+                raise
+        return partial.replace(target / "model.safetensors")
 
     def delete_model(self, name: str, version: int | None = None) -> dict:
         """Delete ``version`` of ``name``, or every version (none of them deployed); the answer names them."""

@@ -28,6 +28,7 @@ from core.config import RunConfig
 from core.data.records import InputSpec
 
 FORMAT = "embedtrain-checkpoint/1"
+WEIGHTS_FILE = "model.safetensors"  # alone in a directory, enough for core.inference.Embedder
 
 
 class CheckpointError(ValueError):
@@ -90,7 +91,7 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         metadata = {"format": FORMAT, "config": config.model_dump_json(), "spec": json.dumps(asdict(spec))}
-        save_file(weights, tmp / "model.safetensors", metadata=metadata)
+        save_file(weights, tmp / WEIGHTS_FILE, metadata=metadata)
         optim_tensors, optim_meta = _split_optimizer(trainer.optimizer)
         extra = {f"loss.{k}": v.detach().cpu().contiguous() for k, v in trainer.loss.items()}
         save_file({**optim_tensors, **extra, "rng.cpu": trainer.rng.cpu()}, tmp / "trainer.safetensors")
@@ -121,7 +122,7 @@ def read_config(path: Path) -> tuple[RunConfig, InputSpec]:
     from safetensors import safe_open
 
     try:
-        with safe_open(Path(path) / "model.safetensors", framework="pt") as handle:
+        with safe_open(Path(path) / WEIGHTS_FILE, framework="pt") as handle:
             metadata = handle.metadata() or {}
         if metadata.get("format") != FORMAT:
             raise ValueError(f"not of format {FORMAT}")
@@ -133,7 +134,7 @@ def read_config(path: Path) -> tuple[RunConfig, InputSpec]:
 def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """The model's state dict (safetensors: no code runs while loading)."""
     try:
-        return load_file(Path(path) / "model.safetensors", device=str(device))
+        return load_file(Path(path) / WEIGHTS_FILE, device=str(device))
     except Exception as error:  # same: a truncated or foreign file is an unusable checkpoint
         raise _unreadable(path, error) from error
 
@@ -157,4 +158,4 @@ def load_trainer_state(path: Path) -> TrainerState:
 def is_complete(path: Path) -> bool:
     """Whether ``path`` holds a whole checkpoint (temporary directories never do)."""
     path = Path(path)
-    return all((path / name).is_file() for name in ("model.safetensors", "trainer.safetensors", "trainer.json"))
+    return all((path / name).is_file() for name in (WEIGHTS_FILE, "trainer.safetensors", "trainer.json"))

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from core.client import ApiError, Client
 from core.client.cli import app
+from core.inference import Embedder
 from tests.api.test_embeddings import LiveServer
 from tests.worker.test_job_lifecycle import vector_config, vectors_csv
 
@@ -53,6 +55,14 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             with pytest.raises(ApiError) as refused:
                 python_client.embed("cli-model", "a text")
             assert refused.value.status == 422 and refused.value.field == "input"
+        saved = run("models", "download", "cli-model", "--out", str(tmp_path / "weights"))
+        assert "model.safetensors" in saved
+        offline = Embedder(tmp_path / "weights").embed(torch.tensor([[0.1] * 8, [0.2] * 8]))  # without the service
+        head = (offline[:, :4] / offline[:, :4].norm(dim=1, keepdim=True)).numpy()
+        assert np.allclose(head, vectors, atol=1e-2)  # the service serves it in bf16 (deployed so above)
+        assert "404" in run("models", "download", "cli-model", "--out", str(tmp_path / "none"), "--version", "9",
+                            code=1)  # fmt: skip
+        assert not (tmp_path / "none" / "model.safetensors").exists()
         error = run("embed", "--model", "no-such-model", "hello", code=1)
         assert "404" in error and "no deployed model" in error
         # deletes, in the order they allow: the model version, then its job, then the dataset
