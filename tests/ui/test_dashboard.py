@@ -61,6 +61,10 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
             expect(page.locator("[data-testid=models]")).to_contain_text("ui-model")
             page.click("[data-testid=models] button:has-text('Deploy')")
             expect(page.locator("[data-testid=models]")).to_contain_text("yes")
+            with page.expect_download() as download:
+                page.click("[data-testid=models] button:has-text('Weights')")
+            assert download.value.suggested_filename == "ui-model-v1.safetensors"
+            assert Path(download.value.path()).read_bytes()[8:9] == b"{"  # safetensors: a length, then its JSON header
             page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
 
             page.goto(f"{base}/ui/index.html#/jobs")

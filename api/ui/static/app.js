@@ -178,6 +178,13 @@ async function modelsPage() {
   const models = (await api("/v1/models")).data.flatMap((entry) => entry.versions);
   const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
   for (const m of models) {
+    const weights = el("button", { onclick: () => act(async () => {
+      const response = await fetch(`/v1/models/${m.name}/weights?version=${m.version}`, { headers: { Authorization: `Bearer ${key()}` } });
+      if (!response.ok) throw new Error((await response.json()).error.message);
+      const link = el("a", { href: URL.createObjectURL(await response.blob()), download: `${m.name}-v${m.version}.safetensors` });
+      link.click();
+      URL.revokeObjectURL(link.href);
+    }) }, "Weights");
     const actions = m.deployed
       ? [el("button", { onclick: () => act(async () => { await api(`/v1/models/${m.name}/undeploy`, { method: "POST" }); route(); }) }, "Undeploy")]
       : [el("button", { onclick: () => act(async () => { await api(`/v1/models/${m.name}/deploy`, { method: "POST", json: { version: m.version } }); route(); }) }, "Deploy"),
@@ -186,7 +193,7 @@ async function modelsPage() {
            await api(`/v1/models/${m.name}?version=${m.version}`, { method: "DELETE" }); route();
          }) }, "Delete")];
     table.append(el("tr", {}, el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.modality), el("td", {}, m.dimensions),
-      el("td", {}, m.deployed ? (m.precision ? `yes (${m.precision})` : "yes") : ""), el("td", {}, ...actions)));
+      el("td", {}, m.deployed ? (m.precision ? `yes (${m.precision})` : "yes") : ""), el("td", {}, ...actions, weights)));
   }
   const deployedText = models.filter((m) => m.deployed && m.modality === "text");
   const tryIt = el("div", { class: "card" }, el("h3", {}, "Try it: nearest records of the training data"));
