@@ -125,7 +125,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 problems.append({"field": None, "message": f"Invalid JSON: {reason} at character {item['loc'][1]}"})
                 continue
             loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
-            problems.append({"field": ".".join(loc) or None, "message": item.get("msg", "invalid")})
+            raised = item.get("ctx", {}).get("error") if item.get("type") == "value_error" else None
+            message = str(raised) if raised is not None else item.get("msg", "invalid")  # without "Value error, "
+            problems.append({"field": ".".join(loc) or None, "message": message})
         first = problems[0] if problems else {"field": None, "message": "invalid request"}
         body = error_body(422, f"{first['field']}: {first['message']}" if first["field"] else first["message"],
                           first["field"])  # fmt: skip

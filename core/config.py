@@ -218,12 +218,20 @@ class RunConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _defaults_for_modality(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict | DataConfig):
+        if not isinstance(raw, dict):
             return raw
-        data = raw["data"]
-        modality = data.modality if isinstance(data, DataConfig) else data.get("modality")
+        data = raw.get("data")
+        if isinstance(data, DataConfig):
+            modality = data.modality
+        else:
+            modality = data.get("modality") if isinstance(data, dict) else None
         if modality not in _ENCODER_FOR:
-            return raw
+            if "model" in raw and "augment" in raw:
+                return raw  # nothing to default: the fields' own checks name what is wrong
+            # one error naming the field, rather than data, model and augment each "required"
+            given = "none was given" if modality is None else f"not {modality!r}"
+            raise ValueError(f"data.modality must be one of {', '.join(map(repr, _ENCODER_FOR))}, the dataset's "
+                             f"(it picks the model and augment defaults); {given}")  # fmt: skip
         raw = dict(raw)
         raw.setdefault("model", {"kind": _ENCODER_FOR[modality]})
         raw.setdefault("augment", {"kind": modality})

@@ -46,6 +46,16 @@ def test_config_errors_are_422_naming_the_field(client, auth, sections, field) -
     assert error["param"] == field or any(d["field"] == field for d in error["details"]), error
 
 
+@pytest.mark.parametrize("data", [None, {"val_fraction": 0.2}, {"modality": "audio"}])
+def test_a_config_without_a_known_modality_gets_one_error_naming_it(client, auth, data) -> None:  # noqa: ANN001
+    config = {"train": {"epochs": 1}, **({"data": data} if data else {})}
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset(client, auth)["id"], "config": config})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert len(error["details"]) == 1 and error["message"].startswith("config: data.modality must be one of")
+    assert ("not 'audio'" if data and "modality" in data else "none was given") in error["message"]
+
+
 def test_data_that_cannot_fill_a_batch_or_fit_the_config_is_refused(client, auth) -> None:
     small = dataset(client, auth, rows=10)["id"]
     response = client.post("/v1/jobs", headers=auth, json=body(small, train={"batch_size": 16}))
