@@ -17,7 +17,8 @@ error mapping (:mod:`api.errors`), as from any route. Its OpenAPI entry comes fr
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -57,5 +58,23 @@ async def parse_body(request: Request, model: type[M]) -> M:
         return model.model_validate_json(await request.body())
     except ValidationError as error:
         # located under "body" as FastAPI does, so the error mapping names the field the same way
-        problems = error.errors(include_url=False, include_context=False, include_input=False)
+        problems = _one_per_union(model, error.errors(include_url=False, include_context=False, include_input=False))
         raise RequestValidationError([{**p, "loc": ("body", *p["loc"])} for p in problems]) from None
+
+
+def _one_per_union(model: type[BaseModel], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``problems`` with the errors of each union field that fit none of its members made one, saying what the field
+    takes (its description), instead of one error per member ("input.str: Input should be a valid string", ...)."""
+    out: list[dict[str, Any]] = []
+    merged: set[str] = set()
+    for problem in problems:
+        loc = problem["loc"]
+        member = len(loc) > 1 and isinstance(loc[1], str)  # pydantic tags a member's errors with its type
+        field = model.model_fields.get(loc[0]) if member else None
+        if field is None or get_origin(field.annotation) not in (Union, UnionType):
+            out.append(problem)
+        elif loc[0] not in merged:
+            merged.add(loc[0])
+            what = field.description or " or ".join(str(arg) for arg in get_args(field.annotation))
+            out.append({"type": "union", "loc": (loc[0],), "msg": f"fits none of the shapes accepted. {what}"})
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +43,14 @@ def _vectors(raw, features: int) -> np.ndarray:  # noqa: ANN001
     for index, row in enumerate(raw):
         if len(row) != features:
             raise Invalid(f"input[{index}] has {len(row)} values; the model takes {features}", field="input")
-        if not all(math.isfinite(v) for v in row):
-            raise Invalid(f"input[{index}] holds NaN or infinite values", field="input")
-    return np.asarray(raw, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, refused below
+        vectors = np.asarray(raw, dtype=np.float32)
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        index = int(np.flatnonzero(~finite)[0])
+        raise Invalid(f"input[{index}] holds NaN, infinite values or values beyond float32's range (±3.4e38)",
+                      field="input")  # fmt: skip
+    return vectors
 
 
 def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa: ANN001

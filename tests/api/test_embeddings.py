@@ -141,11 +141,22 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
         ({"model": name, "input": [[0.1] * 6], "dimensions": 99}, "at most 12"),
         ({"model": name, "input": [[0.1] * 6], "encoding_format": "hex"}, "encoding_format"),
         ({"model": name}, "input"),
+        (
+            {"model": name, "input": [[0.1] * 6, [1e39] + [0.1] * 5]},
+            "input[1] holds NaN, infinite values or values beyond float32's range",
+        ),  # before: a 200 whose embedding was nulls
+        ({"model": name, "input": [[0.1] * 6], "dimensions": "many"}, "dimensions: Input should be a valid integer"),
     ]
     for payload, message in cases:
         response = client.post("/v1/embeddings", headers=auth, json=payload)
         assert response.status_code == 422, (payload, response.text)
         assert message in response.text, (payload, response.text)
+    for shapeless in (5, None, [[0.1] * 6, ["a"] * 6], [[0.1] * 6, None], {"text": "a"}):
+        response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": shapeless})
+        error = response.json()["error"]  # one error saying what input takes, not one per member of its union
+        assert response.status_code == 422 and len(error["details"]) == 1, (shapeless, response.text)
+        assert error["param"] == "input" and error["message"].startswith("input: fits none of the shapes accepted. "
+                                                                        "Text models: a string"), response.text  # fmt: skip
 
 
 def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, keys) -> None:
