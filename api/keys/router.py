@@ -1,4 +1,4 @@
-"""/v1/keys: create (admin) and revoke API keys."""
+"""/v1/keys: create (admin), list and revoke API keys."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def create_key(session: SessionDep, principal: PrincipalDep, body: KeyCreate) ->
     """Create a key for an owner (admin keys only); the key is shown once."""
     row, key = service.create(session, principal, body)
     return KeyCreated(**KeyRead.model_validate(row).model_dump(), key=key)
+
+
+@router.get("", response_model=list[KeyRead])
+def list_keys(session: SessionDep, principal: PrincipalDep) -> list[KeyRead]:
+    """List your keys (an admin key: every owner's), newest first: ids and prefixes to revoke by, never the keys."""
+    return [KeyRead.model_validate(row) for row in service.list_keys(session, principal)]
 
 
 @router.delete("/{key_id}", response_model=KeyRead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
@@ -17,6 +18,14 @@ def create(session: Session, principal: Principal, body: KeyCreate) -> tuple[Api
     row, key = create_key(session, body.owner, body.name, is_admin=body.admin)
     session.commit()
     return row, key
+
+
+def list_keys(session: Session, principal: Principal) -> list[ApiKey]:
+    """The caller's owner's keys (an admin: everyone's), newest first; revoked ones too, with when."""
+    query = select(ApiKey)
+    if not principal.is_admin:
+        query = query.where(ApiKey.owner == principal.owner)
+    return list(session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id)))
 
 
 def revoke(session: Session, principal: Principal, key_id: str) -> ApiKey:

@@ -27,7 +27,7 @@ app = typer.Typer(help="Train and serve contrastive embedding models over the em
 datasets = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
 jobs = typer.Typer(help="Submit, list, show, cancel, watch and delete training jobs.", no_args_is_help=True)
 models = typer.Typer(help="Register, deploy, undeploy, list, download and delete models.", no_args_is_help=True)
-keys = typer.Typer(help="Create and revoke API keys (creating needs an admin key).", no_args_is_help=True)
+keys = typer.Typer(help="Create, list and revoke API keys (creating needs an admin key).", no_args_is_help=True)
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
     app.add_typer(sub, name=name)
 
@@ -259,6 +259,17 @@ def embed(
 def keys_create(owner: str = typer.Option(...), name: str = typer.Option("default"), admin: bool = False) -> None:
     """Create a key (shown once)."""
     show(call(lambda: client().create_key(owner, name, admin)))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List your keys (an admin key: everyone's); the keys themselves are never shown again."""
+    rows = call(lambda: client().list_keys())
+    table = _table("id", "prefix", "owner", "name", "admin", "created", "revoked")
+    for k in rows:
+        table.add_row(k["id"], k["prefix"], k["owner"], k["name"], "yes" if k["is_admin"] else "",
+                      k["created_at"][:19], (k["revoked_at"] or "")[:19])  # fmt: skip
+    console.print(table)
 
 
 @keys.command("revoke")

@@ -191,5 +191,8 @@ class Client:
     def create_key(self, owner: str, name: str = "default", admin: bool = False) -> dict:
         return self._call("POST", "/v1/keys", json={"owner": owner, "name": name, "admin": admin})
 
+    def list_keys(self) -> list[dict]:
+        return self._call("GET", "/v1/keys")
+
     def revoke_key(self, key_id: str) -> dict:
         return self._call("DELETE", f"/v1/keys/{key_id}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from core.store.db import transaction
@@ -125,6 +127,21 @@ def test_keys_are_required_and_revocable(client, keys, settings) -> None:
         assert revoke_key(session, key.split("_")[1])
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
     assert client.get("/healthz").status_code == 200
+
+
+def test_keys_are_listed_to_their_owner_never_the_keys_themselves(client, keys) -> None:
+    owner, other = f"lister-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
+    first, second, others = keys.make(owner), keys.make(owner), keys.make(other)
+    admin = keys.make(f"root-{uuid.uuid4().hex[:6]}", admin=True)
+    bearer = {"Authorization": f"Bearer {first}"}
+    mine = client.get("/v1/keys", headers=bearer)
+    assert mine.status_code == 200 and first not in mine.text and second not in mine.text
+    assert {k["prefix"] for k in mine.json()} == {first.split("_")[1], second.split("_")[1]}
+    assert client.delete(f"/v1/keys/{second.split('_')[1]}", headers=bearer).status_code == 200  # by its prefix
+    listed = {k["prefix"]: k for k in client.get("/v1/keys", headers=bearer).json()}
+    assert listed[second.split("_")[1]]["revoked_at"] and not listed[first.split("_")[1]]["revoked_at"]
+    everyone = {k["prefix"] for k in client.get("/v1/keys", headers={"Authorization": f"Bearer {admin}"}).json()}
+    assert {first.split("_")[1], others.split("_")[1]} <= everyone
 
 
 def test_other_tenants_jobs_answer_404(client, auth, keys) -> None:

@@ -86,6 +86,8 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             runner.invoke(app, ["--url", base, "--key", created["key"], "keys", "revoke", created["id"]]).output
         )
         assert revoked["revoked_at"] is not None
+        listed = runner.invoke(app, ["--url", base, "--key", admin, "keys", "list"])
+        assert listed.exit_code == 0 and created["prefix"] in listed.output and created["key"] not in listed.output
 
 
 def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> None:
