@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from core.config import RunConfig
-from core.data.readers import DatasetError, ReadLimits, read_records
+from core.data.readers import DatasetError, read_records
 from core.data.records import Records
 from core.store.db import transaction
 from core.store.jobs import claim, finish, hand_back
@@ -67,8 +67,7 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         config = RunConfig.model_validate(raw_config)
     except ValidationError as error:
         raise TrainingError(f"the stored config is no longer valid: {error}") from None
-    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
-    records = read_records(storage.path(key), modality, fmt, limits, label_column)
+    records = read_records(storage.path(key), modality, fmt, settings.read_limits, label_column)
     if config.data.use_labels and records.labels is None:
         raise TrainingError("data.use_labels is true but the dataset has no labels; upload labels or set it false")
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:

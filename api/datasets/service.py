@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
-from core.data.readers import FORMATS, DatasetError, ReadLimits, read_records
+from core.data.readers import FORMATS, DatasetError, read_records
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -61,9 +61,8 @@ def create_dataset(
     try:
         if size == 0:
             raise Invalid("the uploaded file is empty", field="file")
-        limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
         try:
-            records = read_records(staged, modality, fmt, limits, label_column)
+            records = read_records(staged, modality, fmt, settings.read_limits, label_column)
         except DatasetError as error:
             raise Invalid(str(error), field="file") from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,

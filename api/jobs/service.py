@@ -13,7 +13,7 @@ from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from core.config import RunConfig
-from core.data.readers import ReadLimits, read_records
+from core.data.readers import read_records
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
@@ -208,9 +208,8 @@ def projection(session: Session, storage: Storage, settings: Settings, job: Job,
     if dataset is None:
         raise Invalid("the job's dataset was deleted", field="job_id")
     config = RunConfig.model_validate(job.config)
-    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
     records = read_records(
-        storage.path(dataset.storage_key), dataset.modality, dataset.format, limits, dataset.label_column
+        storage.path(dataset.storage_key), dataset.modality, dataset.format, settings.read_limits, dataset.label_column
     )
     _, held_out = records.split(config.data.val_fraction, config.train.seed)
     sample = held_out if held_out is not None else records

@@ -14,7 +14,7 @@ from api.errors import Conflict, Invalid, NotFound
 from api.jobs.service import owned_job
 from api.models.banks import Banks
 from api.models.schemas import ModelCreate, ModelDeploy, ModelEntry, ModelRead, Neighbor
-from core.data.readers import ReadLimits, read_records
+from core.data.readers import read_records
 from core.data.records import Records
 from core.inference import Embedder, Precision
 from core.inspect import embed_records, nearest
@@ -193,9 +193,8 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     dataset = session.get(Dataset, job.dataset_id) if job and job.dataset_id else None
     if dataset is None:
         raise Invalid("the model's dataset was deleted", field="name")
-    limits = ReadLimits(settings.max_records, settings.max_image_pixels, settings.max_unzipped_bytes)
     records = read_records(
-        storage.path(dataset.storage_key), dataset.modality, dataset.format, limits, dataset.label_column
+        storage.path(dataset.storage_key), dataset.modality, dataset.format, settings.read_limits, dataset.label_column
     )
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.data.readers import ReadLimits
+
 
 class Settings(BaseSettings):
     """Deployment settings; the README lists each with its default."""
@@ -101,6 +103,11 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry (request traces, HTTP metrics, error logs) through the globally "
         "configured providers. Off: /metrics covers requests, and looking for providers costs ~8 us a request.",
     )
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        """The bounds a dataset is read under, at upload and wherever it is read again."""
+        return ReadLimits(self.max_records, self.max_image_pixels, self.max_unzipped_bytes)
 
 
 @lru_cache
