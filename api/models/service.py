@@ -99,8 +99,11 @@ def _versions(session: Session, principal: Principal, name: str, lock: bool = Fa
 
 
 def deploy(session: Session, principal: Principal, name: str, body: ModelDeploy) -> ModelVersion:
-    """Serve one version of ``name`` (the newest by default) at the body's precision; the others stop being served."""
-    rows = _versions(session, principal, name)
+    """Serve one version of ``name`` (the newest by default) at the body's precision; the others stop being served.
+
+    The name's rows are locked first, so that deployments of one name beside each other take turns (the later one
+    wins) rather than each locking a row the other needs next, which PostgreSQL ends as a deadlock."""
+    rows = _versions(session, principal, name, lock=True)
     target = rows[-1] if body.version is None else next((r for r in rows if r.version == body.version), None)
     if target is None:
         raise NotFound(f"model {name!r} has no version {body.version}", field="version")
@@ -116,7 +119,7 @@ def deploy(session: Session, principal: Principal, name: str, body: ModelDeploy)
 
 def undeploy(session: Session, principal: Principal, name: str) -> list[ModelVersion]:
     """Stop serving every version of ``name``."""
-    rows = _versions(session, principal, name)
+    rows = _versions(session, principal, name, lock=True)
     for row in rows:
         row.deployed = False
     session.commit()

@@ -9,7 +9,7 @@ from sqlalchemy import event
 
 from api.datasets.service import owned_dataset
 from api.models import service as models
-from api.models.schemas import ModelCreate
+from api.models.schemas import ModelCreate, ModelDeploy
 from core.store.db import session_factory
 from core.store.keys import Principal
 from core.store.storage import Storage
@@ -89,3 +89,32 @@ def test_a_job_submitted_beside_a_delete_is_refused_as_not_found(client, auth, s
     assert answer[0].status_code == 404, answer[0].text
     assert answer[0].json()["error"]["param"] == "dataset_id"
     assert client.get("/v1/jobs", headers=auth).json()["total"] == 0
+
+
+def test_two_deployments_of_one_name_beside_each_other_take_turns(client, auth, settings) -> None:
+    name, _ = trained_model(settings, client, auth, "vectors", name=f"turns-{uuid.uuid4().hex[:8]}")  # v1, deployed
+    job_id = client.get(f"/v1/models/{name}", headers=auth).json()["versions"][0]["job_id"]
+    assert client.post("/v1/models", headers=auth, json={"job_id": job_id, "name": name}).status_code == 201  # v2
+    make_session = session_factory(settings)
+    with make_session() as session:
+        owner = session.query(ModelVersion).filter_by(name=name).first().owner
+    principal = Principal(owner=owner, is_admin=False, key_id="test")
+    beside: list = []
+
+    def deploy_v2_beside(_session, _=None) -> None:  # noqa: ANN001 - the session event's arguments
+        def deploy_v2() -> str:
+            with make_session() as other:
+                return models.deploy(other, principal, name, ModelDeploy(version=2)).id
+
+        beside.append(in_thread(deploy_v2))
+        beside[0][0].join(timeout=1.0)  # it runs until it waits for a row this deployment holds
+
+    with make_session() as session:  # deploys v1 again; v2's deployment starts as this one is about to commit
+        event.listen(session, "before_commit", deploy_v2_beside, once=True)
+        models.deploy(session, principal, name, ModelDeploy(version=1))
+    thread, result = beside[0]
+    thread.join(timeout=30)
+    assert result, "the second deployment failed (before: PostgreSQL ended one of the two as a deadlock)"
+    with make_session() as session:
+        deployed = [v.version for v in session.query(ModelVersion).filter_by(name=name) if v.deployed]
+    assert deployed == [2]  # the later one won, and one version is deployed
