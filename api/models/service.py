@@ -98,15 +98,20 @@ def _versions(session: Session, principal: Principal, name: str, lock: bool = Fa
     return rows
 
 
+def _pick_version(rows: list[ModelVersion], name: str, version: int | None) -> ModelVersion:
+    """``version`` of the name's ``rows`` (oldest first); the newest when ``version`` is None."""
+    target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
+    if target is None:
+        raise NotFound(f"model {name!r} has no version {version}", field="version")
+    return target
+
+
 def deploy(session: Session, principal: Principal, name: str, body: ModelDeploy) -> ModelVersion:
     """Serve one version of ``name`` (the newest by default) at the body's precision; the others stop being served.
 
     The name's rows are locked first, so that deployments of one name beside each other take turns (the later one
     wins) rather than each locking a row the other needs next, which PostgreSQL ends as a deadlock."""
-    rows = _versions(session, principal, name, lock=True)
-    target = rows[-1] if body.version is None else next((r for r in rows if r.version == body.version), None)
-    if target is None:
-        raise NotFound(f"model {name!r} has no version {body.version}", field="version")
+    target = _pick_version(_versions(session, principal, name, lock=True), name, body.version)
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.owner == target.owner, ModelVersion.name == name, ModelVersion.id != target.id)
@@ -209,10 +214,7 @@ def weights(session: Session, storage: Storage, principal: Principal, name: str,
     """The weights file of ``version`` of ``name`` (the newest by default), with the version: safetensors whose
     metadata hold the run config, so that ``core.inference.Embedder`` rebuilds the model from a directory holding
     only this file."""
-    rows = _versions(session, principal, name)
-    target = rows[-1] if version is None else next((r for r in rows if r.version == version), None)
-    if target is None:
-        raise NotFound(f"model {name!r} has no version {version}", field="version")
+    target = _pick_version(_versions(session, principal, name), name, version)
     key = session.scalar(select(Checkpoint.storage_key).where(Checkpoint.id == target.checkpoint_id))
     path = storage.path(key) / WEIGHTS_FILE
     if not path.is_file():
