@@ -216,7 +216,9 @@ def sweep(session: Session, max_attempts: int, requeue_after_s: float, now: date
             add_event(session, job.id, "cancelled", f"{lost}; it had been asked to cancel")
         elif job.attempts >= max_attempts:
             job.status, job.finished_at = "failed", now
-            job.error = f"{lost}; gave up after {job.attempts} attempts (max_attempts={max_attempts})"
+            job.error = (f"{lost}; gave up after {job.attempts} attempts (max_attempts={max_attempts}), each ended so: "
+                         "the process running it died or hung. Running out of memory is the usual cause (a smaller "
+                         "train.batch_size helps, or model.max_length for text); the worker's log says")  # fmt: skip
             add_event(session, job.id, "failed", job.error)
         else:
             job.status = "queued"

@@ -149,7 +149,7 @@ def test_stale_jobs_are_requeued_or_failed_by_the_documented_rule(settings) -> N
         }
         assert state[retry].status == "queued"
         assert state[give_up].status == "failed" and "gave up after 3 attempts" in state[give_up].error
-        assert "stopped renewing its lease" in state[give_up].error
+        assert "stopped renewing its lease" in state[give_up].error and "train.batch_size" in state[give_up].error
         assert state[cancelled].status == "cancelled"
         assert state[alive].status == "running"
         kinds = session.scalars(select(JobEvent.kind).where(JobEvent.job_id == retry)).all()
