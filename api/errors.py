@@ -137,6 +137,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _database_down(_: Request, error: Exception) -> JSONResponse:
+        if (getattr(getattr(error, "orig", None), "sqlstate", None) or "").startswith("40"):
+            # SQLSTATE class 40, transaction rollback: PostgreSQL ended this transaction for another's sake (a
+            # deadlock, a serialisation failure); the database is up and the request can be sent again as it is
+            log.warning("transaction rolled back by the database: %s", str(error.orig).splitlines()[0])
+            body = error_body(409, "the change conflicted with another made at the same moment; send it again")
+            return JSONResponse(body, 409, headers={"Retry-After": "1"})
         log.warning("database unavailable: %s", str(error).splitlines()[0])
         body = error_body(503, "the database is unavailable; retry shortly")
         return JSONResponse(body, 503, headers={"Retry-After": "5"})

@@ -255,3 +255,16 @@ def test_unknown_routes_methods_and_broken_json_answer_in_the_error_shape(client
         error = broken.json()["error"]
         assert broken.status_code == 422 and error["param"] is None, broken.text
         assert error["message"].startswith("Invalid JSON: ") and "at character 12" in error["message"], error
+
+
+def test_a_transaction_the_database_rolled_back_for_another_answers_409_not_503(client, auth) -> None:
+    from psycopg.errors import DeadlockDetected
+    from sqlalchemy.exc import OperationalError
+
+    def deadlocked() -> None:
+        raise OperationalError("UPDATE model_version ...", {}, DeadlockDetected("deadlock detected"))
+
+    client.app.add_api_route("/test/deadlocked", deadlocked)
+    answer = client.get("/test/deadlocked", headers=auth)
+    assert answer.status_code == 409 and answer.headers["retry-after"] == "1", answer.text
+    assert "conflicted with another" in answer.json()["error"]["message"]  # before: 503 "database is unavailable"
