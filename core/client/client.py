@@ -25,6 +25,8 @@ import numpy as np
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
+# core.train.checkpoint.WEIGHTS_FILE, the name core.inference.Embedder reads (not imported: the client needs no torch)
+WEIGHTS_FILE = "model.safetensors"
 
 
 class ApiError(RuntimeError):
@@ -165,7 +167,7 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 self._raise(response)
-            partial = target / "model.safetensors.part"
+            partial = target / f"{WEIGHTS_FILE}.part"
             try:
                 with open(partial, "wb") as handle:
                     for chunk in response.iter_bytes():
@@ -173,7 +175,7 @@ class Client:
             except BaseException:
                 partial.unlink(missing_ok=True)  # an interrupted download leaves no file behind
                 raise
-        return partial.replace(target / "model.safetensors")
+        return partial.replace(target / WEIGHTS_FILE)
 
     def delete_model(self, name: str, version: int | None = None) -> dict:
         """Delete ``version`` of ``name``, or every version (none of them deployed); the answer names them."""

@@ -12,6 +12,7 @@ async function api(path, options = {}) {
   if (options.json !== undefined) { headers["Content-Type"] = "application/json"; options.body = JSON.stringify(options.json); }
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) { sessionStorage.removeItem("embedtrain-key"); showLogin("the key was refused"); throw new Error("401"); }
+  if (options.raw && response.ok) return response;  // a file: the caller reads it
   const body = response.status === 204 ? null : await response.json();
   if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
   return body;
@@ -179,8 +180,7 @@ async function modelsPage() {
   const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
   for (const m of models) {
     const weights = el("button", { onclick: () => act(async () => {
-      const response = await fetch(`/v1/models/${m.name}/weights?version=${m.version}`, { headers: { Authorization: `Bearer ${key()}` } });
-      if (!response.ok) throw new Error((await response.json()).error.message);
+      const response = await api(`/v1/models/${m.name}/weights?version=${m.version}`, { raw: true });
       const link = el("a", { href: URL.createObjectURL(await response.blob()), download: `${m.name}-v${m.version}.safetensors` });
       link.click();
       URL.revokeObjectURL(link.href);
