@@ -113,7 +113,7 @@ def list_datasets(session: Session, principal: Principal, limit: int, offset: in
     if not principal.is_admin:
         query = query.where(Dataset.owner == principal.owner)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(Dataset.created_at.desc()).limit(limit).offset(offset)).all()
+    rows = session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset)).all()
     return list(rows), int(total or 0)
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sqlalchemy import update
 
+from core.store.db import transaction
+from core.store.tables import Dataset
 from tests.conftest import digits_npz
 
 
@@ -224,6 +228,17 @@ def test_other_tenants_see_404_and_admins_see_everything(client, auth, keys) -> 
     assert client.get("/v1/datasets", headers=other).json()["total"] == 0
     admin = {"Authorization": f"Bearer {keys.make('root', admin=True)}"}
     assert client.get(f"/v1/datasets/{mine['id']}", headers=admin).status_code == 200
+
+
+def test_pages_of_datasets_created_at_one_instant_neither_repeat_nor_skip_one(client, auth, settings) -> None:
+    """Rows with one created_at (an import, a clock's coarse tick) still page in one order: the id breaks ties."""
+    ids = {post(client, auth, "vectors", f"v{i}.csv", b"a,b\n1,2\n").json()["id"] for i in range(24)}
+    with transaction(settings) as session:
+        session.execute(update(Dataset).where(Dataset.id.in_(ids)).values(created_at=datetime(2026, 1, 1)))
+    pages = [client.get(f"/v1/datasets?limit=5&offset={offset}", headers=auth).json()["items"]
+             for offset in range(0, 25, 5)]  # fmt: skip
+    listed = [row["id"] for page in pages for row in page]
+    assert sorted(listed) == sorted(ids), "a row was listed twice or not at all"
 
 
 def test_delete_is_refused_while_a_job_uses_the_dataset(client, auth) -> None:
