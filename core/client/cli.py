@@ -82,6 +82,21 @@ def show(data: object) -> None:
     console.print_json(json.dumps(data, default=str))
 
 
+LIMIT = typer.Option(50, min=1, max=500, help="Rows to list (newest first).")
+OFFSET = typer.Option(0, min=0, help="Rows to skip: the next page starts at offset + limit.")
+
+
+def print_page(table: Table, page: dict) -> None:
+    """The page's table, and where it sits among all rows when it does not hold them all."""
+    console.print(table)
+    shown, start, total = len(page["items"]), page["offset"], page["total"]
+    if not shown and start:
+        console.print(f"no rows from offset {start}; {total} in all")
+    elif start + shown < total or start:
+        after = f"; --offset {start + shown} for the next page" if start + shown < total else ""
+        console.print(f"rows {start + 1}-{start + shown} of {total}{after}")
+
+
 @datasets.command("upload")
 def datasets_upload(
     path: Path = typer.Argument(..., exists=True, dir_okay=False),
@@ -95,15 +110,15 @@ def datasets_upload(
 
 
 @datasets.command("list")
-def datasets_list() -> None:
+def datasets_list(limit: int = LIMIT, offset: int = OFFSET) -> None:
     """List datasets."""
-    page = call(lambda: client().list_datasets())
+    page = call(lambda: client().list_datasets(limit, offset))
     table = _table("id", "name", "modality", "records", "labels", "created")
     for d in page["items"]:
         table.add_row(
             d["id"], d["name"], d["modality"], str(d["num_records"]), str(d["num_labels"] or ""), d["created_at"][:19]
         )
-    console.print(table)
+    print_page(table, page)
 
 
 @datasets.command("delete")
@@ -125,15 +140,15 @@ def jobs_submit(
 
 
 @jobs.command("list")
-def jobs_list(status: str | None = typer.Option(None)) -> None:
+def jobs_list(status: str | None = typer.Option(None), limit: int = LIMIT, offset: int = OFFSET) -> None:
     """List jobs."""
-    page = call(lambda: client().list_jobs(status))
+    page = call(lambda: client().list_jobs(status, limit, offset))
     table = _table("id", "name", "status", "progress", "samples/s", "created")
     for j in page["items"]:
         rate = j["progress"]["samples_per_s"]
         table.add_row(j["id"], j["name"], j["status"], f"{j['progress']['fraction']:.0%}",
                       f"{rate:.0f}" if rate else "", j["created_at"][:19])  # fmt: skip
-    console.print(table)
+    print_page(table, page)
 
 
 @jobs.command("show")

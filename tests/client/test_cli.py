@@ -121,3 +121,27 @@ def test_cli_says_when_nothing_answers_at_the_url() -> None:
     result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["--url", url, "--key", "et_x", "jobs", "list"])
     assert result.exit_code == 1 and f"no answer from {url} (ConnectError" in result.output, result.output
     assert isinstance(result.exception, SystemExit), result.exception  # an exit, not an uncaught ConnectError
+
+
+def test_cli_lists_page_by_page_and_says_where_the_page_sits(client, auth) -> None:
+    """`datasets list` and `jobs list` show one page (50 rows unless --limit), and say so when there are more."""
+    ids = [client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
+                       files={"file": (f"v{i}.csv", b"a,b\n1,2\n")}).json()["id"] for i in range(3)][::-1]  # fmt: skip
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base:
+
+        def listed(*args: str) -> str:
+            result = runner.invoke(app, ["--url", base, "--key", key, "datasets", "list", *args])
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        first, rest, everything = listed("--limit", "2"), listed("--limit", "2", "--offset", "2"), listed()
+        assert [i in first for i in ids] == [True, True, False]
+        assert "rows 1-2 of 3; --offset 2 for the next page" in first
+        assert [i in rest for i in ids] == [False, False, True] and rest.rstrip().endswith("rows 3-3 of 3")
+        assert all(i in everything for i in ids) and "rows" not in everything.split("┘")[-1]
+        jobs = runner.invoke(app, ["--url", base, "--key", key, "jobs", "list", "--limit", "1", "--offset", "5"])
+        assert jobs.exit_code == 0 and "no rows from offset 5; 0 in all" in jobs.output, jobs.output
+        refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "list", "--limit", "0"])
+        assert refused.exit_code == 2 and "--limit" in refused.output, refused.output
