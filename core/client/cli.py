@@ -244,6 +244,18 @@ def models_list() -> None:
     console.print(table)
 
 
+def stdin_texts() -> list[str]:
+    """One text per line of stdin, so that row i of the output is line i + 1; blank lines at the end are dropped,
+    one anywhere else is refused (skipping it would shift every later row against its line)."""
+    lines = sys.stdin.read().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((number for number, line in enumerate(lines, 1) if not line.strip()), None)
+    if blank is not None:
+        raise typer.BadParameter(f"line {blank} of stdin is blank: each line is one text and gets one output row")
+    return lines
+
+
 @app.command()
 def embed(
     texts: list[str] = typer.Argument(None, help="Texts to embed; read one per line from stdin if none."),
@@ -251,14 +263,15 @@ def embed(
     dimensions: int | None = typer.Option(None),
     output: str = typer.Option("json", help="json (to stdout) or npy (to --out, else stdout)."),
     out: Path | None = typer.Option(None, help="File for npy output."),
+    batch_size: int = typer.Option(256, min=1, help="Texts per request (the server takes at most 2048 by default)."),
 ) -> None:
-    """Embed texts with a deployed model."""
+    """Embed texts with a deployed model: one output row per text, in order."""
     if output not in ("json", "npy"):
         raise typer.BadParameter(f"{output!r} is not one of 'json', 'npy'", param_hint="--output")
-    inputs = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    inputs = texts or stdin_texts()
     if not inputs:
         raise typer.BadParameter("nothing to embed: give texts as arguments or one per line on stdin")
-    vectors = call(lambda: client().embed(model, inputs, dimensions))
+    vectors = call(lambda: client().embed(model, inputs, dimensions, batch_size))
     if output == "npy":
         if out is None:
             buffer = io.BytesIO()

@@ -182,8 +182,26 @@ class Client:
         return self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version else None)
 
     # embeddings
-    def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None) -> np.ndarray:
-        """(n, d) float32 embeddings (sent as base64 float32, as OpenAI's client does)."""
+    def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None,
+              batch_size: int = 256) -> np.ndarray:  # fmt: skip
+        """(n, d) float32 embeddings, one row per input in order (sent as base64 float32, as OpenAI's client does).
+
+        Inputs go ``batch_size`` to a request: the service takes at most ``EMBEDTRAIN_EMBED_MAX_INPUTS`` (2048 by
+        default) in one. An error answer for a later request names the inputs it held.
+        """
+        if isinstance(inputs, str) or len(inputs) <= batch_size:
+            return self._embed(model, inputs, dimensions)
+        parts = []
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            try:
+                parts.append(self._embed(model, batch, dimensions))
+            except ApiError as error:
+                where = f" (in the request of inputs {start}-{start + len(batch) - 1}, counted from 0 there)"
+                raise ApiError(error.status, error.message + where, error.field) from None
+        return np.concatenate(parts)
+
+    def _embed(self, model: str, inputs: list[Any] | str, dimensions: int | None) -> np.ndarray:
         body = {"model": model, "input": inputs, "encoding_format": "base64",
                 **({"dimensions": dimensions} if dimensions else {})}  # fmt: skip
         data = self._call("POST", "/v1/embeddings", json=body)["data"]

@@ -108,6 +108,17 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
         assert np.load(target).shape == (2, 32)
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name], input="\n")
         assert out.exit_code == 2 and "nothing to embed" in out.output, out.output
+        # more lines than one request takes: sent --batch-size at a time, one row per line in order
+        lines = [f"line number {i}" for i in range(5)]
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--batch-size", "2", "--out",
+                                  str(target), "--output", "npy"], input="\n".join(lines) + "\n\n")  # fmt: skip
+        assert out.exit_code == 0, out.output
+        assert np.allclose(np.load(target), embedder.embed(lines).numpy(), atol=1e-5)
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name], input="a\n\nb\n")
+        assert out.exit_code == 2 and "line 2 of stdin is blank" in out.output, out.output
+        with Client(base, key) as python_client, pytest.raises(ApiError) as refused:
+            python_client.embed(name, ["a", "b", "c", ""], batch_size=2)
+        assert "input[1] is an empty string (in the request of inputs 2-3" in str(refused.value), refused.value
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "csv", "hi"])
         assert out.exit_code == 2 and "'csv' is not one of" in out.output, out.output
 
