@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
-# list[int]: one array of token ids, which OpenAI accepts; parsed so that a text model can say it does not
-EmbeddingInput = str | list[str] | list[int] | list[list[float]]
+# list[int]: one array of token ids, which OpenAI accepts; parsed so that a text model can say it does not.
+# StrictFloat: a vector's values are JSON numbers; true or "0.5" is refused rather than read as 1.0 or 0.5
+EmbeddingInput = str | list[str] | list[int] | list[list[StrictFloat]]
 
 
 class EmbeddingRequest(BaseModel):

@@ -151,7 +151,8 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
         response = client.post("/v1/embeddings", headers=auth, json=payload)
         assert response.status_code == 422, (payload, response.text)
         assert message in response.text, (payload, response.text)
-    for shapeless in (5, None, [[0.1] * 6, ["a"] * 6], [[0.1] * 6, None], {"text": "a"}):
+    # booleans and numeric strings are not numbers: before, [true, ...] and ["0.5", ...] were embedded as 1.0 and 0.5
+    for shapeless in (5, None, [[0.1] * 6, ["a"] * 6], [[0.1] * 6, None], {"text": "a"}, [[True] * 6], [["0.5"] * 6]):
         response = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": shapeless})
         error = response.json()["error"]  # one error saying what input takes, not one per member of its union
         assert response.status_code == 422 and len(error["details"]) == 1, (shapeless, response.text)
