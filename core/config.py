@@ -233,8 +233,10 @@ class RunConfig(_Strict):
             raise ValueError(f"data.modality must be one of {', '.join(map(repr, _ENCODER_FOR))}, the dataset's "
                              f"(it picks the model and augment defaults); {given}")  # fmt: skip
         raw = dict(raw)
-        raw.setdefault("model", {"kind": _ENCODER_FOR[modality]})
-        raw.setdefault("augment", {"kind": modality})
+        for section, kind in (("model", _ENCODER_FOR[modality]), ("augment", modality)):
+            given = raw.setdefault(section, {})
+            if isinstance(given, dict) and "kind" not in given:  # {"max_length": 64}: the kind that fits
+                raw[section] = {"kind": kind, **given}
         optim = raw.get("optim", {})
         if _fine_tunes_pretrained(raw["model"]):  # a rate the body or the caller set is kept
             if isinstance(optim, dict):

@@ -13,12 +13,13 @@ from core.config import PRETRAINED_LR, DataConfig, OptimConfig, RunConfig, Trans
         ({"data": {"modality": "text"}}, PRETRAINED_LR),
         ({"data": {"modality": "text"}, "optim": {"name": "sgd"}}, PRETRAINED_LR),
         ({"data": {"modality": "text"}, "model": {"kind": "transformer", "max_length": 64}}, PRETRAINED_LR),
+        ({"data": {"modality": "text"}, "model": {"max_length": 64}}, PRETRAINED_LR),
         ({"data": {"modality": "text"}, "optim": {"lr": 0.01}}, 0.01),
         ({"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": "tiny-random-bert"}}, 1e-3),
         ({"data": {"modality": "image"}}, 1e-3),
         ({"data": {"modality": "vectors"}}, 1e-3),
     ],
-    ids=["text", "text-sgd", "text-model-given", "text-lr-given", "random-bert", "image", "vectors"],
+    ids=["text", "text-sgd", "text-model-given", "text-no-kind", "text-lr", "random-bert", "image", "vectors"],
 )
 def test_fine_tuning_a_pretrained_transformer_defaults_to_a_small_learning_rate(config, lr) -> None:
     """bench/text_lr.py: 1e-3 unlearns what all-MiniLM-L6-v2 knows; the stored config shows the rate used."""
@@ -34,3 +35,16 @@ def test_the_same_default_holds_when_the_config_is_built_from_objects() -> None:
     assert RunConfig(data=data, model=model, optim=OptimConfig(name="sgd")).optim.lr == PRETRAINED_LR
     assert RunConfig(data=data, model=model, optim=OptimConfig(lr=1e-3)).optim.lr == 1e-3  # set: kept
     assert RunConfig(data=data, model=TransformerConfig(backbone="tiny-random-bert")).optim.lr == 1e-3
+
+
+def test_a_section_given_without_its_kind_takes_the_one_that_fits_the_modality() -> None:
+    """{"model": {"max_length": 64}} is the text model with a shorter length, not a 422 about a discriminator."""
+    text = RunConfig.model_validate({"data": {"modality": "text"}, "model": {"max_length": 64},
+                                     "augment": {"mode": "dropout"}})  # fmt: skip
+    assert (text.model.kind, text.model.max_length, text.augment.kind) == ("transformer", 64, "text")
+    vectors = RunConfig.model_validate({"data": {"modality": "vectors"}, "augment": {"noise_std": 0.5}})
+    assert (vectors.model.kind, vectors.augment.kind, vectors.augment.noise_std) == ("mlp", "vectors", 0.5)
+    with pytest.raises(ValueError, match="model.kind 'mlp' does not fit data.modality 'text'"):
+        RunConfig.model_validate({"data": {"modality": "text"}, "model": {"kind": "mlp"}})  # a kind given is kept
+    with pytest.raises(ValueError, match="max_length"):  # a field of another kind is still refused by name
+        RunConfig.model_validate({"data": {"modality": "image"}, "model": {"max_length": 64}})
