@@ -59,6 +59,12 @@ def _rank_main(
     except TrainingError as error:
         if rank == 0:
             results.put(("error", str(error), 0, 0, None))
+    except Exception as error:  # the job's error says what broke, not only that a process exited
+        message = f"training process {rank} of {world} failed: {type(error).__name__}: {error}"
+        results.put(("error", message, 0, 0, None))
+        results.close()
+        results.join_thread()
+        raise  # its traceback goes to the worker's log, and the exit code stops the other ranks
     finally:
         dist.destroy_process_group()
     results.close()

@@ -67,6 +67,11 @@ class TextEncoder(nn.Module):
         self.pooling = config.pooling
         self.transformer = _load_backbone(config.backbone)
         self.output_dim = int(self.transformer.config.hidden_size)
+        # BERT's pooler (a dense layer over [CLS]) feeds neither pooling: frozen, so that every trainable parameter
+        # gets a gradient, as DistributedDataParallel requires. It stays in the state dict: checkpoints load as before.
+        pooler = getattr(self.transformer, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
 
     def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, Tensor]:
         """Token ids and attention mask, padded to the longest text of the batch (at most ``max_length``)."""

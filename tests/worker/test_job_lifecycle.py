@@ -102,6 +102,42 @@ def test_two_process_job_through_the_worker(client, auth, worker) -> None:
     assert "knn_top1" in series
 
 
+@pytest.mark.slow
+def test_two_process_job_fine_tunes_the_pretrained_text_model(client, auth, worker) -> None:
+    """all-MiniLM-L6-v2 has a pooler that neither pooling uses: DistributedDataParallel failed the first step
+    ("parameters that were not used in producing loss") until it was frozen."""
+    texts = "".join(f'{{"text": "sentence {i} about topic {i % 4}", "label": {i % 4}}}\n' for i in range(48))
+    dataset = upload(client, auth, texts.encode(), name="t.jsonl", modality="text")
+    config = {"data": {"modality": "text", "val_fraction": 0.2}, "model": {"max_length": 16},
+              "eval": {"knn_k": 3, "linear_probe": False},
+              "train": {"epochs": 1, "batch_size": 8, "num_devices": 2, "device": "cpu"}}  # fmt: skip
+    job = wait_end(client, auth, submit(client, auth, dataset["id"], config)["id"], timeout=240)
+    assert job["status"] == "succeeded", (job, worker.output()[-3000:])
+    assert job["progress"]["step"] == (48 - 10) // 8
+
+
+def test_a_training_process_that_raises_names_its_error_in_the_job(settings, tmp_path) -> None:
+    """A rank that raises anything but a TrainingError used to end the job with 'exited abnormally (exit codes
+    [1, 1])' and nothing else; the job's error now carries the exception (here: a resume from no checkpoint)."""
+    from core.config import RunConfig
+    from core.data.readers import read_records
+    from core.train.loop import TrainingError
+    from worker.distributed import run_distributed
+
+    path = tmp_path / "v.csv"
+    path.write_bytes(vectors_csv(n=64))
+    records = read_records(path, "vectors", "csv", settings.read_limits, "label")
+
+    class NeverStops:  # the heartbeat's one method run_distributed calls; no lease to renew here
+        def should_stop(self) -> bool:
+            return False
+
+    config = RunConfig.model_validate(vector_config(num_devices=2, device="cpu"))
+    with pytest.raises(TrainingError, match=r"training process [01] of 2 failed: CheckpointError: .*no-checkpoint"):
+        run_distributed(settings, "job", "test", config, records, None, tmp_path / "out", tmp_path / "no-checkpoint",
+                        NeverStops())  # fmt: skip
+
+
 class client_db_key:  # noqa: N801 - used as a context manager
     """The on-disk path of a dataset's stored file (read from the database)."""
 
