@@ -162,7 +162,7 @@ class Client:
         ``core.inference.Embedder(directory)`` embeds with it offline. The file's path."""
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
-        params = {"version": version} if version else None
+        params = {"version": version} if version is not None else None
         with self.http.stream("GET", f"/v1/models/{name}/weights", params=params) as response:
             if response.status_code >= 400:
                 response.read()
@@ -179,7 +179,7 @@ class Client:
 
     def delete_model(self, name: str, version: int | None = None) -> dict:
         """Delete ``version`` of ``name``, or every version (none of them deployed); the answer names them."""
-        return self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version else None)
+        return self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version is not None else None)
 
     # embeddings
     def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None,
@@ -203,7 +203,7 @@ class Client:
 
     def _embed(self, model: str, inputs: list[Any] | str, dimensions: int | None) -> np.ndarray:
         body = {"model": model, "input": inputs, "encoding_format": "base64",
-                **({"dimensions": dimensions} if dimensions else {})}  # fmt: skip
+                **({"dimensions": dimensions} if dimensions is not None else {})}  # fmt: skip
         data = self._call("POST", "/v1/embeddings", json=body)["data"]
         return np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data])
 

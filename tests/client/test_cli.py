@@ -119,6 +119,15 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
         with Client(base, key) as python_client, pytest.raises(ApiError) as refused:
             python_client.embed(name, ["a", "b", "c", ""], batch_size=2)
         assert "input[1] is an empty string (in the request of inputs 2-3" in str(refused.value), refused.value
+        # 0 is a value, not "unset": sent, and refused; before, delete_model(name, 0) deleted every version
+        with Client(base, key) as python_client:
+            for field, request in [("dimensions", lambda c: c.embed(name, "hi", dimensions=0)),
+                                   ("version", lambda c: c.download_model(name, tmp_path / "weights", version=0)),
+                                   ("version", lambda c: c.delete_model(name, version=0))]:  # fmt: skip
+                with pytest.raises(ApiError) as refused:
+                    request(python_client)
+                assert (refused.value.status, refused.value.field) == (422, field), refused.value
+            assert [m["id"] for m in python_client.list_models()] == [name]
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "csv", "hi"])
         assert out.exit_code == 2 and "'csv' is not one of" in out.output, out.output
 
