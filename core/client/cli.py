@@ -131,12 +131,16 @@ def datasets_delete(dataset_id: str) -> None:
 @jobs.command("submit")
 def jobs_submit(
     dataset: str = typer.Option(..., help="Dataset id."),
-    config: Path = typer.Option(..., exists=True, help="Run config as a JSON file."),
+    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Run config as a JSON file."),
     name: str = typer.Option("job"),
     idempotency_key: str | None = typer.Option(None, help="Retrying with the same key creates one job."),
 ) -> None:
     """Submit a training job."""
-    show(call(lambda: client().submit_job(dataset, json.loads(config.read_text()), name, idempotency_key)))
+    try:
+        run_config = json.loads(config.read_bytes())
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise typer.BadParameter(f"{config} is not a JSON file: {error}", param_hint="--config") from None
+    show(call(lambda: client().submit_job(dataset, run_config, name, idempotency_key)))
 
 
 @jobs.command("list")

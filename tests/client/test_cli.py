@@ -165,3 +165,16 @@ def test_cli_lists_page_by_page_and_says_where_the_page_sits(client, auth) -> No
         assert jobs.exit_code == 0 and "no rows from offset 5; 0 in all" in jobs.output, jobs.output
         refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "list", "--limit", "0"])
         assert refused.exit_code == 2 and "--limit" in refused.output, refused.output
+
+
+def test_cli_refuses_a_config_file_that_is_not_json_before_sending_it(tmp_path) -> None:
+    """Before, a JSONDecodeError's traceback; now a usage error naming the file and where the JSON breaks."""
+    broken, directory = tmp_path / "run.json", tmp_path / "configs"
+    broken.write_text('{"data": {')
+    directory.mkdir()
+    runner = CliRunner(env={"COLUMNS": "500"})  # the message, with its temporary path, on one line
+    url = ["--url", "http://127.0.0.1:9", "--key", "et_x"]  # never reached: the file is refused first
+    result = runner.invoke(app, [*url, "jobs", "submit", "--dataset", "d", "--config", str(broken)])
+    assert result.exit_code == 2 and "is not a JSON file: Expecting property name" in result.output, result.output
+    result = runner.invoke(app, [*url, "jobs", "submit", "--dataset", "d", "--config", str(directory)])
+    assert result.exit_code == 2 and "is a directory" in result.output, result.output
