@@ -223,7 +223,7 @@ def models_undeploy(name: str) -> None:
 @models.command("download")
 def models_download(
     name: str,
-    out: Path = typer.Option(..., help="Directory to save model.safetensors in."),
+    out: Path = typer.Option(..., file_okay=False, help="Directory to save model.safetensors in (made if missing)."),
     version: int | None = typer.Option(None, help="Default: the newest."),
 ) -> None:
     """Save a version's weights (with its run config) for core.inference.Embedder(OUT), offline."""
@@ -266,12 +266,14 @@ def embed(
     model: str = typer.Option(...),
     dimensions: int | None = typer.Option(None),
     output: str = typer.Option("json", help="json (to stdout) or npy (to --out, else stdout)."),
-    out: Path | None = typer.Option(None, help="File for npy output."),
+    out: Path | None = typer.Option(None, dir_okay=False, help="File for npy output."),
     batch_size: int = typer.Option(256, min=1, help="Texts per request (the server takes at most 2048 by default)."),
 ) -> None:
     """Embed texts with a deployed model: one output row per text, in order."""
     if output not in ("json", "npy"):
         raise typer.BadParameter(f"{output!r} is not one of 'json', 'npy'", param_hint="--output")
+    if out is not None and not out.parent.is_dir():  # said before the texts are embedded, not after
+        raise typer.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
     inputs = texts or stdin_texts()
     if not inputs:
         raise typer.BadParameter("nothing to embed: give texts as arguments or one per line on stdin")

@@ -167,8 +167,9 @@ def test_cli_lists_page_by_page_and_says_where_the_page_sits(client, auth) -> No
         assert refused.exit_code == 2 and "--limit" in refused.output, refused.output
 
 
-def test_cli_refuses_a_config_file_that_is_not_json_before_sending_it(tmp_path) -> None:
-    """Before, a JSONDecodeError's traceback; now a usage error naming the file and where the JSON breaks."""
+def test_cli_refuses_unusable_files_before_sending_anything(tmp_path) -> None:
+    """Before, tracebacks (JSONDecodeError, FileExistsError, FileNotFoundError after the texts were embedded); now
+    usage errors naming the file."""
     broken, directory = tmp_path / "run.json", tmp_path / "configs"
     broken.write_text('{"data": {')
     directory.mkdir()
@@ -178,3 +179,8 @@ def test_cli_refuses_a_config_file_that_is_not_json_before_sending_it(tmp_path) 
     assert result.exit_code == 2 and "is not a JSON file: Expecting property name" in result.output, result.output
     result = runner.invoke(app, [*url, "jobs", "submit", "--dataset", "d", "--config", str(directory)])
     assert result.exit_code == 2 and "is a directory" in result.output, result.output
+    result = runner.invoke(app, [*url, "models", "download", "m", "--out", str(broken)])
+    assert result.exit_code == 2 and "is a file" in result.output, result.output
+    result = runner.invoke(app, [*url, "embed", "--model", "m", "--output", "npy", "--out", str(tmp_path / "no" / "e.npy"),
+                                 "hi"])  # fmt: skip
+    assert result.exit_code == 2 and f"{tmp_path / 'no'} is not a directory" in result.output, result.output
