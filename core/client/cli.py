@@ -67,12 +67,16 @@ def call(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
+# columns never cut: ids (people copy them into the next command), a job's status and a dataset's modality
+_WHOLE = {"id": 32, "job": 32, "status": len("succeeded"), "modality": len("vectors")}
+
+
 def _table(*columns: str) -> Table:
-    """A table whose id columns are never cut (people copy them into the next command)."""
+    """A table whose ids, statuses and modalities keep their width; the other columns share what is left."""
     table = Table()
     for column in columns:
-        if column in ("id", "job"):
-            table.add_column(column, no_wrap=True, min_width=32)
+        if column in _WHOLE:
+            table.add_column(column, no_wrap=True, min_width=_WHOLE[column])
         else:
             table.add_column(column)
     return table

@@ -163,6 +163,8 @@ def test_cli_lists_page_by_page_and_says_where_the_page_sits(client, auth) -> No
         assert all(i in everything for i in ids) and "rows" not in everything.split("┘")[-1]
         jobs = runner.invoke(app, ["--url", base, "--key", key, "jobs", "list", "--limit", "1", "--offset", "5"])
         assert jobs.exit_code == 0 and "no rows from offset 5; 0 in all" in jobs.output, jobs.output
+        narrow = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["--url", base, "--key", key, "datasets", "list"])
+        assert all(i in narrow.output for i in ids) and " vectors " in narrow.output, narrow.output  # not "vect…"
         refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "list", "--limit", "0"])
         assert refused.exit_code == 2 and "--limit" in refused.output, refused.output
 
