@@ -252,6 +252,9 @@ class RunConfig(_Strict):
             raise ValueError(f"model.kind {self.model.kind!r} does not fit data.modality {modality!r}")
         if self.augment.kind != modality:
             raise ValueError(f"augment.kind {self.augment.kind!r} does not fit data.modality {modality!r}")
+        if self.train.batch_size % self.train.num_devices:  # each process takes an equal share of the batch
+            raise ValueError(f"train.batch_size {self.train.batch_size} must be divisible by train.num_devices "
+                             f"{self.train.num_devices}")  # fmt: skip
         if self.train.grad_cache_sub_batch is not None:
             if self.train.precision == "fp16":
                 raise ValueError("train.grad_cache_sub_batch works with precision 'fp32' or 'bf16', not 'fp16'")

@@ -39,6 +39,7 @@ def body(dataset_id: str, **sections) -> dict:
         ({"train": {"typo_field": 1}}, "config.train.typo_field"),
         ({"loss": {"tau_plus": 1.0}}, "config.loss.tau_plus"),
         ({"model": {"kind": "resnet"}}, "config"),
+        ({"train": {"batch_size": 17, "num_devices": 2}}, "config"),  # before: accepted, then failed in the worker
     ],
 )
 def test_config_errors_are_422_naming_the_field(client, auth, sections, field) -> None:

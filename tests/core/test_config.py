@@ -48,3 +48,10 @@ def test_a_section_given_without_its_kind_takes_the_one_that_fits_the_modality()
         RunConfig.model_validate({"data": {"modality": "text"}, "model": {"kind": "mlp"}})  # a kind given is kept
     with pytest.raises(ValueError, match="max_length"):  # a field of another kind is still refused by name
         RunConfig.model_validate({"data": {"modality": "image"}, "model": {"max_length": 64}})
+
+
+def test_a_batch_that_the_devices_cannot_share_equally_is_refused_with_the_config() -> None:
+    """Before, the job was accepted and failed in the worker; now the submission's 422 says it."""
+    with pytest.raises(ValueError, match="train.batch_size 17 must be divisible by train.num_devices 2"):
+        RunConfig.model_validate({"data": {"modality": "vectors"}, "train": {"batch_size": 17, "num_devices": 2}})
+    assert RunConfig.model_validate({"data": {"modality": "vectors"}, "train": {"batch_size": 18, "num_devices": 2}})
