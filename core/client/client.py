@@ -182,13 +182,16 @@ class Client:
         return self._call("DELETE", f"/v1/models/{name}", params={"version": version} if version is not None else None)
 
     # embeddings
-    def embed(self, model: str, inputs: list[Any] | str, dimensions: int | None = None,
+    def embed(self, model: str, inputs: list[Any] | str | np.ndarray, dimensions: int | None = None,
               batch_size: int = 256) -> np.ndarray:  # fmt: skip
         """(n, d) float32 embeddings, one row per input in order (sent as base64 float32, as OpenAI's client does).
 
-        Inputs go ``batch_size`` to a request: the service takes at most ``EMBEDTRAIN_EMBED_MAX_INPUTS`` (2048 by
-        default) in one. An error answer for a later request names the inputs it held.
+        ``inputs``: texts, base64 images, or a vector model's rows (lists, or an (n, features) array). They go
+        ``batch_size`` to a request: the service takes at most ``EMBEDTRAIN_EMBED_MAX_INPUTS`` (2048 by default)
+        in one. An error answer for a later request names the inputs it held.
         """
+        if isinstance(inputs, np.ndarray):  # JSON has no arrays of its own: sent as nested lists
+            inputs = inputs.tolist()
         if isinstance(inputs, str) or len(inputs) <= batch_size:
             return self._embed(model, inputs, dimensions)
         parts = []

@@ -52,6 +52,8 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         with Client(base, key) as python_client:
             vectors = python_client.embed("cli-model", [[0.1] * 8, [0.2] * 8], dimensions=4)
             assert vectors.shape == (2, 4) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+            rows = np.array([[0.1] * 8, [0.2] * 8], dtype=np.float32)  # an array is sent as its rows (before: a
+            assert np.array_equal(python_client.embed("cli-model", rows, dimensions=4), vectors)  # TypeError)
             with pytest.raises(ApiError) as refused:
                 python_client.embed("cli-model", "a text")
             assert refused.value.status == 422 and refused.value.field == "input"
