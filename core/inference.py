@@ -104,15 +104,25 @@ class Embedder:
         if self.modality == "text":
             batch = self.model.backbone.tokenize(list(inputs), self.device)
             return self.forward(batch).cpu(), batch["attention_mask"].sum(1).cpu()
-        return self.embed(inputs), torch.ones(len(inputs), dtype=torch.long)
+        return self._pass(inputs), torch.ones(len(inputs), dtype=torch.long)
 
     @torch.inference_mode()
-    def embed(self, inputs: Any) -> Tensor:
-        """(B, D) L2-normalised embeddings.
+    def embed(self, inputs: Any, batch_size: int = 256) -> Tensor:
+        """(B, D) L2-normalised embeddings, ``batch_size`` inputs a pass: a corpus of any size embeds in the
+        memory of one pass (all-MiniLM-L6-v2 on 10,000 texts of 128 tokens in one pass would hold ~8 GB of
+        attention scores a layer).
 
         Args:
             inputs: (B, F) vectors, (B, C, H, W) images with values in [0, 1], or B strings.
+            batch_size: inputs a pass.
         """
+        items = list(inputs) if self.modality == "text" else inputs
+        if len(items) == 0:
+            raise ValueError("nothing to embed: inputs is empty")
+        return torch.cat([self._pass(items[start : start + batch_size]) for start in range(0, len(items), batch_size)])
+
+    def _pass(self, inputs: Any) -> Tensor:
+        """One forward pass over prepared or raw inputs."""
         if self.modality == "text":
             batch: Any = self.model.backbone.tokenize(list(inputs), self.device)
         else:

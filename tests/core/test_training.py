@@ -158,6 +158,10 @@ def test_text_training_with_a_tiny_bert_and_sgd_lars(tmp_path) -> None:
         embedder = Embedder(result.last_checkpoint)
         out = embedder.embed(["hello", "another sentence"])
         assert out.shape == (2, 32) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+        # a corpus goes batch_size texts a pass; the rows are the same as in one pass, in order
+        assert torch.allclose(embedder.embed(texts, batch_size=5), embedder.embed(texts), atol=1e-5)
+        with pytest.raises(ValueError, match="nothing to embed"):
+            embedder.embed([])
 
 
 def _text_config(**data) -> RunConfig:
