@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 DatasetModality = Literal["text", "vectors", "image"]
-DatasetFormat = Literal["jsonl", "json", "csv", "npy", "parquet", "zip", "npz"]
+DatasetFormat = Literal["jsonl", "json", "csv", "txt", "npy", "parquet", "zip", "npz"]
 
 
 class DatasetRead(BaseModel):

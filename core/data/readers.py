@@ -3,7 +3,8 @@
 =========  ===============================================================================================
 modality   formats
 =========  ===============================================================================================
-text       JSONL, a JSON array or CSV of ``text`` (or ``anchor`` + ``positive``) and an optional label
+text       JSONL, a JSON array or CSV of ``text`` (or ``anchor`` + ``positive``) and an optional label; plain text,
+           one text a line (no labels, no pairs)
 vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an optional label; NPY, 2-D numeric
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
@@ -27,7 +28,7 @@ import numpy as np
 from core.data.records import Records
 
 FORMATS: dict[str, tuple[str, ...]] = {
-    "text": ("jsonl", "json", "csv"),
+    "text": ("jsonl", "json", "csv", "txt"),
     "vectors": ("csv", "npy", "parquet"),
     "image": ("zip", "npz"),
 }
@@ -62,6 +63,7 @@ def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, label_
         ("text", "jsonl"): _text_jsonl,
         ("text", "json"): _text_json,
         ("text", "csv"): _text_csv,
+        ("text", "txt"): _text_lines,
         ("vectors", "csv"): _vectors_table,
         ("vectors", "parquet"): _vectors_table,
         ("vectors", "npy"): _vectors_npy,
@@ -158,6 +160,14 @@ def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str) ->
         if len(rows) > limits.max_records:
             raise DatasetError(f"more than the limit of {limits.max_records} records")
     return _text_rows(rows, "line", limits, label_column)
+
+
+def _text_lines(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+    """Plain text, one text a line, as ``embedtrain embed`` reads it; blank lines are skipped."""
+    rows = [{"text": line} for line in _open_text(path).splitlines() if line.strip()]
+    if len(rows) > limits.max_records:
+        raise DatasetError(f"more than the limit of {limits.max_records} records")
+    return _text_rows(rows, "non-blank line", limits, label_column)
 
 
 def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:

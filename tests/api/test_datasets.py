@@ -71,6 +71,7 @@ GOOD = [
     ("text", "bom.csv", b"\xef\xbb\xbftext,label\r\nfoo,1\r\nbar,2\r\n", 2, 2),
     ("text", "t.json", b'[{"text": "a", "label": 0},\n {"text": "b", "label": 1}]', 2, 2),  # one JSON array
     ("text", "t.ndjson", b'{"text": "a"}\n{"text": "b"}\n', 2, None),  # JSON Lines by another name
+    ("text", "t.txt", b"a first text\n\n{a second, with a comma}\n", 2, None),  # one text a line, as embed reads
     ("vectors", "v.pq", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4]})), 2, None),
     ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
@@ -172,7 +173,7 @@ BAD = [
     ("raw-unit npz", "image", "i.npz", npz(images=np.full((2, 4, 4), 3000.0)), "[0, 1] or [0, 255]"),
     ("npz without images", "image", "i.npz", zipped({"x.npy": npy(np.zeros((2, 4, 4)))}), "'images'"),
     ("wrong format for modality", "image", "i.csv", b"a\n1\n", "from the file name (.csv); pass format= one of"),
-    ("unknown extension", "text", "t.txt", b"hello\n", "from the file name (.txt)"),
+    ("unknown extension", "text", "t.docx", b"hello\n", "from the file name (.docx)"),
     ("no extension", "text", "texts", b"hello\n", "the file name has no extension"),
     ("json not an array", "text", "t.json", b'{"text": "a"}', "one array of objects"),
     ("json array of strings", "text", "t.json", b'["a", "b"]', "record 1: each record must be a JSON object"),
