@@ -7,6 +7,7 @@ PostgreSQL URL and a Redis URL to measure the deployed configuration.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,8 +111,12 @@ class Service:
     def __enter__(self) -> Service:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self.stop()
+        if error_type is None:  # its database, checkpoints and logs: ~265 MB a serving run, left in /tmp before
+            shutil.rmtree(self.tmp)
+        else:
+            print(f"the service's logs, database and storage are kept in {self.tmp}", file=sys.stderr)
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 3600, interval: float = 1.0) -> dict:

@@ -8,6 +8,7 @@ never from here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench(script: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    scratch = out.parent / "tmp"  # the script's temporary folders, so that what it leaves behind can be seen
+    scratch.mkdir()
     proc = subprocess.run([sys.executable, f"bench/{script}", "--out", str(out), *args], cwd=ROOT, timeout=timeout,
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(scratch.glob("embedtrain-bench-*")), "a service's folder was left behind after a run that passed"
     return json.loads(out.read_text())
 
 
