@@ -255,7 +255,10 @@ def models_list() -> None:
 def stdin_texts() -> list[str]:
     """One text per line of stdin, so that row i of the output is line i + 1; blank lines at the end are dropped,
     one anywhere else is refused (skipping it would shift every later row against its line)."""
-    lines = sys.stdin.read().splitlines()
+    try:
+        lines = sys.stdin.buffer.read().decode("utf-8").removeprefix("\ufeff").splitlines()
+    except UnicodeDecodeError as error:
+        raise typer.BadParameter(f"stdin is not UTF-8 text (byte {error.start})") from None
     while lines and not lines[-1].strip():
         lines.pop()
     blank = next((number for number, line in enumerate(lines, 1) if not line.strip()), None)

@@ -118,6 +118,8 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
         assert np.allclose(np.load(target), embedder.embed(lines).numpy(), atol=1e-5)
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name], input="a\n\nb\n")
         assert out.exit_code == 2 and "line 2 of stdin is blank" in out.output, out.output
+        out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name], input=b"ok\n\xff bad\n")
+        assert out.exit_code == 2 and "stdin is not UTF-8 text (byte 3)" in out.output, out.output  # not a traceback
         with Client(base, key) as python_client, pytest.raises(ApiError) as refused:
             python_client.embed(name, ["a", "b", "c", ""], batch_size=2)
         assert "input[1] is an empty string (in the request of inputs 2-3" in str(refused.value), refused.value
