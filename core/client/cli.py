@@ -25,7 +25,8 @@ from core.client.client import ApiError, Client, default_settings
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
 datasets = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
-jobs = typer.Typer(help="Submit, list, show, cancel, watch and delete training jobs.", no_args_is_help=True)
+jobs = typer.Typer(help="Submit, list, show, watch, cancel and delete training jobs; their checkpoints, events and "
+                   "metrics.", no_args_is_help=True)  # fmt: skip
 models = typer.Typer(help="Register, deploy, undeploy, list, download and delete models.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys (creating needs an admin key).", no_args_is_help=True)
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
@@ -67,8 +68,10 @@ def call(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
-# columns never cut: ids (people copy them into the next command), a job's status and a dataset's modality
-_WHOLE = {"id": 32, "job": 32, "status": len("succeeded"), "modality": len("vectors")}
+# columns never cut: ids and series names (people copy them into the next command), a job's status, a dataset's
+# modality, and metric values (as _number writes them: at most 10 characters)
+_WHOLE = {"id": 32, "job": 32, "series": len("neg_weight_entropy_ratio"), "status": len("succeeded"),
+          "modality": len("vectors"), **dict.fromkeys(("val_loss", "knn_top1", "first", "last", "min", "max"), 10)}  # fmt: skip
 
 
 def _table(*columns: str) -> Table:
@@ -196,6 +199,59 @@ def jobs_watch(job_id: str, poll: float = typer.Option(1.0, help="Seconds betwee
     console.print(f"{job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
     if job["status"] != "succeeded":
         raise typer.Exit(1)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+@jobs.command("checkpoints")
+def jobs_checkpoints(job_id: str) -> None:
+    """List a job's checkpoints, by step, with the held-out metrics of those written after an evaluation; an id
+    (or last, or best) goes to `models register --checkpoint`."""
+    rows = call(lambda: client().job_checkpoints(job_id))
+    table = _table("id", "step", "epoch", "val_loss", "knn_top1")
+    for c in rows:
+        table.add_row(c["id"], str(c["step"]), str(c["epoch"]), _number(c["metrics"].get("val_loss")),
+                      _number(c["metrics"].get("knn_top1")))  # fmt: skip
+    console.print(table)
+    if not rows:
+        console.print(f"job {job_id} has no checkpoint yet")
+
+
+@jobs.command("events")
+def jobs_events(job_id: str) -> None:
+    """List a job's events in order: queued, running, resumed, requeued, and how it ended (with the error)."""
+    table = _table("time", "event", "message")
+    for event in call(lambda: client().job_events(job_id)):
+        table.add_row(event["created_at"][:19], event["kind"], event["message"])
+    console.print(table)
+
+
+@jobs.command("metrics")
+def jobs_metrics(
+    job_id: str,
+    series: str | None = typer.Option(None, help="Print this series' every point (step, epoch, value)."),
+) -> None:
+    """Summarise each metric series of a job (first, last, min and max value), or print one series in full."""
+    every = call(lambda: client().job_metrics(job_id))
+    if series is not None:
+        if series not in every:
+            known = ", ".join(sorted(every)) or "none yet"
+            raise typer.BadParameter(f"job {job_id} has no series {series!r}; its series: {known}",
+                                     param_hint="--series")  # fmt: skip
+        table = _table("step", "epoch", series)
+        for point in every[series]:
+            table.add_row(str(point["step"]), str(point["epoch"]), _number(point["value"]))
+        console.print(table)
+        return
+    table = _table("series", "first", "last", "min", "max")
+    for name, points in sorted(every.items()):
+        values = [p["value"] for p in points]
+        table.add_row(name, *(_number(v) for v in (values[0], values[-1], min(values), max(values))))
+    console.print(table)
+    if not every:
+        console.print(f"job {job_id} has no metrics yet")
 
 
 @models.command("register")

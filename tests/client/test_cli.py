@@ -23,7 +23,7 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
     data = tmp_path / "v.csv"
     data.write_bytes(vectors_csv(n=96).replace(b",label\n", b",category\n", 1))  # labels under another name
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(vector_config(epochs=2)))
+    config.write_text(json.dumps(vector_config(epochs=2, checkpoint_every_steps=4)))  # 3 checkpoints
     with LiveServer(client.app) as base:
         cli = ["--url", base, "--key", key]
 
@@ -42,8 +42,30 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         assert f"{job['id']} succeeded" in watched and "loss" in watched
         assert "succeeded" in run("jobs", "list", "--status", "succeeded")
         assert json.loads(run("jobs", "show", job["id"]))["status"] == "succeeded"
-        model = json.loads(run("models", "register", "--job", job["id"], "--name", "cli-model"))
-        assert model["version"] == 1
+        # what a checkpoint is chosen by, from the CLI: its checkpoints, events and metric series
+        with Client(base, key) as python_client:
+            checkpoints = python_client.job_checkpoints(job["id"])
+            series = python_client.job_metrics(job["id"])
+        assert len(checkpoints) >= 2 and {"loss", "knn_top1"} <= set(series)
+        listed = run("jobs", "checkpoints", job["id"]).splitlines()
+        for checkpoint in checkpoints:  # each row: its id, step, epoch, and the held-out metrics where evaluated
+            row = next(line for line in listed if checkpoint["id"] in line)
+            assert f" {checkpoint['step']} " in row
+            if "knn_top1" in checkpoint["metrics"]:
+                assert f"{checkpoint['metrics']['knn_top1']:.4g}" in row
+        events = run("jobs", "events", job["id"])
+        assert all(kind in events for kind in ("queued", "running", "succeeded"))
+        summary = run("jobs", "metrics", job["id"])
+        loss = [point["value"] for point in series["loss"]]
+        loss_row = next(line for line in summary.splitlines() if "│ loss " in line)
+        assert all(f"{value:.4g}" in loss_row for value in (loss[0], loss[-1], min(loss), max(loss)))
+        full = run("jobs", "metrics", job["id"], "--series", "loss")
+        assert sum(f"│ {point['step']} " in full for point in series["loss"]) == len(loss)
+        unknown = run("jobs", "metrics", job["id"], "--series", "accuracy", code=2)
+        assert "no series 'accuracy'" in unknown and "knn_top1" in unknown
+        first = checkpoints[0]["id"]  # an id from the table registers that checkpoint
+        model = json.loads(run("models", "register", "--job", job["id"], "--name", "cli-model", "--checkpoint", first))
+        assert model["version"] == 1 and model["checkpoint_id"] == first
         assert json.loads(run("models", "deploy", "cli-model"))["deployed"] is True
         assert json.loads(run("models", "deploy", "cli-model", "--precision", "bf16"))["precision"] == "bf16"
         assert "422" in run("models", "deploy", "cli-model", "--precision", "fp16", code=1)
