@@ -86,3 +86,54 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
             expect(page.locator("[data-testid=jobs]")).not_to_contain_text("from-the-ui")
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
+    """Every 2 s refresh of a running job's page keeps the model name typed beside a checkpoint and the picture's
+    choice, and fetches the picture (held-out records embedded on the server) only when a checkpoint is chosen.
+    Before, the refresh drew the page anew: what was typed vanished and the picture was fetched every time."""
+    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
+    key = auth["Authorization"].removeprefix("Bearer ")
+    dataset = upload(client, auth, vectors_csv(n=160))
+    config = {  # runs for minutes unless cancelled; a checkpoint every 100 steps, all kept
+        "data": {"modality": "vectors", "val_fraction": 0.2},
+        "model": {"kind": "mlp", "hidden_dim": 32, "output_dim": 16},
+        "eval": {"knn_k": 5, "linear_probe": False},
+        "train": {"epochs": 10_000, "batch_size": 16, "checkpoint_every_steps": 100, "keep_checkpoints": None},
+    }
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset["id"], "config": config})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    with LiveServer(client.app) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            pictures: list[str] = []
+            page.on("request", lambda request: pictures.append(request.url) if "/projection" in request.url else None)
+            page.goto(f"{base}/ui")
+            page.fill("#key", key)
+            page.click("#login-form button[type=submit]")
+            page.goto(f"{base}/ui/index.html#/jobs/{job_id}")
+            expect(page.locator("[data-testid=job-status]")).to_have_text("running", timeout=60_000)
+            page.fill("[data-testid=model-name-100]", "typed-while-running")  # waits for the first checkpoint
+            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
+            progress = page.locator("[data-testid=job-progress]")
+            for _ in range(2):  # two refreshes, each seen as a step count that changed
+                before = progress.text_content()
+                expect(progress).not_to_have_text(before, timeout=10_000)
+            assert page.input_value("[data-testid=model-name-100]") == "typed-while-running"
+            assert len(pictures) == 1, pictures
+            choice = page.locator("[data-testid=projection-checkpoint]")
+            assert choice.locator("option").count() >= 2  # later checkpoints were added to the choice
+            choice.select_option(label="step 100")
+            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32")
+            assert len(pictures) == 2 and pictures[-1].endswith(
+                f"checkpoint_id={choice.input_value()}&limit=400"
+            ), pictures  # fmt: skip
+            page.click("[data-testid=register-100]")
+            expect(page.locator("#notice")).to_have_text("registered typed-while-running v1")
+            page.click("[data-testid=cancel]")
+            expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
+        finally:
+            browser.close()
