@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from core.store.db import transaction
+from core.store.tables import Job
 from tests.api.test_embeddings import LiveServer
 from tests.worker.test_job_lifecycle import upload, vectors_csv
 
@@ -135,5 +138,43 @@ def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
             expect(page.locator("#notice")).to_have_text("registered typed-while-running v1")
             page.click("[data-testid=cancel]")
             expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_the_jobs_table_pages_to_older_jobs(client, auth, settings) -> None:
+    """More jobs than a page (100) are reached with "older" and "newer"; before, only the 100 newest were listed."""
+    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
+    key = auth["Authorization"].removeprefix("Bearer ")
+    dataset = upload(client, auth, vectors_csv(n=40))
+    config = {"data": {"modality": "vectors"}, "train": {"batch_size": 4}}
+    first = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset["id"], "config": config, "name": "job-0"})
+    assert first.status_code == 202, first.text
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with transaction(settings) as session:
+        template = session.get(Job, first.json()["id"])
+        template.created_at = start
+        session.add_all(Job(owner=template.owner, name=f"job-{i}", dataset_id=dataset["id"], config=template.config,
+                            status="cancelled", queue=template.queue, created_at=start + timedelta(minutes=i))
+                        for i in range(1, 105))  # fmt: skip
+    with LiveServer(client.app) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(f"{base}/ui")
+            page.fill("#key", key)
+            page.click("#login-form button[type=submit]")
+            pager, jobs = page.locator("[data-testid=jobs-pager]"), page.locator("[data-testid=jobs]")
+            expect(pager).to_have_text("1-100 of 105 older")
+            expect(jobs).to_contain_text("job-104")
+            assert jobs.get_by_role("link", name="job-4", exact=True).count() == 0  # the 101st newest
+            pager.locator("a", has_text="older").click()
+            expect(pager).to_have_text("101-105 of 105 newer ")
+            assert [page.locator("[data-testid=jobs] a").nth(i).text_content() for i in range(5)] == [
+                "job-4", "job-3", "job-2", "job-1", "job-0"
+            ]  # fmt: skip
+            pager.locator("a", has_text="newer").click()
+            expect(pager).to_have_text("1-100 of 105 older")
         finally:
             browser.close()

@@ -85,8 +85,10 @@ function scatter(points, testid) {
 function series(metrics, name) { return (metrics[name] || []).map((p) => [p.step, p.value]); }
 
 // ---- pages ----------------------------------------------------------------------------------------------
-async function jobsPage() {
-  const page = await api("/v1/jobs?limit=100");
+const JOBS_PER_PAGE = 100;
+
+async function jobsPage(offset = 0) {
+  const page = await api(`/v1/jobs?limit=${JOBS_PER_PAGE}&offset=${offset}`);
   const table = el("table", { "data-testid": "jobs" },
     el("tr", {}, ...["name", "status", "dataset", "progress", "samples/s", "ETA", "created"].map((h) => el("th", {}, h))));
   for (const j of page.items) {
@@ -97,7 +99,11 @@ async function jobsPage() {
       el("td", {}, j.progress.samples_per_s ? Math.round(j.progress.samples_per_s) : ""), el("td", {}, eta(j.progress.eta_s)),
       el("td", {}, j.created_at.slice(0, 19).replace("T", " "))));
   }
-  view.replaceChildren(el("h2", {}, `Jobs (${page.total})`), table);
+  const shown = page.items.length ? `${offset + 1}-${offset + page.items.length} of ${page.total}` : `none from ${offset + 1}`;
+  const pager = el("p", { "data-testid": "jobs-pager" }, `${shown} `,
+    offset > 0 ? el("a", { href: `#/jobs?offset=${Math.max(0, offset - JOBS_PER_PAGE)}` }, "newer") : "", " ",
+    offset + page.items.length < page.total ? el("a", { href: `#/jobs?offset=${offset + JOBS_PER_PAGE}` }, "older") : "");
+  view.replaceChildren(el("h2", {}, `Jobs (${page.total})`), table, pager);
   timer = setTimeout(route, 2000);  // live refresh without a page reload
 }
 
@@ -270,7 +276,7 @@ async function route() {
     if (hash.startsWith("#/jobs/")) await jobPage(hash.slice(7));
     else if (hash === "#/new") await newJobPage();
     else if (hash === "#/models") await modelsPage();
-    else await jobsPage();
+    else await jobsPage(Math.max(0, parseInt(new URLSearchParams(hash.split("?")[1]).get("offset"), 10) || 0));
   } catch (e) {
     if (e.message !== "401") view.replaceChildren(el("p", { class: "error" }, e.message));
   }
