@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 from core.store.tables import Checkpoint, Job, JobEvent, Metric, ModelVersion, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# Metric points a statement writes: 5 parameters each, within PostgreSQL's 65,535 and SQLite's 32,766 a statement
+METRIC_ROWS_PER_INSERT = 2000
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str = "") -> None:
@@ -93,10 +95,12 @@ def record_progress(
             .values(**fields, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-    if metrics:
-        rows = [dict(job_id=job_id, name=n, step=s, epoch=e, value=v) for n, s, e, v in metrics]
-        insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(Metric)
-        statement = insert.values(rows)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    for start in range(0, len(metrics), METRIC_ROWS_PER_INSERT):  # a fast run, or one the database was away from,
+        chunk = metrics[start : start + METRIC_ROWS_PER_INSERT]  # has more points pending than one statement takes
+        statement = dialect.insert(Metric).values(
+            [dict(job_id=job_id, name=n, step=s, epoch=e, value=v) for n, s, e, v in chunk]
+        )
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["job_id", "name", "step"],

@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.store.db import get_engine, make_engine, read_first, session_factory
-from core.store.tables import ApiKey, new_id
+from core.store.jobs import record_progress
+from core.store.tables import ApiKey, Job, Metric, new_id
 from tests.conftest import PG, make_settings, migrate, wait_for
 
 
@@ -100,3 +101,33 @@ def test_timestamps_read_back_timezone_aware_in_utc(tmp_path, pg_url, backend) -
     finally:
         engine.dispose()
     assert created.tzinfo is UTC and created == datetime(2026, 12, 3, 20, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_progress_with_more_points_than_one_statement_takes_is_written(tmp_path, pg_url, backend) -> None:
+    """The worker writes a step's 4 points every 2 s, and keeps them while the database is away: 8,000 steps
+    pending (a fast run, or a minute's outage) are 32,000 points. In one INSERT they took 160,000 parameters, which
+    PostgreSQL (65,535 at most) refused at every later flush too, so that no progress was written again."""
+    url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'progress.db'}"
+    if backend == "sqlite":
+        migrate(url)
+    engine = create_engine(url)
+    series = ("loss", "lr", "temperature", "samples_per_s")
+    points = [(name, step, step // 1000, step / 10) for step in range(1, 8001) for name in series]
+    try:
+        with Session(engine) as session:
+            job = Job(owner="o", name="fast", config={}, queue="cpu", status="running", worker="w")
+            session.add(job)
+            session.commit()
+            record_progress(session, job.id, "w", {"step": 8000}, points)
+            record_progress(session, job.id, "w", {}, [("loss", 8000, 7, -1.0)])  # a repeated step overwrites
+            session.commit()
+            stored = session.execute(select(Metric.name, func.count(), func.max(Metric.step)).where(
+                Metric.job_id == job.id).group_by(Metric.name)).all()  # fmt: skip
+            last = session.scalar(select(Metric.value).where(Metric.job_id == job.id, Metric.name == "loss",
+                                                             Metric.step == 8000))  # fmt: skip
+            assert session.get(Job, job.id).step == 8000
+    finally:
+        engine.dispose()
+    assert sorted(stored) == [(name, 8000, 8000) for name in sorted(series)]
+    assert last == -1.0
