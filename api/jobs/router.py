@@ -84,10 +84,16 @@ def delete_job(session: SessionDep, storage: StorageDep, principal: PrincipalDep
 
 
 @router.get("/{job_id}/metrics", response_model=JobMetrics)
-def get_metrics(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobMetrics:
-    """Every metric's full series."""
+def get_metrics(
+    session: SessionDep,
+    principal: PrincipalDep,
+    job_id: str,
+    max_points: Annotated[int | None, Query(ge=2, le=1_000_000, description="Thin each series to at most this "
+                          "many recorded points: every k-th and the last (a chart needs a few hundred).")] = None,
+) -> JobMetrics:  # fmt: skip
+    """Every metric's series, in full or thinned to ``max_points``."""
     job = service.owned_job(session, principal, job_id)
-    return JobMetrics(job_id=job.id, series=service.metric_series(session, job))
+    return JobMetrics(job_id=job.id, series=service.metric_series(session, job, max_points))
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointRead])

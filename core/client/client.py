@@ -114,8 +114,11 @@ class Client:
         """Delete a finished job with its metrics, events and checkpoints."""
         self._call("DELETE", f"/v1/jobs/{job_id}")
 
-    def job_metrics(self, job_id: str) -> dict:
-        return self._call("GET", f"/v1/jobs/{job_id}/metrics")["series"]
+    def job_metrics(self, job_id: str, max_points: int | None = None) -> dict:
+        """Each metric's series, in full, or thinned to at most ``max_points`` recorded points (every k-th and the
+        last)."""
+        params = {} if max_points is None else {"max_points": max_points}
+        return self._call("GET", f"/v1/jobs/{job_id}/metrics", params=params)["series"]
 
     def job_checkpoints(self, job_id: str) -> list[dict]:
         return self._call("GET", f"/v1/jobs/{job_id}/checkpoints")

@@ -7,7 +7,9 @@ import uuid
 import pytest
 
 from core.store.db import transaction
+from core.store.jobs import record_progress
 from core.store.keys import revoke_key
+from core.store.tables import Job
 
 
 def dataset(client, auth, rows: int = 40) -> dict:
@@ -96,6 +98,42 @@ def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> No
     events = client.get(f"/v1/jobs/{ids[0]}/events", headers=auth).json()
     assert [e["kind"] for e in events] == ["queued", "cancelled"]
 
+
+
+def thinned_by_rule(points: list, max_points: int) -> list:
+    """Every k-th of ``points`` from the first, and the last, for the least k whose points number at most
+    ``max_points``."""
+    for k in range(1, len(points) + 1):
+        kept = points[::k] + ([] if (len(points) - 1) % k == 0 else points[-1:])
+        if len(kept) <= max_points:
+            return kept
+    raise AssertionError("unreachable for max_points >= 2")
+
+
+@pytest.mark.parametrize("max_points", [2, 3, 50, 999, 1000, 5000])
+def test_metric_series_thin_to_max_points_of_recorded_values(client, auth, settings, max_points) -> None:
+    """A chart needs a few hundred points of a series that a long run records a point a step of: ``max_points``
+    keeps every k-th recorded point and the last, at most ``max_points``; without it, every point."""
+    job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+    points = [("loss", step, step // 100, 1.0 / step) for step in range(1, 1001)]
+    points += [("knn_top1", step, step // 100 - 1, step / 1000) for step in (100, 200, 300)]  # per epoch
+    with transaction(settings) as session:
+        job_row = session.get(Job, job["id"])
+        record_progress(session, job_row.id, job_row.worker, {}, points)
+    full = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
+    assert [p["step"] for p in full["loss"]] == list(range(1, 1001))
+    thinned = client.get(f"/v1/jobs/{job['id']}/metrics?max_points={max_points}", headers=auth)
+    assert thinned.status_code == 200, thinned.text
+    series = thinned.json()["series"]
+    assert series["loss"] == thinned_by_rule(full["loss"], max_points)
+    assert series["knn_top1"] == thinned_by_rule(full["knn_top1"], max_points)
+    assert series["loss"][0]["step"] == 1 and series["loss"][-1]["step"] == 1000 and len(series["loss"]) <= max_points
+
+
+def test_max_points_below_two_is_refused(client, auth) -> None:
+    job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+    answer = client.get(f"/v1/jobs/{job['id']}/metrics?max_points=1", headers=auth)
+    assert answer.status_code == 422 and answer.json()["error"]["param"] == "max_points"
 
 def test_the_status_poll_answers_as_the_fastapi_routes_do(client, auth) -> None:
     """The poll is a plain route (api.plain_route): its body, errors and OpenAPI entry match FastAPI's routes'."""

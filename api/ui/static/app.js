@@ -115,7 +115,7 @@ let shownJob = null;
 
 async function jobPage(id) {
   const [job, metrics, checkpoints, events] = await Promise.all([
-    api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics`).then((m) => m.series),
+    api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics?max_points=500`).then((m) => m.series),  // a chart is 350 px wide
     api(`/v1/jobs/${id}/checkpoints`), api(`/v1/jobs/${id}/events`)]);
   if (!shownJob || shownJob.id !== id || !view.contains(shownJob.root)) shownJob = buildJobPage(id);
   const page = shownJob;
