@@ -99,7 +99,6 @@ def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> No
     assert [e["kind"] for e in events] == ["queued", "cancelled"]
 
 
-
 def thinned_by_rule(points: list, max_points: int) -> list:
     """Every k-th of ``points`` from the first, and the last, for the least k whose points number at most
     ``max_points``."""
@@ -134,6 +133,7 @@ def test_max_points_below_two_is_refused(client, auth) -> None:
     job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
     answer = client.get(f"/v1/jobs/{job['id']}/metrics?max_points=1", headers=auth)
     assert answer.status_code == 422 and answer.json()["error"]["param"] == "max_points"
+
 
 def test_the_status_poll_answers_as_the_fastapi_routes_do(client, auth) -> None:
     """The poll is a plain route (api.plain_route): its body, errors and OpenAPI entry match FastAPI's routes'."""
