@@ -6,6 +6,7 @@ The URL and key come from EMBEDTRAIN_URL / EMBEDTRAIN_API_KEY or ``~/.config/emb
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import sys
@@ -323,23 +324,60 @@ def stdin_texts() -> list[str]:
     return lines
 
 
+def npy_rows(path: Path) -> np.ndarray:
+    """A vector model's inputs: the rows of a 2-D numeric .npy file."""
+    try:
+        rows = np.load(path, allow_pickle=False)  # never unpickle a file
+    except (ValueError, OSError, EOFError) as error:
+        raise typer.BadParameter(f"{path} is not a .npy file: {error}", param_hint="--vectors") from None
+    if rows.ndim != 2 or not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
+        raise typer.BadParameter(f"{path} holds a {rows.dtype} array of shape {rows.shape}; a vector model takes a "
+                                 "2-D numeric array, one row an input", param_hint="--vectors")  # fmt: skip
+    return rows
+
+
+def image_inputs(paths: list[Path]) -> list[str]:
+    """An image model's inputs: each file's bytes in base64 (the service reads PNG and JPEG, and says which input
+    it could not)."""
+    return [base64.b64encode(path.read_bytes()).decode() for path in paths]
+
+
 @app.command()
 def embed(
     texts: list[str] = typer.Argument(None, help="Texts to embed; read one per line from stdin if none."),
     model: str = typer.Option(...),
+    vectors_file: Path | None = typer.Option(
+        None,
+        "--vectors",
+        exists=True,
+        dir_okay=False,
+        help="For a vector model: a .npy of shape (n, features), one input a row.",
+    ),
+    images: list[Path] = typer.Option(
+        None, "--image", exists=True, dir_okay=False, help="For an image model: a PNG or JPEG file; repeat for more."
+    ),
     dimensions: int | None = typer.Option(None),
     output: str = typer.Option("json", help="json (to stdout) or npy (to --out, else stdout)."),
     out: Path | None = typer.Option(None, dir_okay=False, help="File for npy output."),
-    batch_size: int = typer.Option(256, min=1, help="Texts per request (the server takes at most 2048 by default)."),
+    batch_size: int = typer.Option(256, min=1, help="Inputs per request (the server takes at most 2048 by default)."),
 ) -> None:
-    """Embed texts with a deployed model: one output row per text, in order."""
+    """Embed texts, vectors (--vectors) or images (--image) with a deployed model: one output row per input, in
+    order."""
     if output not in ("json", "npy"):
         raise typer.BadParameter(f"{output!r} is not one of 'json', 'npy'", param_hint="--output")
-    if out is not None and not out.parent.is_dir():  # said before the texts are embedded, not after
+    if out is not None and not out.parent.is_dir():  # said before the inputs are embedded, not after
         raise typer.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
-    inputs = texts or stdin_texts()
-    if not inputs:
-        raise typer.BadParameter("nothing to embed: give texts as arguments or one per line on stdin")
+    if sum(map(bool, (texts, vectors_file, images))) > 1:
+        raise typer.BadParameter("give texts, --vectors or --image, one kind of input at a time")
+    if vectors_file is not None:
+        inputs = npy_rows(vectors_file)
+    elif images:
+        inputs = image_inputs(images)
+    else:
+        inputs = texts or stdin_texts()
+    if not len(inputs):
+        raise typer.BadParameter("nothing to embed: give texts as arguments or one per line on stdin, a --vectors "
+                                 "file with rows, or --image files")  # fmt: skip
     vectors = call(lambda: client().embed(model, inputs, dimensions, batch_size))
     if output == "npy":
         if out is None:

@@ -38,6 +38,14 @@ def trained_model(settings, client, auth, modality: str, name: str | None = None
         upload = ("t.jsonl", b"\n".join(lines) + b"\n")
         raw = {"data": {"modality": "text", "val_fraction": 0.0},
                "model": {"kind": "transformer", "backbone": "tiny-random-bert", "max_length": 16}}  # fmt: skip
+    elif modality == "image":
+        images = np.random.default_rng(0).integers(0, 256, size=(16, 1, 8, 8), dtype=np.uint8)
+        records = Records("image", images=images)
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images)
+        upload = ("i.npz", buffer.getvalue())
+        raw = {"data": {"modality": "image", "val_fraction": 0.0},
+               "model": {"kind": "resnet", "width": 4, "blocks": [1], "image_size": 8}}  # fmt: skip
     else:
         records = Records("vectors", vectors=np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
         buffer = io.BytesIO()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         assert json.loads(run("models", "deploy", "cli-model", "--precision", "bf16"))["precision"] == "bf16"
         assert "422" in run("models", "deploy", "cli-model", "--precision", "fp16", code=1)
         assert "cli-model" in run("models", "list")
-        # vector models take numeric lists: use the Python client for those, the CLI's embed is for text
+        # the Python client with a vector model: lists of numbers, or an array
         with Client(base, key) as python_client:
             vectors = python_client.embed("cli-model", [[0.1] * 8, [0.2] * 8], dimensions=4)
             assert vectors.shape == (2, 4) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
@@ -156,6 +157,51 @@ def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> No
             assert [m["id"] for m in python_client.list_models()] == [name]
         out = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", name, "--output", "csv", "hi"])
         assert out.exit_code == 2 and "'csv' is not one of" in out.output, out.output
+
+
+def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_path) -> None:
+    """A vector model's inputs from a .npy (--vectors), an image model's from PNG or JPEG files (--image); before,
+    the CLI sent only texts, which those models refuse."""
+    from PIL import Image
+
+    from tests.api.test_embeddings import trained_model
+
+    vectors_model, _ = trained_model(settings, client, auth, "vectors")
+    images_model, _ = trained_model(settings, client, auth, "image")
+    rows = np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    pictures = []
+    for i, suffix in enumerate((".png", ".jpg", ".png")):
+        pixels = np.random.default_rng(i).integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"p{i}{suffix}")
+        pictures.append(tmp_path / f"p{i}{suffix}")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+
+        def run(*args: str, code: int = 0) -> str:
+            result = runner.invoke(app, ["--url", base, "--key", key, "embed", *args])
+            assert result.exit_code == code, (args, result.output)
+            return result.output
+
+        out = run("--model", vectors_model, "--vectors", str(tmp_path / "rows.npy"), "--batch-size", "2")
+        assert np.allclose(np.array(json.loads(out)), python_client.embed(vectors_model, rows), atol=1e-6)
+        target = tmp_path / "images.npy"
+        run("--model", images_model, *[f"--image={path}" for path in pictures], "--output", "npy", "--out",
+            str(target))  # fmt: skip
+        sent = [base64.b64encode(path.read_bytes()).decode() for path in pictures]
+        assert np.allclose(np.load(target), python_client.embed(images_model, sent), atol=1e-6)
+        assert np.load(target).shape[0] == 3
+        # what cannot be sent is said before anything is; what the service refuses names the input
+        np.save(tmp_path / "flat.npy", np.arange(6.0))
+        assert "a 2-D numeric array" in run("--model", vectors_model, "--vectors", str(tmp_path / "flat.npy"),
+                                            code=2)  # fmt: skip
+        (tmp_path / "not.npy").write_text("1,2,3\n")
+        assert "is not a .npy file" in run("--model", vectors_model, "--vectors", str(tmp_path / "not.npy"), code=2)
+        assert "one kind of input at a time" in run("--model", vectors_model, "--vectors", str(tmp_path / "rows.npy"),
+                                                    "a text", code=2)  # fmt: skip
+        refused = run("--model", images_model, "--image", str(tmp_path / "rows.npy"), code=1)
+        assert "422" in refused and "input[0]" in refused, refused
 
 
 def test_cli_says_when_nothing_answers_at_the_url() -> None:
