@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.errors import Unauthorized
+from api.errors import Invalid, Unauthorized
 from core.store.db import session_factory
 from core.store.keys import Principal
 from core.store.keys import authenticate as authenticate_key
@@ -96,3 +96,26 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _query_names(dependant) -> set[str]:  # noqa: ANN001 - fastapi.dependencies.models.Dependant
+    """The query parameters a route reads, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not read is refused with a 422 naming it and the ones it reads, rather than
+    ignored: ``DELETE /v1/models/NAME?versoin=1`` deleted every version, ``?checkpoint=ID`` (for ``checkpoint_id``)
+    drew the latest checkpoint, ``?state=running`` listed every job."""
+    if not request.query_params:
+        return
+    route = request.scope["route"]
+    known = _query_names(route.dependant)
+    unknown = next((name for name in request.query_params if name not in known), None)
+    if unknown is not None:
+        takes = ", ".join(sorted(known)) if known else "none"
+        raise Invalid(f"unknown query parameter {unknown!r}; {request.method} {route.path} takes: {takes}",
+                      field=unknown)  # fmt: skip

@@ -6,9 +6,10 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.datasets.router import router as datasets_router
+from api.deps import refuse_unknown_query
 from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
 from api.errors import ERROR_RESPONSES, install_error_handlers
@@ -73,9 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RequestContext, settings=settings, metrics=app.state.metrics)
     app.include_router(health_router)
-    # routes are matched in order: the hottest paths (embeddings, then the status poll) first; they overlap with no other
-    for router in (embeddings_router, job_polls_router, jobs_router, datasets_router, models_router, keys_router):
+    # routes are matched in order: the hottest paths (embeddings, then the status poll) first; they overlap with no other.
+    # The two plain routes read no query; /v1/embeddings, the OpenAI route, takes what OpenAI clients may add.
+    for router in (embeddings_router, job_polls_router):
         app.include_router(router, responses=ERROR_RESPONSES)
+    for router in (jobs_router, datasets_router, models_router, keys_router):
+        app.include_router(router, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_unknown_query)])
     mount_ui(app)
     # Everything imported so far (torch, pydantic, SQLAlchemy: ~300k objects) lives as long as the process; a full
     # garbage collection walks it all, a ~0.2 s pause of every request on a 2-core machine (bench/api.py's p99).

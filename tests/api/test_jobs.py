@@ -296,6 +296,34 @@ def test_unknown_routes_methods_and_broken_json_answer_in_the_error_shape(client
         assert error["message"].startswith("Invalid JSON: ") and "at character 12" in error["message"], error
 
 
+def test_a_query_parameter_a_route_does_not_read_is_refused_naming_what_it_reads(client, auth, settings) -> None:
+    """Before, an unknown query parameter was ignored: a misspelt ``version`` deleted every version of a model, a
+    misnamed filter listed every job. The status poll and /v1/embeddings (whose OpenAI clients may add their own)
+    still take any."""
+    from tests.api.test_embeddings import trained_model
+
+    name, _ = trained_model(settings, client, auth, "vectors")
+    embedded = client.post("/v1/embeddings?api-version=2024-02-01", headers=auth,
+                           json={"model": name, "input": [[0.1] * 6]})  # fmt: skip
+    assert embedded.status_code == 200, embedded.text
+    assert client.post(f"/v1/models/{name}/undeploy", headers=auth).status_code == 200
+    refused = client.delete(f"/v1/models/{name}?versoin=1", headers=auth)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "versoin" and "DELETE /v1/models/{name} takes: version" in error["message"], error
+    assert [v["version"] for v in client.get(f"/v1/models/{name}", headers=auth).json()["versions"]] == [1]
+    listing = client.get("/v1/jobs?state=running", headers=auth)
+    assert listing.status_code == 422 and "takes: limit, offset, status" in listing.json()["error"]["message"]
+    assert client.get("/v1/jobs?status=running&limit=5", headers=auth).status_code == 200
+    job = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()
+    picture = client.get(f"/v1/jobs/{job['id']}/projection?checkpoint=abc", headers=auth)
+    assert picture.status_code == 422 and picture.json()["error"]["param"] == "checkpoint"
+    assert client.get(f"/v1/jobs/{job['id']}/events?x=1", headers=auth).json()["error"]["message"].endswith(
+        "takes: none"
+    )  # fmt: skip
+    assert client.get(f"/v1/jobs/{job['id']}?x=1", headers=auth).status_code == 200
+
+
 def test_a_transaction_the_database_rolled_back_for_another_answers_409_not_503(client, auth) -> None:
     from psycopg.errors import DeadlockDetected
     from sqlalchemy.exc import OperationalError
