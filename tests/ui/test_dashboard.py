@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from core.store.db import transaction
 from core.store.tables import Job
@@ -19,9 +21,24 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@contextmanager
+def logged_in(app, key: str) -> Iterator[tuple[str, Page]]:  # noqa: ANN001 - the FastAPI app
+    """A live server for ``app``, and a headless Chromium page logged in to its dashboard with ``key``."""
+    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
+    with LiveServer(app) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(f"{base}/ui")
+            page.fill("#key", key)
+            page.click("#login-form button[type=submit]")
+            yield base, page
+        finally:
+            browser.close()
+
+
 @pytest.mark.slow
 def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, worker) -> None:
-    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
     ARTIFACTS.mkdir(exist_ok=True)
     key = auth["Authorization"].removeprefix("Bearer ")
     dataset = upload(client, auth, vectors_csv(n=160))
@@ -31,64 +48,56 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
         "eval": {"knn_k": 5, "linear_probe": False},
         "train": {"epochs": 3, "batch_size": 16, "checkpoint_every_steps": 8},
     }
-    with LiveServer(client.app) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(f"{base}/ui")
-            page.fill("#key", key)
-            page.click("#login-form button[type=submit]")
-            expect(page.locator("[data-testid=jobs]")).to_be_visible()
-            assert key not in page.url
+    with logged_in(client.app, key) as (base, page):
+        expect(page.locator("[data-testid=jobs]")).to_be_visible()
+        assert key not in page.url
 
-            page.goto(f"{base}/ui/index.html#/new")
-            page.select_option("[data-testid=dataset]", dataset["id"])
-            page.fill("[data-testid=job-name]", "from-the-ui")
-            page.fill("[data-testid=config]", json.dumps(config))
-            page.click("[data-testid=submit]")
-            status = page.locator("[data-testid=job-status]")
-            expect(status).to_have_text("succeeded", timeout=120_000)  # the page refreshes itself while running
-            page.reload()
-            for chart in ("chart-loss", "chart-lr", "chart-temperature", "chart-geometry", "chart-accuracy",
-                          "chart-diagnostics"):  # fmt: skip
-                points = int(page.locator(f"[data-testid={chart}]").get_attribute("data-points"))
-                assert points > 0, chart
-            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
-            assert page.locator("[data-testid=events] li").count() >= 3
-            page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
+        page.goto(f"{base}/ui/index.html#/new")
+        page.select_option("[data-testid=dataset]", dataset["id"])
+        page.fill("[data-testid=job-name]", "from-the-ui")
+        page.fill("[data-testid=config]", json.dumps(config))
+        page.click("[data-testid=submit]")
+        status = page.locator("[data-testid=job-status]")
+        expect(status).to_have_text("succeeded", timeout=120_000)  # the page refreshes itself while running
+        page.reload()
+        for chart in ("chart-loss", "chart-lr", "chart-temperature", "chart-geometry", "chart-accuracy",
+                      "chart-diagnostics"):  # fmt: skip
+            points = int(page.locator(f"[data-testid={chart}]").get_attribute("data-points"))
+            assert points > 0, chart
+        expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
+        assert page.locator("[data-testid=events] li").count() >= 3
+        page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
 
-            page.fill("[data-testid=model-name-24]", "ui-model")
-            page.click("[data-testid=register-24]")
-            expect(page.locator("#notice")).to_have_text("registered ui-model v1")
-            page.goto(f"{base}/ui/index.html#/models")
-            expect(page.locator("[data-testid=models]")).to_contain_text("ui-model")
-            page.click("[data-testid=models] button:has-text('Deploy')")
-            expect(page.locator("[data-testid=models]")).to_contain_text("yes")
-            with page.expect_download() as download:
-                page.click("[data-testid=models] button:has-text('Weights')")
-            assert download.value.suggested_filename == "ui-model-v1.safetensors"
-            assert Path(download.value.path()).read_bytes()[8:9] == b"{"  # safetensors: a length, then its JSON header
-            page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+        page.fill("[data-testid=model-name-24]", "ui-model")
+        page.click("[data-testid=register-24]")
+        expect(page.locator("#notice")).to_have_text("registered ui-model v1")
+        page.goto(f"{base}/ui/index.html#/models")
+        expect(page.locator("[data-testid=models]")).to_contain_text("ui-model")
+        page.click("[data-testid=models] button:has-text('Deploy')")
+        expect(page.locator("[data-testid=models]")).to_contain_text("yes")
+        with page.expect_download() as download:
+            page.click("[data-testid=models] button:has-text('Weights')")
+        assert download.value.suggested_filename == "ui-model-v1.safetensors"
+        assert Path(download.value.path()).read_bytes()[8:9] == b"{"  # safetensors: a length, then its JSON header
+        page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
 
-            page.goto(f"{base}/ui/index.html#/jobs")
-            expect(page.locator("[data-testid=jobs]")).to_contain_text("from-the-ui")
-            page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
+        page.goto(f"{base}/ui/index.html#/jobs")
+        expect(page.locator("[data-testid=jobs]")).to_contain_text("from-the-ui")
+        page.screenshot(path=str(ARTIFACTS / "jobs.png"), full_page=True)
 
-            # deletes: the job is refused while a model version uses its checkpoint, and says so on the page
-            page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before each delete
-            page.click("[data-testid=jobs] a:has-text('from-the-ui')")
-            page.click("[data-testid=delete-job]")
-            expect(page.locator("#notice")).to_contain_text("ui-model version 1")
-            page.goto(f"{base}/ui/index.html#/models")
-            page.click("[data-testid=models] button:has-text('Undeploy')")
-            page.click("[data-testid=models] button:has-text('Delete')")
-            expect(page.locator("[data-testid=models]")).not_to_contain_text("ui-model")
-            page.goto(f"{base}/ui/index.html#/jobs")
-            page.click("[data-testid=jobs] a:has-text('from-the-ui')")
-            page.click("[data-testid=delete-job]")
-            expect(page.locator("[data-testid=jobs]")).not_to_contain_text("from-the-ui")
-        finally:
-            browser.close()
+        # deletes: the job is refused while a model version uses its checkpoint, and says so on the page
+        page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before each delete
+        page.click("[data-testid=jobs] a:has-text('from-the-ui')")
+        page.click("[data-testid=delete-job]")
+        expect(page.locator("#notice")).to_contain_text("ui-model version 1")
+        page.goto(f"{base}/ui/index.html#/models")
+        page.click("[data-testid=models] button:has-text('Undeploy')")
+        page.click("[data-testid=models] button:has-text('Delete')")
+        expect(page.locator("[data-testid=models]")).not_to_contain_text("ui-model")
+        page.goto(f"{base}/ui/index.html#/jobs")
+        page.click("[data-testid=jobs] a:has-text('from-the-ui')")
+        page.click("[data-testid=delete-job]")
+        expect(page.locator("[data-testid=jobs]")).not_to_contain_text("from-the-ui")
 
 
 @pytest.mark.slow
@@ -96,7 +105,6 @@ def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
     """Every 2 s refresh of a running job's page keeps the model name typed beside a checkpoint and the picture's
     choice, and fetches the picture (held-out records embedded on the server) only when a checkpoint is chosen.
     Before, the refresh drew the page anew: what was typed vanished and the picture was fetched every time."""
-    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
     key = auth["Authorization"].removeprefix("Bearer ")
     dataset = upload(client, auth, vectors_csv(n=160))
     config = {  # runs for minutes unless cancelled; a checkpoint every 100 steps, all kept
@@ -108,44 +116,35 @@ def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
     response = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset["id"], "config": config})
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
-    with LiveServer(client.app) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            pictures: list[str] = []
-            page.on("request", lambda request: pictures.append(request.url) if "/projection" in request.url else None)
-            page.goto(f"{base}/ui")
-            page.fill("#key", key)
-            page.click("#login-form button[type=submit]")
-            page.goto(f"{base}/ui/index.html#/jobs/{job_id}")
-            expect(page.locator("[data-testid=job-status]")).to_have_text("running", timeout=60_000)
-            page.fill("[data-testid=model-name-100]", "typed-while-running")  # waits for the first checkpoint
-            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
-            progress = page.locator("[data-testid=job-progress]")
-            for _ in range(2):  # two refreshes, each seen as a step count that changed
-                before = progress.text_content()
-                expect(progress).not_to_have_text(before, timeout=10_000)
-            assert page.input_value("[data-testid=model-name-100]") == "typed-while-running"
-            assert len(pictures) == 1, pictures
-            choice = page.locator("[data-testid=projection-checkpoint]")
-            assert choice.locator("option").count() >= 2  # later checkpoints were added to the choice
-            choice.select_option(label="step 100")
-            expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32")
-            assert len(pictures) == 2 and pictures[-1].endswith(
-                f"checkpoint_id={choice.input_value()}&limit=400"
-            ), pictures  # fmt: skip
-            page.click("[data-testid=register-100]")
-            expect(page.locator("#notice")).to_have_text("registered typed-while-running v1")
-            page.click("[data-testid=cancel]")
-            expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
-        finally:
-            browser.close()
+    with logged_in(client.app, key) as (base, page):
+        pictures: list[str] = []
+        page.on("request", lambda request: pictures.append(request.url) if "/projection" in request.url else None)
+        page.goto(f"{base}/ui/index.html#/jobs/{job_id}")
+        expect(page.locator("[data-testid=job-status]")).to_have_text("running", timeout=60_000)
+        page.fill("[data-testid=model-name-100]", "typed-while-running")  # waits for the first checkpoint
+        expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32", timeout=30_000)
+        progress = page.locator("[data-testid=job-progress]")
+        for _ in range(2):  # two refreshes, each seen as a step count that changed
+            before = progress.text_content()
+            expect(progress).not_to_have_text(before, timeout=10_000)
+        assert page.input_value("[data-testid=model-name-100]") == "typed-while-running"
+        assert len(pictures) == 1, pictures
+        choice = page.locator("[data-testid=projection-checkpoint]")
+        assert choice.locator("option").count() >= 2  # later checkpoints were added to the choice
+        choice.select_option(label="step 100")
+        expect(page.locator("[data-testid=projection]")).to_have_attribute("data-points", "32")
+        assert len(pictures) == 2 and pictures[-1].endswith(
+            f"checkpoint_id={choice.input_value()}&limit=400"
+        ), pictures  # fmt: skip
+        page.click("[data-testid=register-100]")
+        expect(page.locator("#notice")).to_have_text("registered typed-while-running v1")
+        page.click("[data-testid=cancel]")
+        expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
 
 
 @pytest.mark.slow
 def test_the_jobs_table_pages_to_older_jobs(client, auth, settings) -> None:
     """More jobs than a page (100) are reached with "older" and "newer"; before, only the 100 newest were listed."""
-    assert CHROMIUM, "chromium is not installed; `make test` installs it (.ci/browser.sh)"
     key = auth["Authorization"].removeprefix("Bearer ")
     dataset = upload(client, auth, vectors_csv(n=40))
     config = {"data": {"modality": "vectors"}, "train": {"batch_size": 4}}
@@ -158,23 +157,15 @@ def test_the_jobs_table_pages_to_older_jobs(client, auth, settings) -> None:
         session.add_all(Job(owner=template.owner, name=f"job-{i}", dataset_id=dataset["id"], config=template.config,
                             status="cancelled", queue=template.queue, created_at=start + timedelta(minutes=i))
                         for i in range(1, 105))  # fmt: skip
-    with LiveServer(client.app) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(f"{base}/ui")
-            page.fill("#key", key)
-            page.click("#login-form button[type=submit]")
-            pager, jobs = page.locator("[data-testid=jobs-pager]"), page.locator("[data-testid=jobs]")
-            expect(pager).to_have_text("1-100 of 105 older")
-            expect(jobs).to_contain_text("job-104")
-            assert jobs.get_by_role("link", name="job-4", exact=True).count() == 0  # the 101st newest
-            pager.locator("a", has_text="older").click()
-            expect(pager).to_have_text("101-105 of 105 newer ")
-            assert [page.locator("[data-testid=jobs] a").nth(i).text_content() for i in range(5)] == [
-                "job-4", "job-3", "job-2", "job-1", "job-0"
-            ]  # fmt: skip
-            pager.locator("a", has_text="newer").click()
-            expect(pager).to_have_text("1-100 of 105 older")
-        finally:
-            browser.close()
+    with logged_in(client.app, key) as (base, page):
+        pager, jobs = page.locator("[data-testid=jobs-pager]"), page.locator("[data-testid=jobs]")
+        expect(pager).to_have_text("1-100 of 105 older")
+        expect(jobs).to_contain_text("job-104")
+        assert jobs.get_by_role("link", name="job-4", exact=True).count() == 0  # the 101st newest
+        pager.locator("a", has_text="older").click()
+        expect(pager).to_have_text("101-105 of 105 newer ")
+        assert [page.locator("[data-testid=jobs] a").nth(i).text_content() for i in range(5)] == [
+            "job-4", "job-3", "job-2", "job-1", "job-0"
+        ]  # fmt: skip
+        pager.locator("a", has_text="newer").click()
+        expect(pager).to_have_text("1-100 of 105 older")
