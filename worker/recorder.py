@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict
 
@@ -27,7 +28,15 @@ class DatabaseRecorder:
 
     Evaluations and checkpoints flush at once. A write that fails because the database is away is kept
     and retried at the next flush; the final flush retries until it succeeds or ``final_retries`` run out.
+
+    While the database stays away, the steps' flushes back off: the next try waits the interval (at least
+    ``MIN_RETRY_S``) doubled at each failure in a row, up to ``MAX_RETRY_S``. Each try costs the training thread a
+    connection attempt, up to ``db_timeout_s`` where the database does not answer at all; trying at every step
+    instead (as before) stalled training that long at every step, and logged a warning at every step.
     """
+
+    MIN_RETRY_S = 1.0
+    MAX_RETRY_S = 60.0
 
     def __init__(self, settings: Settings, job_id: str, worker: str, storage: Storage, final_retries: int = 30,
                  keep_checkpoints: int | None = None) -> None:  # fmt: skip
@@ -36,7 +45,9 @@ class DatabaseRecorder:
         self.pending: list[tuple[str, int, int, float]] = []
         self.fields: dict = {}
         self.latest: dict[str, float] = {}
-        self.last_flush = 0.0
+        self.next_flush = -math.inf  # monotonic time from which a step flushes
+        self.failures = 0  # flushes failed in a row
+        self.retry_base_s = max(settings.progress_interval_s, self.MIN_RETRY_S)
         self.final_retries = final_retries
 
     def on_step(self, report: StepReport) -> None:
@@ -52,14 +63,15 @@ class DatabaseRecorder:
             "samples_per_s": report.samples_per_s,
             "latest_metrics": dict(self.latest),
         }
-        if time.monotonic() - self.last_flush >= self.settings.progress_interval_s:
+        if time.monotonic() >= self.next_flush:
             self.flush()
 
     def on_eval(self, report: EvalReport) -> None:
         self.pending += [(name, report.step, report.epoch, float(v)) for name, v in report.metrics.items()]
         self.latest.update(report.metrics)
         self.fields["latest_metrics"] = dict(self.latest)
-        self.flush()
+        if not self.failures or time.monotonic() >= self.next_flush:  # at once, unless backing off
+            self.flush()
 
     def on_checkpoint(self, info: CheckpointInfo) -> None:
         self.flush(must=True)
@@ -100,10 +112,15 @@ class DatabaseRecorder:
                 with transaction(self.settings) as session:
                     write(session)
             except OperationalError as error:
-                log.warning("progress write failed, kept for the next flush: %s", str(error).splitlines()[0])
+                self.failures += 1
+                wait = min(self.MAX_RETRY_S, self.retry_base_s * 2 ** (self.failures - 1))
+                self.next_flush = time.monotonic() + wait
+                log.warning("progress write failed (%d in a row), kept; next try in %.0f s: %s", self.failures, wait,
+                            str(error).splitlines()[0])  # fmt: skip
                 return
         del self.pending[: len(pending)]
-        self.last_flush = time.monotonic()
+        self.failures = 0
+        self.next_flush = time.monotonic() + self.settings.progress_interval_s
 
     def event(self, kind: str, message: str) -> None:
         """Append to the job's event log."""
