@@ -335,3 +335,23 @@ def test_a_transaction_the_database_rolled_back_for_another_answers_409_not_503(
     answer = client.get("/test/deadlocked", headers=auth)
     assert answer.status_code == 409 and answer.headers["retry-after"] == "1", answer.text
     assert "conflicted with another" in answer.json()["error"]["message"]  # before: 503 "database is unavailable"
+
+
+def test_a_checkpoints_picture_is_drawn_once_and_shown_again_from_memory(client, auth, settings) -> None:
+    """Drawing the picture reads the whole dataset, loads the checkpoint and embeds the held-out records; a
+    checkpoint and its dataset never change, so asking again (the dashboard going back to a checkpoint) answers the
+    same points without doing it again. Another limit is another picture."""
+    from api.jobs.service import _picture
+    from tests.api.test_embeddings import listed_versions, trained_model
+
+    trained_model(settings, client, auth, "vectors", name="picture-model")
+    job_id = next(v["job_id"] for v in listed_versions(client, auth) if v["name"] == "picture-model")
+    _picture.cache_clear()
+    first = client.get(f"/v1/jobs/{job_id}/projection?limit=20", headers=auth)
+    assert first.status_code == 200, first.text
+    assert len(first.json()["points"]) == 20
+    again = client.get(f"/v1/jobs/{job_id}/projection?limit=20", headers=auth)
+    assert again.json() == first.json()
+    assert (_picture.cache_info().hits, _picture.cache_info().misses) == (1, 1)
+    other = client.get(f"/v1/jobs/{job_id}/projection?limit=10", headers=auth)
+    assert len(other.json()["points"]) == 10 and _picture.cache_info().misses == 2
