@@ -55,6 +55,13 @@ def fail(error: ApiError) -> None:
     raise typer.Exit(1)
 
 
+def confirm(what: str, yes: bool) -> None:
+    """Ask before something that cannot be undone, unless ``--yes``; "no" (or no terminal to answer on) ends the
+    command with exit code 1 having done nothing."""
+    if not yes:
+        typer.confirm(f"{what}? This cannot be undone", abort=True)
+
+
 def call(action: Callable[[], T]) -> T:
     """Run one client call; an error answer, or no answer, is printed and ends the command with exit code 1."""
     try:
@@ -92,6 +99,7 @@ def show(data: object) -> None:
 
 LIMIT = typer.Option(50, min=1, max=500, help="Rows to list (newest first).")
 OFFSET = typer.Option(0, min=0, help="Rows to skip: the next page starts at offset + limit.")
+YES = typer.Option(False, "--yes", "-y", help="Do it without asking first.")
 
 
 def print_page(table: Table, page: dict) -> None:
@@ -130,8 +138,9 @@ def datasets_list(limit: int = LIMIT, offset: int = OFFSET) -> None:
 
 
 @datasets.command("delete")
-def datasets_delete(dataset_id: str) -> None:
+def datasets_delete(dataset_id: str, yes: bool = YES) -> None:
     """Delete a dataset (its file too) that no queued or running job uses."""
+    confirm(f"Delete dataset {dataset_id} and its file", yes)
     call(lambda: client().delete_dataset(dataset_id))
     console.print(f"deleted dataset {dataset_id}")
 
@@ -176,8 +185,9 @@ def jobs_cancel(job_id: str) -> None:
 
 
 @jobs.command("delete")
-def jobs_delete(job_id: str) -> None:
+def jobs_delete(job_id: str, yes: bool = YES) -> None:
     """Delete a finished job with its metrics, events and checkpoints (files too)."""
+    confirm(f"Delete job {job_id} with its metrics, events and checkpoints", yes)
     call(lambda: client().delete_job(job_id))
     console.print(f"deleted job {job_id}")
 
@@ -292,8 +302,10 @@ def models_download(
 
 
 @models.command("delete")
-def models_delete(name: str, version: int | None = typer.Option(None, help="Only this version.")) -> None:
+def models_delete(name: str, version: int | None = typer.Option(None, help="Only this version."),
+                  yes: bool = YES) -> None:  # fmt: skip
     """Delete a model's versions, or one (undeploy first); its job and checkpoints stay."""
+    confirm(f"Delete every version of model {name}" if version is None else f"Delete {name} version {version}", yes)
     versions = call(lambda: client().delete_model(name, version))["versions"]
     console.print(f"deleted {name} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}")
 
@@ -408,8 +420,9 @@ def keys_list() -> None:
 
 
 @keys.command("revoke")
-def keys_revoke(key_id: str) -> None:
+def keys_revoke(key_id: str, yes: bool = YES) -> None:
     """Revoke a key by id or prefix."""
+    confirm(f"Revoke key {key_id} (requests with it are refused from then on)", yes)
     show(call(lambda: client().revoke_key(key_id)))
 
 

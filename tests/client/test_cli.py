@@ -90,15 +90,22 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         assert not (tmp_path / "none" / "model.safetensors").exists()
         error = run("embed", "--model", "no-such-model", "hello", code=1)
         assert "404" in error and "no deployed model" in error
-        # deletes, in the order they allow: the model version, then its job, then the dataset
-        assert "409" in run("jobs", "delete", job["id"], code=1)  # cli-model version 1 serves its checkpoint
-        assert "undeploy it first" in run("models", "delete", "cli-model", code=1)
+        # deletes, in the order they allow: the model version, then its job, then the dataset; each asks first
+        assert "409" in run("jobs", "delete", job["id"], "--yes", code=1)  # cli-model version 1 serves its checkpoint
+        asked = run("models", "delete", "cli-model", stdin="n\n", code=1)
+        assert "Delete every version of model cli-model? This cannot be undone" in asked and "Aborted" in asked
+        assert "undeploy it first" in run("models", "delete", "cli-model", stdin="y\n", code=1)
         run("models", "undeploy", "cli-model")
-        assert "deleted cli-model version 1" in run("models", "delete", "cli-model", "--version", "1")
+        assert "Aborted" in run("models", "delete", "cli-model", "--version", "1", code=1)  # no one to answer
+        assert "cli-model" in run("models", "list")
+        assert "deleted cli-model version 1" in run("models", "delete", "cli-model", "--version", "1", "--yes")
         assert "cli-model" not in run("models", "list")
-        assert "deleted job" in run("jobs", "delete", job["id"])
+        assert "Aborted" in run("jobs", "delete", job["id"], stdin="\n", code=1)  # the default answer is no
+        assert json.loads(run("jobs", "show", job["id"]))["status"] == "succeeded"
+        assert "deleted job" in run("jobs", "delete", job["id"], stdin="y\n")
         assert "404" in run("jobs", "show", job["id"], code=1)
-        assert "deleted dataset" in run("datasets", "delete", dataset["id"])
+        assert "Aborted" in run("datasets", "delete", dataset["id"], code=1)
+        assert "deleted dataset" in run("datasets", "delete", dataset["id"], "-y")
         assert dataset["id"] not in run("datasets", "list")
         # keys: only admins create; anyone can revoke their own
         assert "404" in run("keys", "create", "--owner", "x", code=1)
@@ -108,7 +115,7 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         )
         assert created["key"].startswith("et_") and created["owner"] == "bob"
         revoked = json.loads(
-            runner.invoke(app, ["--url", base, "--key", created["key"], "keys", "revoke", created["id"]]).output
+            runner.invoke(app, ["--url", base, "--key", created["key"], "keys", "revoke", created["id"], "-y"]).output
         )
         assert revoked["revoked_at"] is not None
         listed = runner.invoke(app, ["--url", base, "--key", admin, "keys", "list"])
