@@ -33,13 +33,20 @@ class DatabaseRecorder:
     ``MIN_RETRY_S``) doubled at each failure in a row, up to ``MAX_RETRY_S``. Each try costs the training thread a
     connection attempt, up to ``db_timeout_s`` where the database does not answer at all; trying at every step
     instead (as before) stalled training that long at every step, and logged a warning at every step.
+
+    What waits is bounded: past ``max_pending_points`` (4 a step), the steps' series keep every second step of
+    those waiting, then every fourth, and so on, with a ``metrics_thinned`` event once written, as the API's
+    ``max_points`` thins a series. A point takes ~112 bytes (tracemalloc), so an outage of a few hours under a
+    fast run (130 steps/s with the vector model on the 2-core VM: 210 MB an hour) could otherwise take the worker's
+    memory.
     """
 
     MIN_RETRY_S = 1.0
     MAX_RETRY_S = 60.0
+    MAX_PENDING_POINTS = 400_000  # ~45 MB
 
     def __init__(self, settings: Settings, job_id: str, worker: str, storage: Storage, final_retries: int = 30,
-                 keep_checkpoints: int | None = None) -> None:  # fmt: skip
+                 keep_checkpoints: int | None = None, max_pending_points: int = MAX_PENDING_POINTS) -> None:  # fmt: skip
         self.settings, self.job_id, self.worker, self.storage = settings, job_id, worker, storage
         self.keep_checkpoints = keep_checkpoints  # the run's train.keep_checkpoints; None keeps every one
         self.pending: list[tuple[str, int, int, float]] = []
@@ -48,13 +55,19 @@ class DatabaseRecorder:
         self.next_flush = -math.inf  # monotonic time from which a step flushes
         self.failures = 0  # flushes failed in a row
         self.retry_base_s = max(settings.progress_interval_s, self.MIN_RETRY_S)
+        self.max_pending_points = max_pending_points
+        self.stride = 1  # while waiting points were thinned: the steps' series keep the steps divisible by this
+        self.thinned_from: int | None = None  # the first step thinned
         self.final_retries = final_retries
 
     def on_step(self, report: StepReport) -> None:
         SAMPLES_PER_S.labels(self.job_id).set(report.samples_per_s)
         STEPS.inc()
         values = asdict(report)
-        self.pending += [(name, report.step, report.epoch, float(values[name])) for name in STEP_SERIES]
+        if report.step % self.stride == 0:
+            self.pending += [(name, report.step, report.epoch, float(values[name])) for name in STEP_SERIES]
+            if len(self.pending) > self.max_pending_points:
+                self._thin(report.step)
         self.latest.update({name: float(values[name]) for name in ("loss", "lr", "temperature")})
         self.fields = {
             "step": report.step,
@@ -65,6 +78,15 @@ class DatabaseRecorder:
         }
         if time.monotonic() >= self.next_flush:
             self.flush()
+
+    def _thin(self, step: int) -> None:
+        """Keep the waiting steps' points of every second step of those kept so far."""
+        self.stride *= 2
+        if self.thinned_from is None:
+            self.thinned_from = min(p[1] for p in self.pending)
+        self.pending = [p for p in self.pending if p[0] not in STEP_SERIES or p[1] % self.stride == 0]
+        log.warning("more than %d metric points wait for the database at step %d: the steps' series keep one step in %d",
+                    self.max_pending_points, step, self.stride)  # fmt: skip
 
     def on_eval(self, report: EvalReport) -> None:
         self.pending += [(name, report.step, report.epoch, float(v)) for name, v in report.metrics.items()]
@@ -120,6 +142,11 @@ class DatabaseRecorder:
                 return
         del self.pending[: len(pending)]
         self.failures = 0
+        if self.thinned_from is not None:
+            self.event("metrics_thinned", f"more than {self.max_pending_points} metric points waited for the database: "
+                                          f"of steps {self.thinned_from}-{fields['step']}, loss, lr, temperature and "
+                                          f"samples_per_s were kept for one step in {self.stride}")  # fmt: skip
+            self.stride, self.thinned_from = 1, None
         self.next_flush = time.monotonic() + self.settings.progress_interval_s
 
     def event(self, kind: str, message: str) -> None:
