@@ -252,3 +252,16 @@ def test_delete_is_refused_while_a_job_uses_the_dataset(client, auth) -> None:
     assert client.delete(f"/v1/datasets/{dataset['id']}", headers=auth).status_code == 204
     assert client.get(f"/v1/datasets/{dataset['id']}", headers=auth).status_code == 404
     assert json.loads(client.get(f"/v1/jobs/{job['id']}", headers=auth).text)["dataset_id"] is None
+
+
+def test_the_schemas_formats_and_modalities_are_the_readers() -> None:
+    """The request and answer schemas spell out the readers' formats and modalities as literals, for the OpenAPI
+    document; one added to the readers and not to the schema would be refused at upload by a 422, or fail the
+    answer's validation."""
+    from typing import get_args
+
+    from api.datasets.schemas import DatasetFormat, DatasetModality
+    from core.data.readers import FORMATS
+
+    assert set(get_args(DatasetModality)) == set(FORMATS)
+    assert set(get_args(DatasetFormat)) == set().union(*FORMATS.values())
