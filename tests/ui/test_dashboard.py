@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from core.store.db import transaction
-from core.store.tables import Job
+from core.store.tables import Dataset, Job
 from tests.api.test_embeddings import LiveServer
 from tests.worker.test_job_lifecycle import upload, vectors_csv
 
@@ -169,3 +169,39 @@ def test_the_jobs_table_pages_to_older_jobs(client, auth, settings) -> None:
         ]  # fmt: skip
         pager.locator("a", has_text="newer").click()
         expect(pager).to_have_text("1-100 of 105 older")
+
+
+@pytest.mark.slow
+def test_the_new_job_form_takes_a_dataset_beyond_those_listed_by_id(client, auth, keys, settings) -> None:
+    """The form lists the 200 newest datasets; an older one is named by id (before, it could not be chosen at all),
+    and a key without datasets is told to upload one."""
+    key = auth["Authorization"].removeprefix("Bearer ")
+    oldest = upload(client, auth, vectors_csv(n=40))
+    with transaction(settings) as session:
+        template = session.get(Dataset, oldest["id"])
+        template.created_at = datetime(2026, 1, 1, tzinfo=UTC)
+        session.add_all(Dataset(owner=template.owner, name=f"text-{i}", modality="text", format="jsonl",
+                                storage_key=template.storage_key, size_bytes=1, sha256="0" * 64, num_records=100,
+                                created_at=datetime(2026, 2, 1, tzinfo=UTC) + timedelta(minutes=i))
+                        for i in range(200))  # fmt: skip
+    with logged_in(client.app, key) as (base, page):
+        page.goto(f"{base}/ui/index.html#/new")
+        select = page.locator("[data-testid=dataset]")
+        expect(select.locator("option")).to_have_count(200)
+        assert select.locator(f"option[value='{oldest['id']}']").count() == 0
+        expect(page.locator("#view")).to_contain_text("(the 200 newest of")
+        assert json.loads(page.input_value("[data-testid=config]"))["data"]["modality"] == "text"
+        page.fill("[data-testid=dataset-id]", oldest["id"])
+        page.press("[data-testid=dataset-id]", "Tab")  # leaving the field: its modality fills the config in
+        expect(page.locator("[data-testid=config]")).to_have_value(json.dumps(
+            {"data": {"modality": "vectors", "val_fraction": 0.2}, "train": {"epochs": 5, "batch_size": 64}}, indent=2
+        ))  # fmt: skip
+        page.fill("[data-testid=config]", json.dumps({"data": {"modality": "vectors"}, "train": {"batch_size": 8}}))
+        page.click("[data-testid=submit]")
+        expect(page.locator("[data-testid=job-status]")).to_have_text("queued")  # no worker here
+        expect(page.locator("[data-testid=submit-error]")).to_have_count(0)
+        job_id = page.url.rsplit("/", 1)[-1]
+        assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["dataset_id"] == oldest["id"]
+    with logged_in(client.app, keys.make("no-datasets")) as (base, page):
+        page.goto(f"{base}/ui/index.html#/new")
+        expect(page.locator("[data-testid=no-datasets]")).to_contain_text("upload one first")

@@ -203,24 +203,36 @@ function alertText(text) { const n = document.getElementById("notice"); if (n) n
 // A button's action: an error answer shows in the page's notice line rather than only in the console.
 async function act(action) { try { await action(); } catch (e) { alertText(e.message); } }
 
+const DATASETS_LISTED = 200;
+
 async function newJobPage() {
-  const datasets = await api("/v1/datasets?limit=200");
+  const datasets = await api(`/v1/datasets?limit=${DATASETS_LISTED}`);
   const select = el("select", { id: "dataset", "data-testid": "dataset" }, ...datasets.items.map((d) => el("option", { value: d.id, "data-modality": d.modality }, `${d.name} (${d.modality}, ${d.num_records})`)));
+  // beyond the newest listed, a dataset is named by id (the CLI's `datasets list --offset` pages through them all)
+  const byId = el("input", { id: "dataset-id", size: "34", placeholder: "dataset id", "data-testid": "dataset-id" });
   const name = el("input", { id: "job-name", value: "job", "data-testid": "job-name" });
   const config = el("textarea", { id: "config", rows: "14", "data-testid": "config" });
-  const setDefault = () => {
-    const modality = select.selectedOptions[0] ? select.selectedOptions[0].dataset.modality : "vectors";
+  const setDefault = (modality) => {
     config.value = JSON.stringify({ data: { modality, val_fraction: 0.2 }, train: { epochs: 5, batch_size: 64 } }, null, 2);
   };
-  select.addEventListener("change", setDefault); setDefault();
+  const fromList = () => setDefault(select.selectedOptions[0] ? select.selectedOptions[0].dataset.modality : "vectors");
+  select.addEventListener("change", () => { byId.value = ""; fromList(); }); fromList();
   const error = el("p", { class: "error", "data-testid": "submit-error" });
+  byId.addEventListener("change", async () => {
+    error.textContent = "";
+    if (!byId.value.trim()) return fromList();
+    try { setDefault((await api(`/v1/datasets/${encodeURIComponent(byId.value.trim())}`)).modality); } catch (e) { error.textContent = e.message; }
+  });
   const submit = el("button", { "data-testid": "submit", onclick: async () => {
     try {
-      const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: select.value, name: name.value, config: JSON.parse(config.value) } });
+      const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: byId.value.trim() || select.value, name: name.value, config: JSON.parse(config.value) } });
       location.hash = `#/jobs/${job.id}`;
     } catch (e) { error.textContent = e.message; }
   } }, "Submit job");
-  view.replaceChildren(el("h2", {}, "New training job"), el("p", {}, "Dataset ", select), el("p", {}, "Name ", name),
+  const listed = datasets.total === 0
+    ? el("span", { "data-testid": "no-datasets" }, "none yet: upload one first (POST /v1/datasets, or `embedtrain datasets upload FILE --modality ...`)")
+    : el("span", {}, select, datasets.total > datasets.items.length ? ` (the ${datasets.items.length} newest of ${datasets.total}) or by id ` : " or by id ", byId);
+  view.replaceChildren(el("h2", {}, "New training job"), el("p", {}, "Dataset ", listed), el("p", {}, "Name ", name),
     el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
 }
 
