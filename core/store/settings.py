@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(15.0, ge=0.5, le=3600, description="How often workers look for stale jobs.")
     requeue_after_s: float = Field(120.0, ge=1, description="A queued job not picked up by then is sent again.")
     max_attempts: int = Field(3, ge=1, le=100, description="Deliveries of a job before a stale one is failed.")
-    progress_interval_s: float = Field(2.0, ge=0, le=600, description="Most one progress write per this interval.")
+    progress_interval_s: float = Field(
+        2.0, ge=0, le=600, description="At most one progress write per this interval; backs off while the DB is away."
+    )
     job_time_limit_s: int = Field(24 * 3600, ge=10, description="Hard time limit of one training job.")
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="Workers serve Prometheus metrics on this port (0: off)."
