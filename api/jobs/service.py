@@ -36,7 +36,8 @@ def _check_fits(body: JobCreate, dataset) -> None:  # noqa: ANN001 - a Dataset r
                       field="config.data.modality")  # fmt: skip
     n_train = dataset.num_records - int(round(dataset.num_records * config.data.val_fraction))
     if n_train < config.train.batch_size:
-        raise Invalid(f"the training split has {n_train} records, fewer than one batch of {config.train.batch_size}; "
+        split = f"{n_train} record{'s' * (n_train != 1)}"
+        raise Invalid(f"the training split has {split}, fewer than one batch of {config.train.batch_size}; "
                       "lower the batch size or upload more data", field="config.train.batch_size")  # fmt: skip
     if config.data.use_labels and not dataset.num_labels:
         raise Invalid("config.data.use_labels is true but the dataset has no labels", field="config.data.use_labels")

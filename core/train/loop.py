@@ -100,8 +100,9 @@ def plan_steps(config: RunConfig, n_train: int, world: int) -> tuple[int, int]:
     if batch % world:
         raise TrainingError(f"train.batch_size {batch} must be divisible by train.num_devices {world}")
     if n_train < batch:
+        split = f"{n_train} record{'s' * (n_train != 1)}"
         raise TrainingError(
-            f"the training split has {n_train} records, fewer than one batch of train.batch_size={batch}; "
+            f"the training split has {split}, fewer than one batch of train.batch_size={batch}; "
             "lower the batch size or upload more data"
         )
     per_epoch = n_train // batch
