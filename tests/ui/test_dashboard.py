@@ -196,7 +196,15 @@ def test_the_new_job_form_takes_a_dataset_beyond_those_listed_by_id(client, auth
         expect(page.locator("[data-testid=config]")).to_have_value(json.dumps(
             {"data": {"modality": "vectors", "val_fraction": 0.2}, "train": {"epochs": 5, "batch_size": 64}}, indent=2
         ))  # fmt: skip
-        page.fill("[data-testid=config]", json.dumps({"data": {"modality": "vectors"}, "train": {"batch_size": 8}}))
+        mine = json.dumps({"data": {"modality": "vectors"}, "train": {"batch_size": 8}})
+        page.fill("[data-testid=config]", mine)  # an edited config stays whatever is chosen after
+        select.select_option(index=1)
+        expect(page.locator("[data-testid=dataset-id]")).to_have_value("")
+        page.fill("[data-testid=dataset-id]", oldest["id"])
+        with page.expect_response(lambda response: response.url.endswith(f"/v1/datasets/{oldest['id']}")):
+            page.press("[data-testid=dataset-id]", "Tab")
+        page.wait_for_timeout(300)  # the answer read and acted on
+        assert page.input_value("[data-testid=config]") == mine
         page.click("[data-testid=submit]")
         expect(page.locator("[data-testid=job-status]")).to_have_text("queued")  # no worker here
         expect(page.locator("[data-testid=submit-error]")).to_have_count(0)

@@ -212,8 +212,10 @@ async function newJobPage() {
   const byId = el("input", { id: "dataset-id", size: "34", placeholder: "dataset id", "data-testid": "dataset-id" });
   const name = el("input", { id: "job-name", value: "job", "data-testid": "job-name" });
   const config = el("textarea", { id: "config", rows: "14", "data-testid": "config" });
+  let offered = "";  // the config last filled in: one edited since is the user's and stays
   const setDefault = (modality) => {
-    config.value = JSON.stringify({ data: { modality, val_fraction: 0.2 }, train: { epochs: 5, batch_size: 64 } }, null, 2);
+    if (config.value !== offered) return;
+    config.value = offered = JSON.stringify({ data: { modality, val_fraction: 0.2 }, train: { epochs: 5, batch_size: 64 } }, null, 2);
   };
   const fromList = () => setDefault(select.selectedOptions[0] ? select.selectedOptions[0].dataset.modality : "vectors");
   select.addEventListener("change", () => { byId.value = ""; fromList(); }); fromList();
