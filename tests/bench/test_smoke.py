@@ -76,7 +76,7 @@ def test_text_lr_bench_fine_tunes_at_each_rate_on_the_standard_librarys_docstrin
 
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "6", "--no-peer",
-                     "--raw-seconds", "0.2", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
+                     "--raw-seconds", "0.2", "--raw-sizes", "1", "2", "8", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
     assert data["api_processes"] == 2  # as docker-compose.yml runs the API; its /metrics sum both processes
     for modality in ("text", "vectors"):
         model = data["models"][modality]
