@@ -23,7 +23,15 @@ def upload_dataset(
     modality: Annotated[DatasetModality, Form()],
     name: Annotated[str | None, Form(max_length=256)] = None,
     format: Annotated[DatasetFormat | None, Form(description="Defaults to the file name's extension.")] = None,
-    label_column: Annotated[str, Form(max_length=128)] = "label",
+    label_column: Annotated[
+        str | None,
+        Form(
+            min_length=1,
+            max_length=128,
+            description="The column holding the labels (text and vectors). Named, it must be in the file; left out, "
+            "a column named 'label' is read where there is one.",
+        ),
+    ] = None,
 ) -> DatasetRead:
     """Upload, validate and count a dataset."""
     dataset = service.create_dataset(session, storage, settings, principal, file.file, file.filename, name, modality,

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
-from core.data.readers import FORMATS, DatasetError, read_records
+from core.data.readers import FORMATS, DatasetError, LabelColumnError, read_records
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -53,18 +53,25 @@ def _stage(stream: BinaryIO, storage: Storage, limit: int):
 
 def create_dataset(
     session: Session, storage: Storage, settings: Settings, principal: Principal, stream: BinaryIO,
-    filename: str | None, name: str | None, modality: str, fmt: str | None, label_column: str,
+    filename: str | None, name: str | None, modality: str, fmt: str | None, label_column: str | None,
 ) -> Dataset:  # fmt: skip
-    """Store and validate an upload; the row appears only once the file is complete and valid."""
+    """Store and validate an upload; the row appears only once the file is complete and valid.
+
+    ``label_column``: None reads the labels from a column named "label" where the file has one; a named column must
+    be in the file."""
     fmt = _format_of(filename, fmt, modality)
+    if label_column is not None and modality == "image":
+        raise Invalid("label_column is for text and vectors files; an image dataset's labels are its ZIP's class "
+                      "folders or its NPZ's 'labels' array", field="label_column")  # fmt: skip
+    named, label_column = label_column is not None, label_column or "label"
     staged, size, sha256 = _stage(stream, storage, settings.max_upload_bytes)
     try:
         if size == 0:
             raise Invalid("the uploaded file is empty", field="file")
         try:
-            records = read_records(staged, modality, fmt, settings.read_limits, label_column)
+            records = read_records(staged, modality, fmt, settings.read_limits, label_column, require_label=named)
         except DatasetError as error:
-            raise Invalid(str(error), field="file") from None
+            raise Invalid(str(error), field="label_column" if isinstance(error, LabelColumnError) else "file") from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
                    "label_names": (records.label_names or [])[:1000], "label_column": label_column}  # fmt: skip
         key = storage.new_dataset_key(fmt)

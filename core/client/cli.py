@@ -119,7 +119,9 @@ def datasets_upload(
     modality: str = typer.Option(..., help="text, vectors or image"),
     name: str | None = typer.Option(None),
     format: str | None = typer.Option(None, help="Defaults to the file's extension."),
-    label_column: str | None = typer.Option(None, help="The label column of a text or vectors file (default: label)."),
+    label_column: str | None = typer.Option(
+        None, help="The label column of a text or vectors file; named, it must be in the file (default: label, if any)."
+    ),
 ) -> None:
     """Upload a dataset file."""
     show(call(lambda: client().upload_dataset(path, modality, name, format, label_column)))

@@ -39,6 +39,10 @@ class DatasetError(ValueError):
     """The file cannot be used; the message says what is wrong and where."""
 
 
+class LabelColumnError(DatasetError):
+    """The label column the uploader named is not in the file, or holds no labels."""
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Bounds applied while reading."""
@@ -49,8 +53,13 @@ class ReadLimits:
     max_text_chars: int = 100_000
 
 
-def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, label_column: str = "label") -> Records:
+def read_records(
+    path: Path, modality: str, fmt: str, limits: ReadLimits, label_column: str = "label", require_label: bool = False
+) -> Records:
     """Parse and validate a dataset file.
+
+    ``require_label``: the uploader named ``label_column``, so a file without it (a typo) is refused with the file's
+    columns rather than read as unlabelled; the default column is optional.
 
     Raises:
         DatasetError: with a message naming the problem (and the line, column or entry where it is).
@@ -70,7 +79,7 @@ def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, label_
         ("image", "npz"): _images_npz,
         ("image", "zip"): _images_zip,
     }[(modality, fmt)]
-    records = reader(Path(path), fmt, limits, label_column)
+    records = reader(Path(path), fmt, limits, label_column, require_label)
     if len(records) == 0:
         raise DatasetError("the file holds no records")
     if len(records) > limits.max_records:
@@ -102,7 +111,7 @@ def _label_name(value: object) -> str:
     return str(value)
 
 
-def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: str) -> Records:
+def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     if not rows:
         raise DatasetError("the file holds no records")
     first = rows[0]
@@ -133,7 +142,11 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
             positives.append(row["positive"])
     # a label of 0 (or false) is a label; only a missing, null or empty one is none
     values = [row.get(label_column) for row in rows]
+    if require_label and not any(label_column in row for row in rows):
+        raise _no_label_column(label_column, list(first))
     labels, names = _labels([None if value == "" else value for value in values], label_column)
+    if require_label and labels is None:
+        raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
     return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
 
 
@@ -145,7 +158,7 @@ def _open_text(path: Path) -> str:
         raise DatasetError(f"the file is not valid UTF-8 (byte {error.start})") from None
 
 
-def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     rows = []
     for number, line in enumerate(_open_text(path).splitlines(), start=1):
         if not line.strip():
@@ -159,18 +172,18 @@ def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str) ->
         rows.append(row)
         if len(rows) > limits.max_records:
             raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "line", limits, label_column)
+    return _text_rows(rows, "line", limits, label_column, require_label)
 
 
-def _text_lines(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+def _text_lines(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     """Plain text, one text a line, as ``embedtrain embed`` reads it; blank lines are skipped."""
     rows = [{"text": line} for line in _open_text(path).splitlines() if line.strip()]
     if len(rows) > limits.max_records:
         raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "non-blank line", limits, label_column)
+    return _text_rows(rows, "non-blank line", limits, label_column, require_label)
 
 
-def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     """One JSON array of objects (what ``json.dump(records)`` and pandas' ``to_json(orient="records")`` write)."""
     try:
         rows = json.loads(_open_text(path))
@@ -184,10 +197,10 @@ def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> 
             raise DatasetError(f"record {number}: each record must be a JSON object")
     if len(rows) > limits.max_records:
         raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "record", limits, label_column)
+    return _text_rows(rows, "record", limits, label_column, require_label)
 
 
-def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> Records:
+def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     reader = csv.DictReader(io.StringIO(_open_text(path)))
     rows = []
     for row in reader:
@@ -196,7 +209,12 @@ def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str) -> R
         rows.append(row)
     if reader.fieldnames is None:
         raise DatasetError("the file is empty")
-    return _text_rows(rows, "row", limits, label_column)
+    return _text_rows(rows, "row", limits, label_column, require_label)
+
+
+def _no_label_column(label_column: str, columns: list[str]) -> DatasetError:
+    return LabelColumnError(f"no label column {label_column!r} in the file (its columns: {list(columns)}); name the "
+                        "column that holds the labels, or leave label_column out for an unlabelled dataset")  # fmt: skip
 
 
 def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
@@ -214,7 +232,7 @@ def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str) -> Records:
+def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -224,8 +242,12 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str) 
     except (pa.ArrowInvalid, OSError) as error:
         raise DatasetError(f"the {fmt.upper()} file cannot be read: {str(error).splitlines()[0]}") from None
     labels = names = None
+    if require_label and label_column not in table.column_names:
+        raise _no_label_column(label_column, table.column_names)
     if label_column in table.column_names:
         labels, names = _labels(table.column(label_column).to_pylist(), label_column)
+        if require_label and labels is None:
+            raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
         table = table.drop([label_column])
     if table.num_columns == 0:
         raise DatasetError("no feature columns besides the label")
@@ -262,11 +284,14 @@ def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow
     return values.to_numpy().reshape(len(lists), int(lengths[0]))
 
 
-def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     try:
         x = np.load(path, allow_pickle=False)  # never unpickle user data
     except (ValueError, OSError, EOFError) as error:
         raise DatasetError(f"the NPY file cannot be read: {error}") from None
+    if require_label:
+        raise LabelColumnError(f"an NPY file holds one array and no columns, so no label column {label_column!r}; give "
+                           "labelled vectors as CSV or Parquet")  # fmt: skip
     return Records("vectors", vectors=_finite_matrix(np.asarray(x), "the array"))
 
 
@@ -310,7 +335,7 @@ def _to_uint8_nchw(images: np.ndarray) -> np.ndarray:
     return np.round(images / top * 255.0).astype(np.uint8)
 
 
-def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _require: bool) -> Records:
     try:
         with zipfile.ZipFile(path) as archive:
             _zip_entries(archive, limits)  # an NPZ is a ZIP: refuse bombs before numpy inflates them
@@ -366,7 +391,7 @@ def _to_uint8_array(image) -> np.ndarray:  # noqa: ANN001 - a PIL image
     return np.asarray(image.convert("L" if grey else "RGB"))
 
 
-def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str) -> Records:
+def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _require: bool) -> Records:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:

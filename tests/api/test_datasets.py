@@ -265,3 +265,38 @@ def test_the_schemas_formats_and_modalities_are_the_readers() -> None:
 
     assert set(get_args(DatasetModality)) == set(FORMATS)
     assert set(get_args(DatasetFormat)) == set().union(*FORMATS.values())
+
+
+NAMED_LABEL = [
+    ("text csv", "text", "t.csv", b"text,category\nhello,a\nhi,b\n"),
+    ("text jsonl", "text", "t.jsonl", b'{"text": "hello", "category": "a"}\n{"text": "hi", "category": "b"}\n'),
+    ("vectors csv", "vectors", "v.csv", b"f1,f2,category\n1,2,a\n3,4,b\n"),
+    ("vectors parquet", "vectors", "v.parquet", parquet(pa.table({"f": [1.0, 2.0], "category": ["a", "b"]}))),
+]
+
+
+@pytest.mark.parametrize(("case", "modality", "name", "content"), NAMED_LABEL, ids=[c[0] for c in NAMED_LABEL])
+def test_a_label_column_named_at_upload_must_be_in_the_file(client, auth, case, modality, name, content) -> None:
+    """A ``label_column`` the uploader names is one they mean: a misspelt one is refused with the file's columns,
+    where before a text file was stored without labels (every label-based metric and picture silently absent) and
+    a vectors file was refused for its real label column being "not numeric"."""
+    response = post(client, auth, modality, name, content, label_column="categroy")
+    assert response.status_code == 422, (case, response.text)
+    error = response.json()["error"]
+    assert error["param"] == "label_column" and "no label column 'categroy'" in error["message"], error
+    assert "category" in error["message"], error  # the columns the file has, to see the typo
+    assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+    labelled = post(client, auth, modality, name, content, label_column="category")
+    assert labelled.status_code == 201, labelled.text
+    assert labelled.json()["num_labels"] == 2
+    if modality == "text":  # the default column, "label", is optional: a text file without it has no labels
+        unnamed = post(client, auth, modality, name, content)
+        assert unnamed.status_code == 201 and unnamed.json()["num_labels"] is None, unnamed.text
+
+
+def test_a_named_label_column_without_a_value_is_refused_and_images_take_none(client, auth) -> None:
+    empty = post(client, auth, "text", "t.csv", b"text,category\nhello,\nhi,\n", label_column="category")
+    assert empty.status_code == 422 and "holds no labels" in empty.json()["error"]["message"], empty.text
+    image = post(client, auth, "image", "i.zip", zipped({"c/1.png": png(1), "d/2.png": png(2)}), label_column="x")
+    assert image.status_code == 422, image.text
+    assert image.json()["error"]["param"] == "label_column" and "class folders" in image.json()["error"]["message"]
