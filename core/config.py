@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Modality = Literal["vectors", "image", "text"]
+MAX_VAL_FRACTION = 0.5  # the largest share of a dataset held out for evaluation
 
 
 class _Strict(BaseModel):
@@ -24,7 +25,9 @@ class DataConfig(_Strict):
     """Which data the run reads and how much of it is held out for evaluation."""
 
     modality: Modality
-    val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Share of records held out for evaluation.")
+    val_fraction: float = Field(
+        0.1, ge=0.0, le=MAX_VAL_FRACTION, description="Share of records held out for evaluation."
+    )
     use_labels: bool = Field(False, description="Supervised contrastive (SupCon): same-label records are positives.")
 
 

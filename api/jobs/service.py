@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from sqlalchemy.orm import Session
 from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
-from core.config import RunConfig
+from core.config import MAX_VAL_FRACTION, RunConfig
 from core.data.readers import ReadLimits, read_records
+from core.data.records import MIN_HELD_OUT
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
@@ -34,11 +36,18 @@ def _check_fits(body: JobCreate, dataset) -> None:  # noqa: ANN001 - a Dataset r
     if dataset.modality != config.data.modality:
         raise Invalid(f"the dataset holds {dataset.modality} but config.data.modality is {config.data.modality!r}",
                       field="config.data.modality")  # fmt: skip
-    n_train = dataset.num_records - int(round(dataset.num_records * config.data.val_fraction))
+    n_val = int(round(dataset.num_records * config.data.val_fraction))  # as core.data.records.Records.split
+    n_train = dataset.num_records - n_val
     if n_train < config.train.batch_size:
         split = f"{n_train} record{'s' * (n_train != 1)}"
         raise Invalid(f"the training split has {split}, fewer than one batch of {config.train.batch_size}; "
                       "lower the batch size or upload more data", field="config.train.batch_size")  # fmt: skip
+    if config.data.val_fraction > 0 and n_val < MIN_HELD_OUT:  # the loop would skip every evaluation without a word
+        least = math.ceil((MIN_HELD_OUT - 0.5) / dataset.num_records * 100) / 100
+        fix = f"raise it to {least}" if least <= MAX_VAL_FRACTION else "upload more data"
+        raise Invalid(f"config.data.val_fraction {config.data.val_fraction} of {dataset.num_records} records holds "
+                      f"out {n_val}, and an evaluation needs at least {MIN_HELD_OUT}; {fix}, or set it to 0 to train "
+                      "without one", field="config.data.val_fraction")  # fmt: skip
     if config.data.use_labels and not dataset.num_labels:
         raise Invalid("config.data.use_labels is true but the dataset has no labels", field="config.data.use_labels")
     if getattr(config.augment, "mode", None) == "pairs" and not dataset.details.get("paired"):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MIN_HELD_OUT = 2  # the fewest held-out records an evaluation runs on: with fewer, the training loop evaluates none
+
 
 @dataclass(frozen=True)
 class InputSpec:

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.augment import Views, build_views
 from core.config import LossConfig, RunConfig
-from core.data.records import Records
+from core.data.records import MIN_HELD_OUT, Records
 from core.encoders import EmbeddingModel, build_model
 from core.evaluate import evaluate
 from core.losses import NTXentLoss, grad_cache_step
@@ -141,7 +141,7 @@ def _setup(config: RunConfig, train: Records, val: Records | None, resume_from: 
     net: nn.Module = model
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    val_data = DeviceData(val, device) if val is not None and len(val) >= 2 else None
+    val_data = DeviceData(val, device) if val is not None and len(val) >= MIN_HELD_OUT else None
     run = _Run(config, device, model, net, loss_fn, optimizer, scaler, views, train_data, val_data, rank, world,
                per_epoch, total)  # fmt: skip
     return run, start

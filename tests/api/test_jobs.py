@@ -359,3 +359,22 @@ def test_a_checkpoints_picture_is_drawn_once_and_shown_again_from_memory(client,
     assert (_picture.cache_info().hits, _picture.cache_info().misses) == (1, 1)
     other = client.get(f"/v1/jobs/{job_id}/projection?limit=10", headers=auth)
     assert len(other.json()["points"]) == 10 and _picture.cache_info().misses == 2
+
+
+def test_a_held_out_share_too_small_to_evaluate_is_refused(client, auth) -> None:
+    """A ``val_fraction`` that holds out fewer than two records made a job that never evaluated (no val_loss, k-NN,
+    probe or best checkpoint) without a word; it is refused with the fraction that would do."""
+    forty = dataset(client, auth, rows=40)["id"]
+    response = client.post("/v1/jobs", headers=auth, json=body(forty, data={"val_fraction": 0.03}))
+    assert response.status_code == 422 and response.json()["error"]["param"] == "config.data.val_fraction"
+    message = response.json()["error"]["message"]
+    assert (
+        message.startswith("config.data.val_fraction 0.03 of 40 records holds out 1,") and "raise it to 0.04" in message
+    )
+    assert client.post("/v1/jobs", headers=auth, json=body(forty, data={"val_fraction": 0.04})).status_code == 202
+    assert client.post("/v1/jobs", headers=auth, json=body(forty, data={"val_fraction": 0.0})).status_code == 202
+    tiny = dataset(client, auth, rows=2)["id"]  # 2 held out would need 0.75 of 2 records, over the 0.5 allowed
+    response = client.post(
+        "/v1/jobs", headers=auth, json=body(tiny, data={"val_fraction": 0.2}, train={"batch_size": 2})
+    )
+    assert "upload more data, or set it to 0" in response.json()["error"]["message"], response.text
