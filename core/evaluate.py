@@ -102,7 +102,8 @@ def evaluate(
         embed_val: returns (N, E) served embeddings of the held-out sample.
         loss_fn: the training loss, for the held-out loss.
         temperature: current tau.
-        train_labels, val_labels: labels of the two samples, or None.
+        train_labels, val_labels: labels of the two samples, or None; the label metrics (k-NN, probe) need two
+            classes or more among the training sample's.
         knn_k: neighbours of the k-NN vote.
         probe: whether to fit the linear probe.
     """
@@ -113,7 +114,8 @@ def evaluate(
         "uniformity": uniform_loss(torch.cat([z_a, z_b])).item(),
         **contrastive_diagnostics(z_a, z_b, temperature),
     }
-    if train_labels is not None and val_labels is not None:
+    # one class in the k-NN's memory: nothing to tell apart (the vote is always right, the probe cannot be fitted)
+    if train_labels is not None and val_labels is not None and len(np.unique(train_labels)) > 1:
         train, val = embed_train().cpu().numpy(), embed_val().cpu().numpy()
         metrics["knn_top1"] = knn_top1(train, train_labels, val, val_labels, knn_k)
         if probe:

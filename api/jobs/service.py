@@ -50,6 +50,9 @@ def _check_fits(body: JobCreate, dataset) -> None:  # noqa: ANN001 - a Dataset r
                       "without one", field="config.data.val_fraction")  # fmt: skip
     if config.data.use_labels and not dataset.num_labels:
         raise Invalid("config.data.use_labels is true but the dataset has no labels", field="config.data.use_labels")
+    if config.data.use_labels and dataset.num_labels < 2:  # every pair a positive: nothing pushed apart
+        raise Invalid("config.data.use_labels is true but the dataset's labels are all one class; supervised "
+                      "contrastive training needs two or more", field="config.data.use_labels")  # fmt: skip
     if getattr(config.augment, "mode", None) == "pairs" and not dataset.details.get("paired"):
         raise Invalid("config.augment.mode is 'pairs' but the dataset has no anchor/positive columns",
                       field="config.augment.mode")  # fmt: skip

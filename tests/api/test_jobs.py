@@ -378,3 +378,14 @@ def test_a_held_out_share_too_small_to_evaluate_is_refused(client, auth) -> None
         "/v1/jobs", headers=auth, json=body(tiny, data={"val_fraction": 0.2}, train={"batch_size": 2})
     )
     assert "upload more data, or set it to 0" in response.json()["error"]["message"], response.text
+
+
+def test_supervised_training_on_labels_of_one_class_is_refused(client, auth) -> None:
+    """With one class every pair is a positive and SupCon pulls everything together; before, the job was accepted."""
+    content = b"a,b,label\n" + b"".join(f"{i},{i % 7},same\n".encode() for i in range(40))
+    one = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"}, files={"file": ("v.csv", content)})
+    assert one.status_code == 201 and one.json()["num_labels"] == 1, one.text
+    response = client.post("/v1/jobs", headers=auth, json=body(one.json()["id"], data={"use_labels": True}))
+    assert response.status_code == 422 and response.json()["error"]["param"] == "config.data.use_labels"
+    assert "all one class" in response.json()["error"]["message"]
+    assert client.post("/v1/jobs", headers=auth, json=body(one.json()["id"])).status_code == 202  # self-supervised

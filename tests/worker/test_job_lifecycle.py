@@ -255,3 +255,22 @@ def test_old_checkpoints_are_pruned_but_the_newest_the_best_and_registered_ones(
     remaining = client.get(f"/v1/jobs/{kept_all['id']}/checkpoints", headers=auth).json()
     assert oldest["id"] in {c["id"] for c in remaining} and [c["step"] for c in remaining][-2:] == [total - 2, total]
     assert len(deleted) == len(everything) - len(remaining) and len(remaining) <= 4
+
+
+def test_a_dataset_of_one_class_trains_and_its_job_reads_back(client, auth, worker) -> None:
+    """Labels of one class leave nothing for the k-NN and the probe to tell apart: the probe's NaN failed the job at
+    its first evaluation with "internal error" (on PostgreSQL a DataError: the job's latest metrics are JSON, which
+    has no NaN; on SQLite an IntegrityError, NaN being NULL there). The label metrics are now left out where the
+    training sample has one class."""
+    rng = np.random.default_rng(0)
+    rows = "\n".join(f"{a},{b},only" for a, b in rng.normal(size=(60, 2)).tolist())
+    dataset = upload(client, auth, f"a,b,label\n{rows}\n".encode())
+    config = {**vector_config(epochs=2, batch_size=8), "eval": {"knn_k": 5, "linear_probe": True}}
+    config["data"] = {"modality": "vectors", "val_fraction": 0.2}
+    job = submit(client, auth, dataset["id"], config)
+    ended = wait_end(client, auth, job["id"])
+    assert ended["status"] == "succeeded", ended["error"]
+    assert "val_loss" in ended["metrics"] and not {"knn_top1", "linear_probe_top1"} & set(ended["metrics"])
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth)
+    assert series.status_code == 200 and "val_loss" in series.json()["series"], series.text
+    assert "linear_probe_top1" not in series.json()["series"]
