@@ -31,7 +31,7 @@ class EvalReport:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """A checkpoint written to disk."""
+    """A checkpoint written to disk, with the metrics of the evaluation at its step (none between evaluations)."""
 
     path: Path
     step: int

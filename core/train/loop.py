@@ -330,14 +330,14 @@ def fit(
     cb: TrainCallback = callback if (callback is not None and run.rank == 0) else NullCallback()
     checkpoint_dir = Path(checkpoint_dir)
     seed, batch_size, local = config.train.seed, config.train.batch_size, config.train.batch_size // run.world
-    last_path, metrics = resume_from, {}
+    last_path, metrics, evaluated_at = resume_from, {}, -1  # a checkpoint carries the metrics of its own step only
     order, order_epoch = None, -1
     tick, step = time.perf_counter(), start
     run.model.train()
     for step in range(start, run.total_steps):
         if _stop_requested(run, should_stop):
             if run.rank == 0 and step > start:
-                last_path = _checkpoint(run, checkpoint_dir, step, metrics, cb)
+                last_path = _checkpoint(run, checkpoint_dir, step, metrics if evaluated_at == step else {}, cb)
             return FitResult("stopped", step, run.total_steps, last_path, metrics)
         epoch, index = divmod(step, run.steps_per_epoch)
         if epoch != order_epoch:  # same order on every rank; each takes its slice of the global batch
@@ -367,13 +367,13 @@ def fit(
         done = step + 1
         if done % run.steps_per_epoch == 0 or done == run.total_steps:
             if run.rank == 0:
-                metrics = _evaluate(run, done)
+                metrics, evaluated_at = _evaluate(run, done), done
                 if metrics:
                     cb.on_eval(EvalReport(step=done, epoch=epoch, metrics=metrics))
             tick = time.perf_counter()  # evaluation time is not training throughput
         # checkpoint at the interval and at the end
         if run.rank == 0 and (done % config.train.checkpoint_every_steps == 0 or done == run.total_steps):
-            last_path = _checkpoint(run, checkpoint_dir, done, metrics, cb)
+            last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, cb)
             tick = time.perf_counter()
         if run.world > 1 and done % run.steps_per_epoch == 0:
             dist.barrier()  # ranks > 0 wait for rank 0's evaluation and checkpoint

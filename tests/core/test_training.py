@@ -215,3 +215,16 @@ def test_simclr_on_digits_beats_random_initialisation(tmp_path) -> None:
     print(f"k-NN top-1: trained {acc_trained:.3f}, random init {acc_random:.3f}")
     # measured on the dev machine (2-core CPU): trained 0.969, random init 0.822; assert about half that margin
     assert acc_trained >= acc_random + 0.08
+
+
+def test_a_checkpoint_carries_only_the_metrics_of_an_evaluation_at_its_own_step(tmp_path) -> None:
+    """Checkpoints between evaluations carried the last evaluation's metrics, so that "best" (the highest k-NN,
+    ties to the later step) named a later checkpoint whose weights were never evaluated."""
+    train, val = vectors().split(0.25, 0)  # 72 records, 4 steps an epoch: evaluations at steps 4, 8 and 12
+    recorder = Recorder()
+    fit(vector_config(checkpoint_every_steps=3), train, val, checkpoint_dir=tmp_path, callback=recorder)
+    evaluated = {report.step: report.metrics for report in recorder.evals}
+    assert sorted(evaluated) == [4, 8, 12]
+    assert [info.step for info in recorder.checkpoints] == [3, 6, 9, 12]
+    for info in recorder.checkpoints:
+        assert info.metrics == evaluated.get(info.step, {}), info.step  # 6 and 9 carried step 4's and 8's
