@@ -120,6 +120,17 @@ class LossConfig(_Strict):
         "autocast, each similarity rounded to about 3 significant digits.",
     )
 
+    @model_validator(mode="after")
+    def _options_fit_the_variant(self) -> LossConfig:
+        """An option the variant ignores is refused, as an unknown field is (``beta`` at its default passes: a stored
+        config spells every default out)."""
+        if self.tau_plus is not None and self.variant not in ("debiased", "hard"):
+            raise ValueError(f"loss.tau_plus applies to the 'debiased' and 'hard' variants; variant is "
+                             f"{self.variant!r}, which has no class prior")  # fmt: skip
+        if self.beta != type(self).model_fields["beta"].default and self.variant != "hard":
+            raise ValueError(f"loss.beta applies to the 'hard' variant; variant is {self.variant!r}")
+        return self
+
 
 class VectorAugmentConfig(_Strict):
     """Views of feature vectors: Gaussian noise, feature masking, SCARF corruption."""
@@ -170,6 +181,12 @@ class OptimConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, le=1_000_000)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float | None = Field(1.0, gt=0.0, le=1e4, description="Max global gradient norm; null disables.")
+
+    @model_validator(mode="after")
+    def _momentum_fits_the_optimiser(self) -> OptimConfig:
+        if self.momentum != type(self).model_fields["momentum"].default and self.name == "adamw":
+            raise ValueError("optim.momentum applies to 'sgd' and 'lars'; AdamW keeps its own moment estimates")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -40,6 +40,7 @@ def body(dataset_id: str, **sections) -> dict:
         ({"loss": {"variant": "supcon"}}, "config.loss.variant"),
         ({"train": {"typo_field": 1}}, "config.train.typo_field"),
         ({"loss": {"tau_plus": 1.0}}, "config.loss.tau_plus"),
+        ({"loss": {"tau_plus": 0.1}}, "config.loss"),  # before: accepted, and NT-Xent ran without it
         ({"model": {"kind": "resnet"}}, "config"),
         ({"train": {"batch_size": 17, "num_devices": 2}}, "config"),  # before: accepted, then failed in the worker
     ],

@@ -55,3 +55,28 @@ def test_a_batch_that_the_devices_cannot_share_equally_is_refused_with_the_confi
     with pytest.raises(ValueError, match="train.batch_size 17 must be divisible by train.num_devices 2"):
         RunConfig.model_validate({"data": {"modality": "vectors"}, "train": {"batch_size": 17, "num_devices": 2}})
     assert RunConfig.model_validate({"data": {"modality": "vectors"}, "train": {"batch_size": 18, "num_devices": 2}})
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"loss": {"variant": "ntxent", "tau_plus": 0.1}}, "loss.tau_plus applies to the 'debiased' and 'hard'"),
+        ({"loss": {"variant": "dcl", "tau_plus": 0.05}}, "loss.tau_plus applies to the 'debiased' and 'hard'"),
+        ({"loss": {"tau_plus": 0.1}}, "loss.tau_plus applies"),  # the default variant, ntxent
+        ({"loss": {"variant": "debiased", "beta": 2.0}}, "loss.beta applies to the 'hard' variant"),
+        ({"optim": {"momentum": 0.5}}, "optim.momentum applies to 'sgd' and 'lars'"),
+    ],
+    ids=["tau-plus-ntxent", "tau-plus-dcl", "tau-plus-default", "beta-debiased", "momentum-adamw"],
+)
+def test_an_option_the_chosen_variant_ignores_is_refused(section, message) -> None:
+    """Each of these was accepted and had no effect: a user who set ``tau_plus`` on NT-Xent believed the loss
+    debiased; an unknown field is refused, and so is one that does nothing here."""
+    with pytest.raises(ValueError, match=message):
+        RunConfig.model_validate({"data": {"modality": "vectors"}, **section})
+
+
+def test_the_options_each_variant_uses_are_accepted_and_stored_configs_read_back() -> None:
+    for section in ({"loss": {"variant": "debiased", "tau_plus": 0.1}}, {"loss": {"variant": "hard", "tau_plus": 0.1,
+                    "beta": 2.0}}, {"optim": {"name": "sgd", "momentum": 0.5}}, {"loss": {"variant": "dcl"}}):  # fmt: skip
+        run = RunConfig.model_validate({"data": {"modality": "vectors"}, **section})
+        assert RunConfig.model_validate(run.model_dump()) == run  # the defaults a stored config spells out pass
