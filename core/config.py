@@ -158,7 +158,9 @@ class TextAugmentConfig(_Strict):
 
     kind: Literal["text"] = "text"
     mode: Literal["dropout", "pairs"] = Field(
-        "dropout", description="'pairs' needs a dataset with anchor and positive columns."
+        "dropout",
+        description="'pairs' needs a dataset with anchor and positive columns; a job submitted on such a dataset "
+        "takes it unless the mode is given.",
     )
 
 

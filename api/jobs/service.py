@@ -31,8 +31,17 @@ from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelV
 log = logging.getLogger("embedtrain.api")
 
 
-def _check_fits(body: JobCreate, dataset) -> None:  # noqa: ANN001 - a Dataset row
-    config = body.config
+def _fitted(config: RunConfig, paired: bool) -> RunConfig:
+    """The config as the job runs it on its dataset: a text dataset of anchor/positive pairs trains on its pairs
+    unless ``augment.mode`` is given (its default, 'dropout', read the anchors alone and left every positive
+    unused, without a word)."""
+    augment = config.augment
+    if paired and augment.kind == "text" and "mode" not in augment.model_fields_set:
+        return config.model_copy(update={"augment": augment.model_copy(update={"mode": "pairs"})})
+    return config
+
+
+def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset row
     if dataset.modality != config.data.modality:
         raise Invalid(f"the dataset holds {dataset.modality} but config.data.modality is {config.data.modality!r}",
                       field="config.data.modality")  # fmt: skip
@@ -69,11 +78,12 @@ def submit_job(
             select(Job).where(Job.owner == principal.owner, Job.idempotency_key == idempotency_key)
         )
         if existing is not None:
-            return _replayed(existing, body), False
+            return _replayed(session, existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
-    _check_fits(body, dataset)
-    job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=body.config.model_dump(mode="json"),
-              queue=queue_for(settings, body.config.train.device), idempotency_key=idempotency_key,
+    config = _fitted(body.config, bool(dataset.details.get("paired")))
+    _check_fits(config, dataset)
+    job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
+              queue=queue_for(settings, config.train.device), idempotency_key=idempotency_key,
               request_id=request_id)  # fmt: skip
     session.add(job)
     try:
@@ -87,7 +97,7 @@ def submit_job(
         )
         if existing is None:
             raise
-        return _replayed(existing, body), False
+        return _replayed(session, existing, body), False
     try:
         send_train(settings, job.id, job.queue, request_id)
         mark_dispatched(session, job.id)
@@ -98,11 +108,14 @@ def submit_job(
     return job, True
 
 
-def _replayed(existing: Job, body: JobCreate) -> Job:
+def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
     """The job a repeated Idempotency-Key names, if the request is the one it was first used with. A key reused for
     another request answers 422 (as the IETF draft on the Idempotency-Key header has it), rather than passing off
     the first job as the one asked for."""
-    same = (existing.name == body.name and existing.config == body.config.model_dump(mode="json")
+    dataset = session.get(Dataset, existing.dataset_id) if existing.dataset_id else None
+    paired = [bool(dataset.details.get("paired"))] if dataset is not None else [False, True]  # deleted: either
+    configs = [_fitted(body.config, p).model_dump(mode="json") for p in paired]
+    same = (existing.name == body.name and existing.config in configs
             and existing.dataset_id in (body.dataset_id, None))  # None: its dataset was deleted since  # fmt: skip
     if not same:
         raise Invalid(f"this Idempotency-Key was used for another request (job {existing.id}); "

@@ -390,3 +390,27 @@ def test_supervised_training_on_labels_of_one_class_is_refused(client, auth) -> 
     assert response.status_code == 422 and response.json()["error"]["param"] == "config.data.use_labels"
     assert "all one class" in response.json()["error"]["message"]
     assert client.post("/v1/jobs", headers=auth, json=body(one.json()["id"])).status_code == 202  # self-supervised
+
+
+def test_a_text_dataset_of_pairs_trains_on_its_pairs_unless_the_mode_is_given(client, auth) -> None:
+    """Before, the default mode ('dropout') read the anchors alone: an upload of anchor/positive pairs trained as if
+    its positives were not there, though the README calls them "given pairs with in-batch negatives"."""
+    rows = b"".join(f'{{"anchor": "question {i}", "positive": "answer {i}"}}\n'.encode() for i in range(40))
+    paired = client.post("/v1/datasets", headers=auth, data={"modality": "text"}, files={"file": ("p.jsonl", rows)})
+    plain = client.post("/v1/datasets", headers=auth, data={"modality": "text"},
+                        files={"file": ("t.txt", b"".join(f"text {i}\n".encode() for i in range(40)))})  # fmt: skip
+    assert paired.status_code == plain.status_code == 201 and paired.json()["details"]["paired"]
+
+    def submit(dataset_id: str, augment: dict | None = None, key: str | None = None):  # noqa: ANN202
+        config = {"data": {"modality": "text", "val_fraction": 0.0}, "train": {"batch_size": 8}}
+        headers = {**auth, **({"Idempotency-Key": key} if key else {})}
+        payload = {"dataset_id": dataset_id, "config": {**config, **({"augment": augment} if augment else {})}}
+        response = client.post("/v1/jobs", headers=headers, json=payload)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    first = submit(paired.json()["id"], key="pairs-1")
+    assert first["config"]["augment"] == {"kind": "text", "mode": "pairs"}
+    assert submit(paired.json()["id"], key="pairs-1")["id"] == first["id"]  # the same request, replayed
+    assert submit(paired.json()["id"], {"mode": "dropout"})["config"]["augment"]["mode"] == "dropout"  # given: kept
+    assert submit(plain.json()["id"])["config"]["augment"]["mode"] == "dropout"
