@@ -206,7 +206,13 @@ class TrainConfig(_Strict):
     )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    checkpoint_every_steps: int = Field(200, ge=1, le=10_000_000)
+    checkpoint_every_steps: int = Field(
+        200,
+        ge=1,
+        le=10_000_000,
+        description="Steps between checkpoints; the last step and each evaluation better than those before it (the "
+        "best so far) are checkpointed too.",
+    )
     keep_checkpoints: int | None = Field(
         3, ge=1, le=100_000,
         description="Checkpoints a job keeps: the newest this many, the best, and any a model was registered from; "

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.store.tables import Checkpoint, Job, JobEvent, Metric, ModelVersion, utcnow
+from core.train.callbacks import checkpoint_score
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 # Metric points a statement writes: 5 parameters each, within PostgreSQL's 65,535 and SQLite's 32,766 a statement
@@ -121,13 +122,11 @@ def record_checkpoint(
 
 
 def best_checkpoint(rows: list[Checkpoint]) -> Checkpoint:
-    """The best of a job's checkpoints (``rows`` in step order): the highest k-NN accuracy where labels exist, else
-    the lowest held-out loss, else the last."""
-    scored = [c for c in rows if "knn_top1" in c.metrics]
-    if scored:
-        return max(scored, key=lambda c: (c.metrics["knn_top1"], c.step))
-    scored = [c for c in rows if "val_loss" in c.metrics]
-    return min(scored, key=lambda c: (c.metrics["val_loss"], -c.step)) if scored else rows[-1]
+    """The best of a job's checkpoints (``rows`` in step order) by :func:`~core.train.callbacks.checkpoint_score`
+    (the highest k-NN accuracy where labels exist, else the lowest held-out loss; ties to the later step), else the
+    last."""
+    scored = [c for c in rows if checkpoint_score(c.metrics) is not None]
+    return max(scored, key=lambda c: (checkpoint_score(c.metrics), c.step)) if scored else rows[-1]
 
 
 def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +38,16 @@ class CheckpointInfo:
     step: int
     epoch: int
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def checkpoint_score(metrics: Mapping[str, float]) -> tuple[int, float] | None:
+    """How good the evaluation a checkpoint carries is, to compare with another's (higher is better): its k-NN
+    accuracy where the data has labels, else minus its held-out loss; None for a checkpoint without one."""
+    if "knn_top1" in metrics:
+        return 1, metrics["knn_top1"]
+    if "val_loss" in metrics:
+        return 0, -metrics["val_loss"]
+    return None
 
 
 class TrainCallback(Protocol):

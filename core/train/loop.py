@@ -28,7 +28,7 @@ from core.encoders import EmbeddingModel, build_model
 from core.evaluate import evaluate
 from core.losses import NTXentLoss, grad_cache_step
 from core.train.batches import Batch, DeviceData
-from core.train.callbacks import CheckpointInfo, EvalReport, NullCallback, StepReport, TrainCallback
+from core.train.callbacks import CheckpointInfo, EvalReport, NullCallback, StepReport, TrainCallback, checkpoint_score
 from core.train.checkpoint import TrainerState, load_trainer_state, load_weights, save_checkpoint
 from core.train.optim import build_optimizer, lr_at
 
@@ -331,6 +331,7 @@ def fit(
     checkpoint_dir = Path(checkpoint_dir)
     seed, batch_size, local = config.train.seed, config.train.batch_size, config.train.batch_size // run.world
     last_path, metrics, evaluated_at = resume_from, {}, -1  # a checkpoint carries the metrics of its own step only
+    best = None  # the best evaluation's score so far: an evaluation that beats it is checkpointed, for "best"
     order, order_epoch = None, -1
     tick, step = time.perf_counter(), start
     run.model.train()
@@ -364,15 +365,18 @@ def fit(
                               batch_size / max(now - tick, 1e-9)))  # fmt: skip
         tick = now
         # evaluate at each epoch's end and at the last step
-        done = step + 1
+        done, improved = step + 1, False
         if done % run.steps_per_epoch == 0 or done == run.total_steps:
             if run.rank == 0:
                 metrics, evaluated_at = _evaluate(run, done), done
                 if metrics:
                     cb.on_eval(EvalReport(step=done, epoch=epoch, metrics=metrics))
+                score = checkpoint_score(metrics)
+                if score is not None and (best is None or score > best):
+                    best, improved = score, True
             tick = time.perf_counter()  # evaluation time is not training throughput
-        # checkpoint at the interval and at the end
-        if run.rank == 0 and (done % config.train.checkpoint_every_steps == 0 or done == run.total_steps):
+        # checkpoint at the interval, at the end, and where an evaluation beat the ones before
+        if run.rank == 0 and (done % config.train.checkpoint_every_steps == 0 or done == run.total_steps or improved):
             last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, cb)
             tick = time.perf_counter()
         if run.world > 1 and done % run.steps_per_epoch == 0:

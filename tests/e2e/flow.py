@@ -64,7 +64,9 @@ def digits_flow(client, auth, storage_root, expected_queue: str) -> None:
     assert [p["step"] for p in series["loss"]] == list(range(1, total + 1))
     assert [p["step"] for p in series["knn_top1"]] == [total // 2, total]
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()
-    assert [c["step"] for c in checkpoints] == [5, 10, 15, 20, total]
+    # the interval's, the end's, and the first epoch's evaluation (the best so far): 11 steps an epoch
+    assert [c["step"] for c in checkpoints] == [5, 10, total // 2, 15, 20, total]
+    assert checkpoints[2]["metrics"]["knn_top1"] == series["knn_top1"][0]["value"] and not checkpoints[1]["metrics"]
     kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()]
     assert kinds == ["queued", "running", "succeeded"]
 
