@@ -79,7 +79,9 @@ def read_records(
         ("image", "npz"): _images_npz,
         ("image", "zip"): _images_zip,
     }[(modality, fmt)]
-    records = reader(Path(path), fmt, limits, label_column, require_label)
+    records = reader(Path(path), fmt, limits, label_column, require_label)  # each says where a named column is absent
+    if require_label and records.labels is None:
+        raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
     if len(records) == 0:
         raise DatasetError("the file holds no records")
     if len(records) > limits.max_records:
@@ -145,8 +147,6 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
     if require_label and not any(label_column in row for row in rows):
         raise _no_label_column(label_column, list(first))
     labels, names = _labels([None if value == "" else value for value in values], label_column)
-    if require_label and labels is None:
-        raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
     return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
 
 
@@ -246,8 +246,6 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, 
         raise _no_label_column(label_column, table.column_names)
     if label_column in table.column_names:
         labels, names = _labels(table.column(label_column).to_pylist(), label_column)
-        if require_label and labels is None:
-            raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
         table = table.drop([label_column])
     if table.num_columns == 0:
         raise DatasetError("no feature columns besides the label")
