@@ -124,7 +124,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 reason = item.get("ctx", {}).get("error", "JSON decode error")
                 problems.append({"field": None, "message": f"Invalid JSON: {reason} at character {item['loc'][1]}"})
                 continue
-            loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path", "header")]
+            loc = [str(p) for p in item.get("loc", ())]
+            if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it came from, not a field
+                loc = loc[1:]  # only the first: a field may be called "query" or "path" itself
             raised = item.get("ctx", {}).get("error") if item.get("type") == "value_error" else None
             message = str(raised) if raised is not None else item.get("msg", "invalid")  # without "Value error, "
             problems.append({"field": ".".join(loc) or None, "message": message})

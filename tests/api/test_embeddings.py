@@ -273,6 +273,7 @@ def test_neighbours_are_the_training_records_nearest_as_the_deployment_embeds_th
         ("no-such-model", {"input": "x"}, 404, "no deployed model"),
         (name, {"input": "x", "k": 0}, 422, "k"),
         (name, {"input": ""}, 422, "input"),
+        (name, {"input": "x", "query": "x"}, 422, '"field":"query"'),  # before: null, the name taken for a location
     ]
     for model, body, status, message in cases:
         response = client.post(f"/v1/models/{model}/neighbors", headers=auth, json=body)

@@ -39,6 +39,7 @@ def body(dataset_id: str, **sections) -> dict:
         ({"optim": {"name": "adam"}}, "config.optim.name"),
         ({"loss": {"variant": "supcon"}}, "config.loss.variant"),
         ({"train": {"typo_field": 1}}, "config.train.typo_field"),
+        ({"train": {"path": 1}}, "config.train.path"),  # before: "config.train", a field named as a location dropped
         ({"loss": {"tau_plus": 1.0}}, "config.loss.tau_plus"),
         ({"loss": {"tau_plus": 0.1}}, "config.loss"),  # before: accepted, and NT-Xent ran without it
         ({"model": {"kind": "resnet"}}, "config"),
