@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from core.config import field_path
 from core.data.readers import DatasetError
 from core.train.checkpoint import CheckpointError
 
@@ -127,6 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
             loc = [str(p) for p in item.get("loc", ())]
             if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it came from, not a field
                 loc = loc[1:]  # only the first: a field may be called "query" or "path" itself
+            loc = field_path(loc)  # config.model.hidden_dim, not config.model.mlp.hidden_dim
             raised = item.get("ctx", {}).get("error") if item.get("type") == "value_error" else None
             message = str(raised) if raised is not None else item.get("msg", "invalid")  # without "Value error, "
             problems.append({"field": ".".join(loc) or None, "message": message})

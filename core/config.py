@@ -9,7 +9,8 @@ Only ``data.modality`` is required: the encoder and augmentation sections defaul
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -165,6 +166,19 @@ class TextAugmentConfig(_Strict):
 
 
 AugmentConfig = Annotated[VectorAugmentConfig | ImageAugmentConfig | TextAugmentConfig, Field(discriminator="kind")]
+
+
+def _kinds(union: Any) -> frozenset[str]:
+    return frozenset(member.model_fields["kind"].default for member in get_args(get_args(union)[0]))
+
+
+_TAGS = {"model": _kinds(EncoderConfig), "augment": _kinds(AugmentConfig)}
+
+
+def field_path(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """A validation error's location as the field is written in the config: pydantic puts the chosen member's tag of
+    a discriminated union in it (``("model", "mlp", "hidden_dim")``), which names no field a user can write."""
+    return tuple(part for i, part in enumerate(loc) if not (i and part in _TAGS.get(loc[i - 1], ())))
 
 
 class OptimConfig(_Strict):

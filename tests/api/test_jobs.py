@@ -40,6 +40,8 @@ def body(dataset_id: str, **sections) -> dict:
         ({"loss": {"variant": "supcon"}}, "config.loss.variant"),
         ({"train": {"typo_field": 1}}, "config.train.typo_field"),
         ({"train": {"path": 1}}, "config.train.path"),  # before: "config.train", a field named as a location dropped
+        ({"model": {"hidden_dim": 1}}, "config.model.hidden_dim"),  # before: config.model.mlp.hidden_dim
+        ({"augment": {"typo": 1}}, "config.augment.typo"),
         ({"loss": {"tau_plus": 1.0}}, "config.loss.tau_plus"),
         ({"loss": {"tau_plus": 0.1}}, "config.loss"),  # before: accepted, and NT-Xent ran without it
         ({"model": {"kind": "resnet"}}, "config"),
