@@ -4,7 +4,8 @@ A checkpoint is a directory::
 
     model.safetensors    model weights; metadata holds the run config and the input spec
     trainer.safetensors  optimiser tensors, loss parameters (learnable temperature), RNG state
-    trainer.json         step, epoch, optimiser param groups and scalars, grad-scaler state, metrics
+    trainer.json         step, epoch, optimiser param groups and scalars, grad-scaler state, metrics (its own
+                         step's evaluation and the best one so far)
 
 It is written under a temporary name, every file fsynced, then renamed into place, so a crash mid-write leaves
 the previous checkpoint untouched and no partial directory under the final name.
@@ -50,7 +51,8 @@ class TrainerState:
     loss: dict[str, torch.Tensor]
     scaler: dict[str, Any] | None
     rng: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the evaluation at this step, if any
+    best_metrics: dict[str, float] = field(default_factory=dict)  # the best evaluation up to this step
 
 
 def _fsync(path: Path) -> None:
@@ -102,6 +104,7 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
             "optimizer": optim_meta,
             "scaler": trainer.scaler,
             "metrics": trainer.metrics,
+            "best_metrics": trainer.best_metrics,
         }
         (tmp / "trainer.json").write_text(json.dumps(meta))
         for child in tmp.iterdir():
@@ -152,6 +155,7 @@ def load_trainer_state(path: Path) -> TrainerState:
         scaler=meta["scaler"],
         rng=tensors["rng.cpu"],
         metrics=meta.get("metrics", {}),
+        best_metrics=meta.get("best_metrics", {}),
     )
 
 

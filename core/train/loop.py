@@ -120,7 +120,9 @@ def _epoch_order(seed: int, epoch: int, n: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, 10**9 + epoch)))
 
 
-def _setup(config: RunConfig, train: Records, val: Records | None, resume_from: Path | None) -> tuple[_Run, int]:
+def _setup(
+    config: RunConfig, train: Records, val: Records | None, resume_from: Path | None
+) -> tuple[_Run, TrainerState | None]:  # fmt: skip
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.train.device)
     per_epoch, total = plan_steps(config, len(train), world)
@@ -135,22 +137,22 @@ def _setup(config: RunConfig, train: Records, val: Records | None, resume_from: 
     tokenize = getattr(model.backbone, "tokenize", None)
     bank = train_data.tensor if train.modality == "vectors" else None
     views = build_views(config, bank, train.spec.channels, tokenize, device)
-    start = 0
+    resumed = None
     if resume_from is not None:
-        start = _restore(resume_from, model, loss_fn, optimizer, scaler, device)
+        resumed = _restore(resume_from, model, loss_fn, optimizer, scaler, device)
     net: nn.Module = model
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     val_data = DeviceData(val, device) if val is not None and len(val) >= MIN_HELD_OUT else None
     run = _Run(config, device, model, net, loss_fn, optimizer, scaler, views, train_data, val_data, rank, world,
                per_epoch, total)  # fmt: skip
-    return run, start
+    return run, resumed
 
 
 def _restore(
     path: Path, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None, device: torch.device,
-) -> int:  # fmt: skip
+) -> TrainerState:  # fmt: skip
     model.load_state_dict(load_weights(path, device))
     state = load_trainer_state(path)
     optimizer.load_state_dict(state.optimizer)
@@ -159,7 +161,7 @@ def _restore(
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
     torch.set_rng_state(state.rng)
-    return state.step
+    return state
 
 
 def _forward_backward(run: _Run, batch: Batch) -> Tensor:
@@ -280,7 +282,9 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
         model.train()
 
 
-def _checkpoint(run: _Run, directory: Path, step: int, metrics: dict[str, float], cb: TrainCallback) -> Path:
+def _checkpoint(
+    run: _Run, directory: Path, step: int, metrics: dict[str, float], best: dict[str, float], cb: TrainCallback
+) -> Path:  # fmt: skip
     state = TrainerState(
         step=step,
         epoch=(step - 1) // run.steps_per_epoch if step else 0,
@@ -289,6 +293,7 @@ def _checkpoint(run: _Run, directory: Path, step: int, metrics: dict[str, float]
         scaler=run.scaler.state_dict() if run.scaler else None,
         rng=torch.get_rng_state(),
         metrics=metrics,
+        best_metrics=best,
     )
     path = save_checkpoint(directory / f"step-{step:08d}", run.model, run.config, run.train.records.spec, state)
     cb.on_checkpoint(CheckpointInfo(path=path, step=step, epoch=state.epoch, metrics=dict(metrics)))
@@ -326,19 +331,21 @@ def fit(
     Raises:
         TrainingError: the data or the numbers make the run impossible; the message says what to change.
     """
-    run, start = _setup(config, train, val, resume_from)
+    run, resumed = _setup(config, train, val, resume_from)
+    start = resumed.step if resumed else 0
     cb: TrainCallback = callback if (callback is not None and run.rank == 0) else NullCallback()
     checkpoint_dir = Path(checkpoint_dir)
     seed, batch_size, local = config.train.seed, config.train.batch_size, config.train.batch_size // run.world
     last_path, metrics, evaluated_at = resume_from, {}, -1  # a checkpoint carries the metrics of its own step only
-    best = None  # the best evaluation's score so far: an evaluation that beats it is checkpointed, for "best"
+    # the best evaluation so far (a resumed run's from its checkpoint): one that beats it is checkpointed, for "best"
+    best = resumed.best_metrics if resumed else {}
     order, order_epoch = None, -1
-    tick, step = time.perf_counter(), start
+    tick, step, saved_at = time.perf_counter(), start, start  # saved_at: the step of the newest checkpoint
     run.model.train()
     for step in range(start, run.total_steps):
         if _stop_requested(run, should_stop):
-            if run.rank == 0 and step > start:
-                last_path = _checkpoint(run, checkpoint_dir, step, metrics if evaluated_at == step else {}, cb)
+            if run.rank == 0 and step > saved_at:  # not again where the step just done was checkpointed
+                last_path = _checkpoint(run, checkpoint_dir, step, metrics if evaluated_at == step else {}, best, cb)
             return FitResult("stopped", step, run.total_steps, last_path, metrics)
         epoch, index = divmod(step, run.steps_per_epoch)
         if epoch != order_epoch:  # same order on every rank; each takes its slice of the global batch
@@ -372,13 +379,13 @@ def fit(
                 if metrics:
                     cb.on_eval(EvalReport(step=done, epoch=epoch, metrics=metrics))
                 score = checkpoint_score(metrics)
-                if score is not None and (best is None or score > best):
-                    best, improved = score, True
+                if score is not None and (not best or score > checkpoint_score(best)):
+                    best, improved = metrics, True
             tick = time.perf_counter()  # evaluation time is not training throughput
         # checkpoint at the interval, at the end, and where an evaluation beat the ones before
         if run.rank == 0 and (done % config.train.checkpoint_every_steps == 0 or done == run.total_steps or improved):
-            last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, cb)
-            tick = time.perf_counter()
+            last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, best, cb)
+            saved_at, tick = done, time.perf_counter()
         if run.world > 1 and done % run.steps_per_epoch == 0:
             dist.barrier()  # ranks > 0 wait for rank 0's evaluation and checkpoint
     return FitResult("completed", run.total_steps, run.total_steps, last_path, metrics)

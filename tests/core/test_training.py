@@ -238,3 +238,18 @@ def test_a_checkpoint_carries_only_its_own_steps_metrics_and_each_better_evaluat
     assert [info.step for info in recorder.checkpoints] == sorted({3, 6, 9, 12} | better)
     for info in recorder.checkpoints:
         assert info.metrics == evaluated.get(info.step, {}), info.step  # 6 and 9 carried step 4's and 8's
+
+
+def test_a_resumed_run_checkpoints_the_same_steps_as_an_uninterrupted_one(tmp_path) -> None:
+    """The best evaluation so far travels in the checkpoint; before, a resumed run forgot it, and its first
+    evaluation, beating none, wrote a checkpoint the uninterrupted run did not (here step 8: every k-NN score is 1.0,
+    so only the first evaluation is better than those before it)."""
+    config, (train, val) = vector_config(checkpoint_every_steps=3), vectors().split(0.25, 0)
+    straight = Recorder()
+    fit(config, train, val, checkpoint_dir=tmp_path / "a", callback=straight)
+    first, second = Recorder(), Recorder()
+    stops = iter([False] * 6 + [True])
+    part = fit(config, train, val, checkpoint_dir=tmp_path / "b", callback=first, should_stop=lambda: next(stops))
+    fit(config, train, val, checkpoint_dir=tmp_path / "b", callback=second, resume_from=part.last_checkpoint)
+    assert [c.step for c in first.checkpoints] == [c.step for c in straight.checkpoints if c.step <= 6]
+    assert [c.step for c in second.checkpoints] == [c.step for c in straight.checkpoints if c.step > 6]
