@@ -287,6 +287,15 @@ class RunConfig(_Strict):
                 raw["optim"] = optim.model_copy(update={"lr": PRETRAINED_LR})
         return raw
 
+    def for_data(self, paired: bool) -> RunConfig:
+        """The config as it runs on its data: text records of anchor/positive pairs train on their pairs unless
+        ``augment.mode`` was given (its default, 'dropout', reads the anchors alone and leaves every positive
+        unused). ``POST /v1/jobs`` stores it so, and :func:`core.train.loop.fit` applies it to its records."""
+        augment = self.augment
+        if paired and augment.kind == "text" and "mode" not in augment.model_fields_set:
+            return self.model_copy(update={"augment": augment.model_copy(update={"mode": "pairs"})})
+        return self
+
     @model_validator(mode="after")
     def _sections_fit_modality(self) -> RunConfig:
         modality = self.data.modality

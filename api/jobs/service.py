@@ -31,16 +31,6 @@ from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelV
 log = logging.getLogger("embedtrain.api")
 
 
-def _fitted(config: RunConfig, paired: bool) -> RunConfig:
-    """The config as the job runs it on its dataset: a text dataset of anchor/positive pairs trains on its pairs
-    unless ``augment.mode`` is given (its default, 'dropout', read the anchors alone and left every positive
-    unused, without a word)."""
-    augment = config.augment
-    if paired and augment.kind == "text" and "mode" not in augment.model_fields_set:
-        return config.model_copy(update={"augment": augment.model_copy(update={"mode": "pairs"})})
-    return config
-
-
 def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset row
     if dataset.modality != config.data.modality:
         raise Invalid(f"the dataset holds {dataset.modality} but config.data.modality is {config.data.modality!r}",
@@ -80,7 +70,7 @@ def submit_job(
         if existing is not None:
             return _replayed(session, existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
-    config = _fitted(body.config, bool(dataset.details.get("paired")))
+    config = body.config.for_data(bool(dataset.details.get("paired")))
     _check_fits(config, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
               queue=queue_for(settings, config.train.device), idempotency_key=idempotency_key,
@@ -114,7 +104,7 @@ def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
     the first job as the one asked for."""
     dataset = session.get(Dataset, existing.dataset_id) if existing.dataset_id else None
     paired = [bool(dataset.details.get("paired"))] if dataset is not None else [False, True]  # deleted: either
-    configs = [_fitted(body.config, p).model_dump(mode="json") for p in paired]
+    configs = [body.config.for_data(p).model_dump(mode="json") for p in paired]
     same = (existing.name == body.name and existing.config in configs
             and existing.dataset_id in (body.dataset_id, None))  # None: its dataset was deleted since  # fmt: skip
     if not same:

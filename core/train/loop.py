@@ -331,6 +331,7 @@ def fit(
     Raises:
         TrainingError: the data or the numbers make the run impossible; the message says what to change.
     """
+    config = config.for_data(paired=train.positives is not None)  # pairs train on their pairs unless told otherwise
     run, resumed = _setup(config, train, val, resume_from)
     start = resumed.step if resumed else 0
     cb: TrainCallback = callback if (callback is not None and run.rank == 0) else NullCallback()

@@ -12,7 +12,7 @@ from core.data import Records
 from core.evaluate import knn_top1
 from core.inference import Embedder
 from core.train.callbacks import checkpoint_score
-from core.train.checkpoint import is_complete, load_weights
+from core.train.checkpoint import is_complete, load_weights, read_config
 from core.train.loop import TrainingError, fit
 
 
@@ -253,3 +253,14 @@ def test_a_resumed_run_checkpoints_the_same_steps_as_an_uninterrupted_one(tmp_pa
     fit(config, train, val, checkpoint_dir=tmp_path / "b", callback=second, resume_from=part.last_checkpoint)
     assert [c.step for c in first.checkpoints] == [c.step for c in straight.checkpoints if c.step <= 6]
     assert [c.step for c in second.checkpoints] == [c.step for c in straight.checkpoints if c.step > 6]
+
+
+def test_text_pairs_train_on_their_pairs_unless_the_mode_is_given(tmp_path) -> None:
+    """As POST /v1/jobs does (tests/api/test_jobs.py), a direct fit on anchor/positive records takes augment.mode
+    'pairs' when the config does not name one; before, it read the anchors alone and left every positive unused."""
+    texts = [f"sentence number {i} about topic {i % 3}" for i in range(16)]
+    records = Records("text", texts=texts, positives=[f"topic {i % 3}, sentence {i}" for i in range(16)])
+    for augment, mode in (({}), "pairs"), ({"augment": {"mode": "dropout"}}, "dropout"):
+        config = RunConfig.model_validate({**_text_config().model_dump(exclude={"augment"}), **augment})
+        result = fit(config, records, None, checkpoint_dir=tmp_path / mode)
+        assert read_config(result.last_checkpoint)[0].augment.mode == mode
