@@ -25,6 +25,7 @@ import numpy as np
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
+AWAY = (502, 503, 504)  # the service (or a proxy before it) away for a while: its database down, a restart
 # core.train.checkpoint.WEIGHTS_FILE, the name core.inference.Embedder reads (not imported: the client needs no torch)
 WEIGHTS_FILE = "model.safetensors"
 
@@ -32,9 +33,9 @@ WEIGHTS_FILE = "model.safetensors"
 class ApiError(RuntimeError):
     """A 4xx/5xx answer, with the service's message and the field it names."""
 
-    def __init__(self, status: int, message: str, field: str | None) -> None:
+    def __init__(self, status: int, message: str, field: str | None, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {message}" + (f" (field: {field})" if field else ""))
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.retry_after = status, message, field, retry_after
 
 
 def default_settings() -> tuple[str, str | None]:
@@ -72,11 +73,13 @@ class Client:
     @staticmethod
     def _raise(response: httpx.Response) -> None:
         """Raise the error answer as an :class:`ApiError`."""
+        retry_after = response.headers.get("Retry-After")
+        retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None  # seconds, not a date
         try:
             error = response.json()["error"]
-            raise ApiError(response.status_code, error["message"], error.get("param"))
+            raise ApiError(response.status_code, error["message"], error.get("param"), retry_after)
         except (ValueError, KeyError):
-            raise ApiError(response.status_code, response.text[:500], None) from None
+            raise ApiError(response.status_code, response.text[:500], None, retry_after) from None
 
     # datasets
     def upload_dataset(
@@ -127,18 +130,35 @@ class Client:
         return self._call("GET", f"/v1/jobs/{job_id}/events")
 
     def wait(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
-             on_update: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
-        """Poll until the job ends; ``on_update`` sees every poll."""
+             on_update: Callable[[dict], None] | None = None, outage_s: float = 600.0) -> dict:  # fmt: skip
+        """Poll until the job ends; ``on_update`` sees every poll.
+
+        The job trains on whether or not the API answers, so once a poll has been answered, one that finds the
+        service away (no answer, or a 502, 503 or 504: the API restarting, its database down) is sent again after
+        the answer's Retry-After or ``poll_s``, until the service has been away ``outage_s`` in a row; then its
+        error is raised. The first poll's error is raised at once (most likely a wrong URL or a service not up)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        answered, away_since = False, None
         while True:
-            job = self.get_job(job_id)
-            if on_update:
-                on_update(job)
-            if job["status"] in TERMINAL:
-                return job
+            try:
+                job = self.get_job(job_id)
+            except (httpx.TransportError, ApiError) as error:
+                if not answered or (isinstance(error, ApiError) and error.status not in AWAY):
+                    raise
+                away_since = away_since or time.monotonic()
+                if time.monotonic() - away_since > outage_s:
+                    raise
+                status = "unknown (the service is away)"
+                pause = max(poll_s, getattr(error, "retry_after", None) or 0.0)
+            else:
+                answered, away_since, status, pause = True, None, job["status"], poll_s
+                if on_update:
+                    on_update(job)
+                if status in TERMINAL:
+                    return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
-            time.sleep(poll_s)
+                raise TimeoutError(f"job {job_id} still {status} after {timeout_s} s")
+            time.sleep(pause)
 
     # models
     def register_model(self, job_id: str, name: str, checkpoint: str = "last") -> dict:

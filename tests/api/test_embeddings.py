@@ -81,8 +81,8 @@ def listed_versions(client, headers) -> list[dict]:  # noqa: ANN001 - the test c
 
 
 class LiveServer:
-    def __init__(self, app) -> None:
-        self.port = free_port()
+    def __init__(self, app, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,7 @@ from core.client import ApiError, Client
 from core.client.cli import app
 from core.inference import Embedder
 from tests.api.test_embeddings import LiveServer
+from tests.conftest import free_port
 from tests.worker.test_job_lifecycle import vector_config, vectors_csv
 
 
@@ -265,3 +269,37 @@ def test_cli_refuses_unusable_files_before_sending_anything(tmp_path) -> None:
     result = runner.invoke(app, [*url, "embed", "--model", "m", "--output", "npy", "--out", str(tmp_path / "no" / "e.npy"),
                                  "hi"])  # fmt: skip
     assert result.exit_code == 2 and f"{tmp_path / 'no'} is not a directory" in result.output, result.output
+
+
+def test_client_wait_rides_out_an_api_restart(client, auth) -> None:
+    """A job trains on while its API restarts (a redeploy): wait(), and so `jobs watch`, polls on through the
+    outage and returns how the job ended; before, the first poll that found no server ended it with ConnectError."""
+    key = auth["Authorization"].removeprefix("Bearer ")
+    upload = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
+                         files={"file": ("v.csv", vectors_csv(n=32))})  # fmt: skip
+    job = client.post("/v1/jobs", headers=auth, json={"dataset_id": upload.json()["id"], "config": vector_config()})
+    job_id, port, seen, outcome = job.json()["id"], free_port(), [], {}
+
+    def wait() -> None:
+        try:
+            with Client(f"http://127.0.0.1:{port}", key) as waiting:
+                outcome["job"] = waiting.wait(job_id, poll_s=0.05, on_update=lambda j: seen.append(j["status"]))
+        except Exception as error:  # kept for the assertion below, which shows it
+            outcome["error"] = error
+
+    waiter = threading.Thread(target=wait)
+    with LiveServer(client.app, port):
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert seen == seen[:1] + ["queued"] * (len(seen) - 1) and seen[0] == "queued", seen
+    time.sleep(0.5)  # nothing listens at the port: each poll finds the service away
+    assert waiter.is_alive(), outcome
+    with LiveServer(client.app, port) as base, Client(base, key) as other:
+        other.cancel_job(job_id)  # a queued job is cancelled at once
+        waiter.join(timeout=30)
+    assert outcome.get("job", {}).get("status") == "cancelled", outcome
+
+    with Client(f"http://127.0.0.1:{free_port()}", key) as nowhere, pytest.raises(httpx.ConnectError):
+        nowhere.wait(job_id, outage_s=60)  # the first poll's error at once: most likely a wrong URL
