@@ -9,6 +9,11 @@ import numpy as np
 MIN_HELD_OUT = 2  # the fewest held-out records an evaluation runs on: with fewer, the training loop evaluates none
 
 
+def held_out(n: int, val_fraction: float) -> int:
+    """How many of ``n`` records :meth:`Records.split` holds out at ``val_fraction``."""
+    return int(round(n * val_fraction))
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """Shape of a model's input, stored with every checkpoint so the model can be rebuilt to serve it."""
@@ -79,7 +84,7 @@ class Records:
     def split(self, val_fraction: float, seed: int) -> tuple[Records, Records | None]:
         """A seeded (train, held-out) split; no held-out part when ``val_fraction`` is 0."""
         order = np.random.default_rng(seed).permutation(len(self))
-        n_val = int(round(len(self) * val_fraction))
+        n_val = held_out(len(self), val_fraction)
         if n_val == 0:
             return self.take(order), None
         return self.take(order[n_val:]), self.take(order[:n_val])
