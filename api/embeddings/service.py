@@ -42,7 +42,8 @@ def _vectors(raw, features: int) -> np.ndarray:  # noqa: ANN001
         raise Invalid("this is a vector model: input must be a list of numeric lists", field="input")
     for index, row in enumerate(raw):
         if len(row) != features:
-            raise Invalid(f"input[{index}] has {len(row)} values; the model takes {features}", field="input")
+            values = f"{len(row)} value{'s' * (len(row) != 1)}"
+            raise Invalid(f"input[{index}] has {values}; the model takes {features}", field="input")
     with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, refused below
         vectors = np.asarray(raw, dtype=np.float32)
     finite = np.isfinite(vectors).all(axis=1)

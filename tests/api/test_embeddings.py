@@ -144,6 +144,7 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
     assert np.array_equal(np.stack(decoded), served)  # the shortest float32 digits give back the very same floats
     cases = [
         ({"model": name, "input": [[0.1] * 5]}, "has 5 values"),
+        ({"model": name, "input": [[0.1]]}, "input[0] has 1 value; the model takes 6"),
         ({"model": name, "input": "text"}, "vector model"),
         ({"model": name, "input": [1, 2, 3, 4, 5, 6]}, "list of numeric lists"),
         ({"model": name, "input": [[0.1] * 6], "dimensions": 99}, "at most 12"),

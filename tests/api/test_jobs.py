@@ -72,7 +72,9 @@ def test_data_that_cannot_fill_a_batch_or_fit_the_config_is_refused(client, auth
     assert response.json()["error"]["message"].startswith("the training split has 10 records, fewer than one batch")
     halved = body(dataset(client, auth, rows=2)["id"], data={"val_fraction": 0.5}, train={"batch_size": 2})
     response = client.post("/v1/jobs", headers=auth, json=halved)
-    assert response.json()["error"]["message"].startswith("the training split has 1 record, fewer than one batch of train.batch_size=2;")
+    assert response.json()["error"]["message"].startswith(
+        "the training split has 1 record, fewer than one batch of train.batch_size=2;"
+    )
     response = client.post("/v1/jobs", headers=auth, json=body(small, data={"modality": "text"}))
     assert response.status_code == 422 and response.json()["error"]["param"] == "config.data.modality"
     response = client.post("/v1/jobs", headers=auth, json=body("nope"))
