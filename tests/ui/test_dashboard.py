@@ -213,3 +213,43 @@ def test_the_new_job_form_takes_a_dataset_beyond_those_listed_by_id(client, auth
     with logged_in(client.app, keys.make("no-datasets")) as (base, page):
         page.goto(f"{base}/ui/index.html#/new")
         expect(page.locator("[data-testid=no-datasets]")).to_contain_text("upload one first")
+
+
+@pytest.mark.slow
+def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) -> None:
+    """Before, the dashboard could not upload a dataset: a key without one was sent to the REST API or the CLI."""
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with logged_in(client.app, key) as (base, page):
+        page.goto(f"{base}/ui/index.html#/new")
+        page.click("[data-testid=no-datasets] a")  # "upload one first on the datasets page"
+        expect(page.locator("[data-testid=datasets-pager]")).to_have_text("none from 1  ")
+
+        page.set_input_files("[data-testid=upload-file]", files=[])
+        page.click("[data-testid=upload]")
+        expect(page.locator("#notice")).to_have_text("choose a file to upload")
+        bad = {"name": "words.csv", "mimeType": "text/csv", "buffer": b"a,b\nx,y\n"}
+        page.set_input_files("[data-testid=upload-file]", files=[bad])
+        page.select_option("[data-testid=upload-modality]", "vectors")
+        page.click("[data-testid=upload]")
+        expect(page.locator("#notice")).to_contain_text("not numeric")  # the service's 422, on the page
+
+        good = {"name": "points.csv", "mimeType": "text/csv", "buffer": vectors_csv(n=60)}
+        page.set_input_files("[data-testid=upload-file]", files=[good])
+        page.fill("[data-testid=upload-name]", "from-the-page")
+        page.click("[data-testid=upload]")
+        expect(page.locator("#notice")).to_have_text("uploaded from-the-page: 60 records, 3 labels")
+        row = page.locator("[data-testid=datasets] tr", has_text="from-the-page")
+        expect(row).to_contain_text("vectors")
+        (listed,) = client.get("/v1/datasets", headers=auth).json()["items"]
+        assert listed["name"] == "from-the-page" and listed["num_records"] == 60 and listed["id"] in row.text_content()
+        page.screenshot(path=str(ARTIFACTS / "datasets.png"), full_page=True)
+
+        row.locator("a", has_text="New job").click()  # the new job form, with this dataset chosen
+        expect(page.locator("[data-testid=dataset]")).to_have_value(listed["id"])
+        assert json.loads(page.input_value("[data-testid=config]"))["data"]["modality"] == "vectors"
+
+        page.goto(f"{base}/ui/index.html#/datasets")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.locator("[data-testid=datasets] tr", has_text="from-the-page").locator("button").click()
+        expect(page.locator("[data-testid=datasets]")).not_to_contain_text("from-the-page")
+        assert client.get("/v1/datasets", headers=auth).json()["total"] == 0

@@ -87,6 +87,14 @@ function series(metrics, name) { return (metrics[name] || []).map((p) => [p.step
 // ---- pages ----------------------------------------------------------------------------------------------
 const JOBS_PER_PAGE = 100;
 
+// Where a page of a list sits among all its rows, with links to the newer and older pages.
+function pager(page, offset, perPage, list) {
+  const shown = page.items.length ? `${offset + 1}-${offset + page.items.length} of ${page.total}` : `none from ${offset + 1}`;
+  return el("p", { "data-testid": `${list}-pager` }, `${shown} `,
+    offset > 0 ? el("a", { href: `#/${list}?offset=${Math.max(0, offset - perPage)}` }, "newer") : "", " ",
+    offset + page.items.length < page.total ? el("a", { href: `#/${list}?offset=${offset + perPage}` }, "older") : "");
+}
+
 async function jobsPage(offset = 0) {
   const page = await api(`/v1/jobs?limit=${JOBS_PER_PAGE}&offset=${offset}`);
   const table = el("table", { "data-testid": "jobs" },
@@ -99,11 +107,7 @@ async function jobsPage(offset = 0) {
       el("td", {}, j.progress.samples_per_s ? Math.round(j.progress.samples_per_s) : ""), el("td", {}, eta(j.progress.eta_s)),
       el("td", {}, j.created_at.slice(0, 19).replace("T", " "))));
   }
-  const shown = page.items.length ? `${offset + 1}-${offset + page.items.length} of ${page.total}` : `none from ${offset + 1}`;
-  const pager = el("p", { "data-testid": "jobs-pager" }, `${shown} `,
-    offset > 0 ? el("a", { href: `#/jobs?offset=${Math.max(0, offset - JOBS_PER_PAGE)}` }, "newer") : "", " ",
-    offset + page.items.length < page.total ? el("a", { href: `#/jobs?offset=${offset + JOBS_PER_PAGE}` }, "older") : "");
-  view.replaceChildren(el("h2", {}, `Jobs (${page.total})`), table, pager);
+  view.replaceChildren(el("h2", {}, `Jobs (${page.total})`), table, pager(page, offset, JOBS_PER_PAGE, "jobs"));
   timer = setTimeout(route, 2000);  // live refresh without a page reload
 }
 
@@ -203,9 +207,51 @@ function alertText(text) { const n = document.getElementById("notice"); if (n) n
 // A button's action: an error answer shows in the page's notice line rather than only in the console.
 async function act(action) { try { await action(); } catch (e) { alertText(e.message); } }
 
+const DATASETS_PER_PAGE = 100;
+
+// Upload a file (the same form fields as POST /v1/datasets), list what is there, start a job on one, delete one.
+async function datasetsPage(offset = 0) {
+  const page = await api(`/v1/datasets?limit=${DATASETS_PER_PAGE}&offset=${offset}`);
+  const file = el("input", { type: "file", "data-testid": "upload-file" });
+  const modality = el("select", { "data-testid": "upload-modality" }, ...["text", "vectors", "image"].map((m) => el("option", { value: m }, m)));
+  const name = el("input", { size: "20", placeholder: "name (default: the file's)", "data-testid": "upload-name" });
+  const labels = el("input", { size: "14", placeholder: "label column", "data-testid": "upload-label-column" });
+  const upload = el("button", { "data-testid": "upload", onclick: () => act(async () => {
+    if (!file.files.length) throw new Error("choose a file to upload");
+    const form = new FormData();
+    form.append("file", file.files[0]);
+    form.append("modality", modality.value);
+    if (name.value.trim()) form.append("name", name.value.trim());
+    if (labels.value.trim()) form.append("label_column", labels.value.trim());
+    upload.disabled = true;
+    try {
+      const d = await api("/v1/datasets", { method: "POST", body: form });
+      await datasetsPage(0);
+      alertText(`uploaded ${d.name}: ${d.num_records} records${d.num_labels ? `, ${d.num_labels} labels` : ""}`);
+    } finally { upload.disabled = false; }
+  }) }, "Upload");
+  const table = el("table", { "data-testid": "datasets" },
+    el("tr", {}, ...["name", "modality", "records", "labels", "created", "id", ""].map((h) => el("th", {}, h))));
+  for (const d of page.items) {
+    table.append(el("tr", { "data-dataset": d.id },
+      el("td", {}, d.name), el("td", {}, d.modality), el("td", {}, d.num_records), el("td", {}, d.num_labels || ""),
+      el("td", {}, d.created_at.slice(0, 19).replace("T", " ")), el("td", {}, el("code", {}, d.id)),
+      el("td", {}, el("a", { href: `#/new?dataset=${d.id}` }, "New job"), " ",
+        el("button", { onclick: () => act(async () => {
+          if (!confirm(`Delete dataset ${d.name}?`)) return;
+          await api(`/v1/datasets/${d.id}`, { method: "DELETE" }); await datasetsPage(offset);
+        }) }, "Delete"))));
+  }
+  view.replaceChildren(el("h2", {}, `Datasets (${page.total})`),
+    el("div", { class: "card" }, el("h3", {}, "Upload"), file, " ", modality, " ", name, " ", labels, " ", upload,
+      el("p", {}, "Text: JSONL, JSON, CSV (text, or anchor and positive; an optional label column) or plain text. ",
+        "Vectors: CSV, Parquet, NPY or NPZ. Images: a ZIP of class folders or an NPZ of images and labels.")),
+    el("p", { id: "notice" }), table, pager(page, offset, DATASETS_PER_PAGE, "datasets"));
+}
+
 const DATASETS_LISTED = 200;
 
-async function newJobPage() {
+async function newJobPage(chosen = "") {
   const datasets = await api(`/v1/datasets?limit=${DATASETS_LISTED}`);
   const select = el("select", { id: "dataset", "data-testid": "dataset" }, ...datasets.items.map((d) => el("option", { value: d.id, "data-modality": d.modality }, `${d.name} (${d.modality}, ${d.num_records})`)));
   // beyond the newest listed, a dataset is named by id (the CLI's `datasets list --offset` pages through them all)
@@ -218,13 +264,18 @@ async function newJobPage() {
     config.value = offered = JSON.stringify({ data: { modality, val_fraction: 0.2 }, train: { epochs: 5, batch_size: 64 } }, null, 2);
   };
   const fromList = () => setDefault(select.selectedOptions[0] ? select.selectedOptions[0].dataset.modality : "vectors");
-  select.addEventListener("change", () => { byId.value = ""; fromList(); }); fromList();
   const error = el("p", { class: "error", "data-testid": "submit-error" });
-  byId.addEventListener("change", async () => {
+  const fromId = async () => {
     error.textContent = "";
     if (!byId.value.trim()) return fromList();
     try { setDefault((await api(`/v1/datasets/${encodeURIComponent(byId.value.trim())}`)).modality); } catch (e) { error.textContent = e.message; }
-  });
+  };
+  select.addEventListener("change", () => { byId.value = ""; fromList(); });
+  byId.addEventListener("change", fromId);
+  // a dataset chosen on the datasets page: picked from the list, or named by id where it is older than those listed
+  if (chosen && datasets.items.some((d) => d.id === chosen)) select.value = chosen;
+  else if (chosen) byId.value = chosen;
+  if (byId.value) await fromId(); else fromList();
   const submit = el("button", { "data-testid": "submit", onclick: async () => {
     try {
       const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: byId.value.trim() || select.value, name: name.value, config: JSON.parse(config.value) } });
@@ -232,7 +283,8 @@ async function newJobPage() {
     } catch (e) { error.textContent = e.message; }
   } }, "Submit job");
   const listed = datasets.total === 0
-    ? el("span", { "data-testid": "no-datasets" }, "none yet: upload one first (POST /v1/datasets, or `embedtrain datasets upload FILE --modality ...`)")
+    ? el("span", { "data-testid": "no-datasets" }, "none yet: upload one first on the ", el("a", { href: "#/datasets" }, "datasets page"),
+      " (or POST /v1/datasets, or `embedtrain datasets upload FILE --modality ...`)")
     : el("span", {}, select, datasets.total > datasets.items.length ? ` (the ${datasets.items.length} newest of ${datasets.total}) or by id ` : " or by id ", byId);
   view.replaceChildren(el("h2", {}, "New training job"), el("p", {}, "Dataset ", listed), el("p", {}, "Name ", name),
     el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
@@ -287,10 +339,13 @@ async function route() {
   document.getElementById("logout").hidden = false;
   const hash = location.hash || "#/jobs";
   try {
+    const params = new URLSearchParams(hash.split("?")[1]);
+    const offset = Math.max(0, parseInt(params.get("offset"), 10) || 0);
     if (hash.startsWith("#/jobs/")) await jobPage(hash.slice(7));
-    else if (hash === "#/new") await newJobPage();
+    else if (hash.startsWith("#/new")) await newJobPage(params.get("dataset") || "");
+    else if (hash.startsWith("#/datasets")) await datasetsPage(offset);
     else if (hash === "#/models") await modelsPage();
-    else await jobsPage(Math.max(0, parseInt(new URLSearchParams(hash.split("?")[1]).get("offset"), 10) || 0));
+    else await jobsPage(offset);
   } catch (e) {
     if (e.message !== "401") view.replaceChildren(el("p", { class: "error" }, e.message));
   }
