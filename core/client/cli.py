@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,13 @@ def _table(*columns: str) -> Table:
     return table
 
 
+def print_table(table: Table) -> None:
+    """A table at the terminal's width; written to a pipe or a file, where rich would cut it to 80 columns (ids,
+    dates and names ending in "…" under `| grep` or `> jobs.txt`), whole, unless COLUMNS sets a width."""
+    whole = not console.is_terminal and not os.environ.get("COLUMNS")
+    (Console(width=100_000) if whole else console).print(table)
+
+
 def show(data: object) -> None:
     console.print_json(json.dumps(data, default=str))
 
@@ -104,7 +112,7 @@ YES = typer.Option(False, "--yes", "-y", help="Do it without asking first.")
 
 def print_page(table: Table, page: dict) -> None:
     """The page's table, and where it sits among all rows when it does not hold them all."""
-    console.print(table)
+    print_table(table)
     shown, start, total = len(page["items"]), page["offset"], page["total"]
     if not shown and start:
         console.print(f"no rows from offset {start}; {total} in all")
@@ -227,7 +235,7 @@ def jobs_checkpoints(job_id: str) -> None:
     for c in rows:
         table.add_row(c["id"], str(c["step"]), str(c["epoch"]), _number(c["metrics"].get("val_loss")),
                       _number(c["metrics"].get("knn_top1")))  # fmt: skip
-    console.print(table)
+    print_table(table)
     if not rows:
         console.print(f"job {job_id} has no checkpoint yet")
 
@@ -238,7 +246,7 @@ def jobs_events(job_id: str) -> None:
     table = _table("time", "event", "message")
     for event in call(lambda: client().job_events(job_id)):
         table.add_row(event["created_at"][:19], event["kind"], event["message"])
-    console.print(table)
+    print_table(table)
 
 
 @jobs.command("metrics")
@@ -256,13 +264,13 @@ def jobs_metrics(
         table = _table("step", "epoch", series)
         for point in every[series]:
             table.add_row(str(point["step"]), str(point["epoch"]), _number(point["value"]))
-        console.print(table)
+        print_table(table)
         return
     table = _table("series", "first", "last", "min", "max")
     for name, points in sorted(every.items()):
         values = [p["value"] for p in points]
         table.add_row(name, *(_number(v) for v in (values[0], values[-1], min(values), max(values))))
-    console.print(table)
+    print_table(table)
     if not every:
         console.print(f"job {job_id} has no metrics yet")
 
@@ -320,7 +328,7 @@ def models_list() -> None:
     for m in (version for entry in entries for version in entry["versions"]):
         table.add_row(m["name"], str(m["version"]), m["modality"], str(m["dimensions"]), "yes" if m["deployed"] else "",
                       m["job_id"])  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 def stdin_texts() -> list[str]:
@@ -418,7 +426,7 @@ def keys_list() -> None:
     for k in rows:
         table.add_row(k["id"], k["prefix"], k["owner"], k["name"], "yes" if k["is_admin"] else "",
                       k["created_at"][:19], (k["revoked_at"] or "")[:19])  # fmt: skip
-    console.print(table)
+    print_table(table)
 
 
 @keys.command("revoke")

@@ -248,6 +248,10 @@ def test_cli_lists_page_by_page_and_says_where_the_page_sits(client, auth) -> No
         assert jobs.exit_code == 0 and "no rows from offset 5; 0 in all" in jobs.output, jobs.output
         narrow = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["--url", base, "--key", key, "datasets", "list"])
         assert all(i in narrow.output for i in ids) and " vectors " in narrow.output, narrow.output  # not "vect…"
+        # into a pipe or a file (no terminal, no COLUMNS): whole rows, where rich cut them to 80 columns
+        piped = CliRunner(env={"COLUMNS": None}).invoke(app, ["--url", base, "--key", key, "datasets", "list"])
+        created = client.get("/v1/datasets", headers=auth).json()["items"][0]["created_at"][:19]
+        assert created in piped.output and " records " in piped.output and "…" not in piped.output, piped.output
         refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "list", "--limit", "0"])
         assert refused.exit_code == 2 and "--limit" in refused.output, refused.output
 
