@@ -68,8 +68,10 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
             data = base64.b64decode(item.split(",", 1)[-1], validate=True)  # data: URLs are accepted too
             image = decode_image(data, limits, f"input[{index}]")
         except (binascii.Error, ValueError) as error:
-            raise Invalid(str(error) if isinstance(error, DatasetError) else f"input[{index}] is not valid base64",
-                          field="input") from None  # fmt: skip
+            message = str(error) if isinstance(error, DatasetError) else (
+                f"input[{index}] is not valid base64; this is an image model: input must be base64 PNG or JPEG "
+                "strings (`embedtrain embed --image FILE`)")  # fmt: skip
+            raise Invalid(message, field="input") from None
         tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]  # (1, C, H, W)
         if tensor.shape[1] != channels:
             tensor = tensor.mean(1, keepdim=True) if channels == 1 else tensor.expand(1, 3, *tensor.shape[2:])

@@ -213,6 +213,8 @@ def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_pa
                                                     "a text", code=2)  # fmt: skip
         refused = run("--model", images_model, "--image", str(tmp_path / "rows.npy"), code=1)
         assert "422" in refused and "input[0]" in refused, refused
+        text = run("--model", images_model, "a text", code=1)  # before: only "input[0] is not valid base64"
+        assert "this is an image model" in text and "--image" in text, text
 
 
 def test_cli_says_when_nothing_answers_at_the_url() -> None:
