@@ -100,7 +100,7 @@ def get_metrics(
 def get_checkpoints(session: SessionDep, principal: PrincipalDep, job_id: str) -> list[CheckpointRead]:
     """The job's checkpoints, by step."""
     job = service.owned_job(session, principal, job_id)
-    return [CheckpointRead.model_validate(c) for c in service.checkpoints(session, job)]
+    return service.checkpoints(session, job)
 
 
 @router.get("/{job_id}/projection", response_model=Projection)

@@ -74,6 +74,9 @@ class CheckpointRead(BaseModel):
     epoch: int
     metrics: dict[str, float]
     created_at: datetime
+    best: bool = Field(False, description="The checkpoint that registering 'best' takes: the highest k-NN accuracy, "
+                       "else the lowest val_loss, of those evaluated (ties to the later step); the last where none "
+                       "was.")  # fmt: skip
 
 
 class EventRead(BaseModel):

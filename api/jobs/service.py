@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
-from api.jobs.schemas import JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
+from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from core.config import MAX_VAL_FRACTION, RunConfig
 from core.data.readers import ReadLimits, read_records
 from core.data.records import MIN_HELD_OUT, held_out
@@ -22,7 +22,7 @@ from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
 from core.store.db import read_first
-from core.store.jobs import TERMINAL, add_event, mark_dispatched, request_cancel
+from core.store.jobs import TERMINAL, add_event, best_checkpoint, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -200,8 +200,15 @@ def metric_series(session: Session, job: Job, max_points: int | None = None) -> 
     return series
 
 
-def checkpoints(session: Session, job: Job) -> list[Checkpoint]:
+def _checkpoint_rows(session: Session, job: Job) -> list[Checkpoint]:
     return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step)))
+
+
+def checkpoints(session: Session, job: Job) -> list[CheckpointRead]:
+    """The job's checkpoints by step, the one 'best' names marked."""
+    rows = _checkpoint_rows(session, job)
+    best = best_checkpoint(rows).id if rows else None
+    return [CheckpointRead.model_validate(row).model_copy(update={"best": row.id == best}) for row in rows]
 
 
 def events(session: Session, job: Job) -> list[JobEvent]:
@@ -249,7 +256,7 @@ def _picture(checkpoint: Path, dataset: Path, modality: str, fmt: str, label_col
 def projection(session: Session, storage: Storage, settings: Settings, job: Job, checkpoint_id: str | None,
                limit: int) -> Projection:  # fmt: skip
     """A 2-D PCA picture of held-out embeddings at a checkpoint (the last by default), coloured by label."""
-    rows = checkpoints(session, job)
+    rows = _checkpoint_rows(session, job)
     if not rows:
         raise Invalid(f"job {job.id} has no checkpoint yet", field="checkpoint_id")
     chosen = rows[-1] if checkpoint_id is None else next((c for c in rows if c.id == checkpoint_id), None)

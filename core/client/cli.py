@@ -238,6 +238,8 @@ def jobs_checkpoints(job_id: str) -> None:
     print_table(table)
     if not rows:
         console.print(f"job {job_id} has no checkpoint yet")
+    for c in (c for c in rows if c.get("best")):
+        console.print(f"best (what --checkpoint best registers): step {c['step']}, {c['id']}")
 
 
 @jobs.command("events")

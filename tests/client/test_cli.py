@@ -52,7 +52,10 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             checkpoints = python_client.job_checkpoints(job["id"])
             series = python_client.job_metrics(job["id"])
         assert len(checkpoints) >= 2 and {"loss", "knn_top1"} <= set(series)
-        listed = run("jobs", "checkpoints", job["id"]).splitlines()
+        output = run("jobs", "checkpoints", job["id"])
+        listed = output.splitlines()
+        (best,) = [c for c in checkpoints if c["best"]]  # the one "best" names, said under the table
+        assert f"best (what --checkpoint best registers): step {best['step']}, {best['id']}" in output, output
         for checkpoint in checkpoints:  # each row: its id, step, epoch, and the held-out metrics where evaluated
             row = next(line for line in listed if checkpoint["id"] in line)
             assert f" {checkpoint['step']} " in row

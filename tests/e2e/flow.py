@@ -67,6 +67,9 @@ def digits_flow(client, auth, storage_root, expected_queue: str) -> None:
     # the interval's, the end's, and the first epoch's evaluation (the best so far): 11 steps an epoch
     assert [c["step"] for c in checkpoints] == [5, 10, total // 2, 15, 20, total]
     assert checkpoints[2]["metrics"]["knn_top1"] == series["knn_top1"][0]["value"] and not checkpoints[1]["metrics"]
+    evaluated = [c for c in checkpoints if "knn_top1" in c["metrics"]]  # the one "best" names is marked
+    best = max(evaluated, key=lambda c: (c["metrics"]["knn_top1"], c["step"]))
+    assert [c["id"] for c in checkpoints if c["best"]] == [best["id"]], checkpoints
     kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()]
     assert kinds == ["queued", "running", "succeeded"]
 

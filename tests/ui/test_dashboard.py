@@ -68,6 +68,10 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
         assert page.locator("[data-testid=events] li").count() >= 3
         page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
 
+        (best,) = [c for c in client.get(f"/v1/jobs/{page.url.rsplit('/', 1)[-1]}/checkpoints", headers=auth).json()
+                   if c["best"]]  # fmt: skip
+        expect(page.locator(f"[data-testid=best-{best['step']}]")).to_have_text("best")
+        assert page.locator("[data-testid=checkpoints] td", has_text="best").count() == 1
         page.fill("[data-testid=model-name-24]", "ui-model")
         page.click("[data-testid=register-24]")
         expect(page.locator("#notice")).to_have_text("registered ui-model v1")

@@ -154,7 +154,8 @@ async function jobPage(id) {
 function buildJobPage(id) {
   const page = {
     id, head: el("div"), charts: el("div", { class: "grid" }), rows: new Map(),
-    checkpoints: el("table", { "data-testid": "checkpoints" }, el("tr", {}, el("th", {}, "step"), el("th", {}, "k-NN"), el("th", {}, ""))),
+    checkpoints: el("table", { "data-testid": "checkpoints" }, el("tr", {}, ...["step", "val_loss", "k-NN", "", ""].map((h) => el("th", {}, h)))),
+    marks: new Map(),  // checkpoint id -> the cell that says whether it is the one "best" names
     picture: el("div", { class: "card" }, el("h3", {}, "Embedding picture (PCA of held-out records)")), choice: null,
     events: el("ol", { "data-testid": "events" }),
   };
@@ -168,18 +169,21 @@ function buildJobPage(id) {
 // others (and what was typed or chosen in them) left as they are.
 function showCheckpoints(page, checkpoints) {
   const ids = new Set(checkpoints.map((c) => c.id));
-  for (const [cid, row] of page.rows) if (!ids.has(cid)) { row.remove(); page.rows.delete(cid); }
+  for (const [cid, row] of page.rows) if (!ids.has(cid)) { row.remove(); page.rows.delete(cid); page.marks.delete(cid); }
   for (const c of checkpoints) {
     if (page.rows.has(c.id)) continue;
     const name = el("input", { placeholder: "model name", size: "16", "data-testid": `model-name-${c.step}` });
-    const row = el("tr", {}, el("td", {}, c.step), el("td", {}, fmt(c.metrics.knn_top1)),
+    const mark = el("td", { "data-testid": `best-${c.step}` });
+    const row = el("tr", {}, el("td", {}, c.step), el("td", {}, fmt(c.metrics.val_loss)), el("td", {}, fmt(c.metrics.knn_top1)), mark,
       el("td", {}, name, el("button", { "data-testid": `register-${c.step}`, onclick: () => act(async () => {
         const m = await api("/v1/models", { method: "POST", json: { job_id: page.id, checkpoint: c.id, name: name.value } });
         alertText(`registered ${m.name} v${m.version}`);
       }) }, "Register model")));
     page.rows.set(c.id, row);
+    page.marks.set(c.id, mark);
     page.checkpoints.append(row);  // checkpoints come in step order, and a new one is the latest
   }
+  for (const c of checkpoints) page.marks.get(c.id).textContent = c.best ? "best" : "";  // it moves as the job goes on
   if (!checkpoints.length) return;
   if (!page.choice) {
     const holder = el("div");
