@@ -17,7 +17,7 @@ from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from core.config import MAX_VAL_FRACTION, RunConfig
 from core.data.readers import ReadLimits, read_records
-from core.data.records import MIN_HELD_OUT, held_out
+from core.data.records import MIN_HELD_OUT, held_out, short_of_a_batch
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
@@ -27,7 +27,6 @@ from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelVersion
-from core.train.loop import TrainingError, check_batch_fits
 
 log = logging.getLogger("embedtrain.api")
 
@@ -37,10 +36,8 @@ def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset
         raise Invalid(f"the dataset holds {dataset.modality} but config.data.modality is {config.data.modality!r}",
                       field="config.data.modality")  # fmt: skip
     n_val = held_out(dataset.num_records, config.data.val_fraction)
-    try:
-        check_batch_fits(dataset.num_records - n_val, config.train.batch_size)
-    except TrainingError as error:  # refused now, rather than by the worker
-        raise Invalid(str(error), field="config.train.batch_size") from None
+    if refusal := short_of_a_batch(dataset.num_records - n_val, config.train.batch_size):  # now, not in the worker
+        raise Invalid(refusal, field="config.train.batch_size")
     if config.data.val_fraction > 0 and n_val < MIN_HELD_OUT:  # the loop would skip every evaluation without a word
         least = math.ceil((MIN_HELD_OUT - 0.5) / dataset.num_records * 100) / 100
         fix = f"raise it to {least}" if least <= MAX_VAL_FRACTION else "upload more data"

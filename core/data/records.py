@@ -14,6 +14,15 @@ def held_out(n: int, val_fraction: float) -> int:
     return int(round(n * val_fraction))
 
 
+def short_of_a_batch(n_train: int, batch: int) -> str | None:
+    """Why a training split smaller than one batch cannot train (the loop takes full batches only); None if it can."""
+    if n_train >= batch:
+        return None
+    split = f"{n_train} record{'s' * (n_train != 1)}"
+    return (f"the training split has {split}, fewer than one batch of train.batch_size={batch}; lower the batch size "
+            "or upload more data")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """Shape of a model's input, stored with every checkpoint so the model can be rebuilt to serve it."""

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.augment import Views, build_views
 from core.config import LossConfig, RunConfig
-from core.data.records import MIN_HELD_OUT, Records
+from core.data.records import MIN_HELD_OUT, Records, short_of_a_batch
 from core.encoders import EmbeddingModel, build_model
 from core.evaluate import evaluate
 from core.losses import NTXentLoss, grad_cache_step
@@ -94,20 +94,13 @@ def build_loss(config: LossConfig) -> NTXentLoss:
     )
 
 
-def check_batch_fits(n_train: int, batch: int) -> None:
-    """Refuses a training split smaller than one batch (the loop takes full batches only)."""
-    if n_train < batch:
-        split = f"{n_train} record{'s' * (n_train != 1)}"
-        raise TrainingError(f"the training split has {split}, fewer than one batch of train.batch_size={batch}; "
-                            "lower the batch size or upload more data")  # fmt: skip
-
-
 def plan_steps(config: RunConfig, n_train: int, world: int) -> tuple[int, int]:
     """Steps per epoch (full batches only) and total steps; refuses data smaller than one batch."""
     batch = config.train.batch_size
     if batch % world:
         raise TrainingError(f"train.batch_size {batch} must be divisible by train.num_devices {world}")
-    check_batch_fits(n_train, batch)
+    if refusal := short_of_a_batch(n_train, batch):
+        raise TrainingError(refusal)
     per_epoch = n_train // batch
     total = per_epoch * config.train.epochs
     if config.train.max_steps is not None:
