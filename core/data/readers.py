@@ -90,6 +90,9 @@ def read_records(
 
 
 def _labels(values: list, column: str) -> tuple[np.ndarray | None, list[str] | None]:
+    """Class indices and names; a missing value is None, NaN or an empty string (a blank cell of a spreadsheet's
+    CSV, in any format), and a column of only missing values is no labels."""
+    values = [None if isinstance(v, str) and v == "" else v for v in values]
     if all(v is None for v in values):
         return None, None
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
@@ -146,7 +149,7 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
     values = [row.get(label_column) for row in rows]
     if require_label and not any(label_column in row for row in rows):
         raise _no_label_column(label_column, list(first))
-    labels, names = _labels([None if value == "" else value for value in values], label_column)
+    labels, names = _labels(values, label_column)
     return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.readers import ReadLimits, decode_image, read_records
+from core.data.readers import DatasetError, ReadLimits, decode_image, read_records
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -74,3 +74,22 @@ def test_whole_float_labels_are_the_integers_classes_in_numeric_order(tmp_path) 
     named = [f'{{"text": "t{i}", "label": "{label}"}}' for i, label in enumerate(["b", "a", "10", "2"])]
     (tmp_path / "n.jsonl").write_text("\n".join(named))
     assert read_records(tmp_path / "n.jsonl", "text", "jsonl", ReadLimits()).label_names == ["10", "2", "a", "b"]
+
+
+@pytest.mark.parametrize("fmt", ["text csv", "vectors csv", "vectors parquet"])
+def test_an_empty_label_cell_is_a_missing_label_in_every_format(tmp_path, fmt: str) -> None:  # noqa: ANN001
+    """A spreadsheet's blank label cell is no label: beside labelled rows it is refused, not a class named ''."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = ["a", "", "b", "a"]
+    modality, suffix = fmt.split()
+    path = tmp_path / f"data.{suffix}"
+    if fmt == "text csv":
+        path.write_text("text,label\n" + "".join(f"t{i},{label}\n" for i, label in enumerate(labels)))
+    elif fmt == "vectors csv":
+        path.write_text("x,y,label\n" + "".join(f"{i},1.5,{label}\n" for i, label in enumerate(labels)))
+    else:
+        pq.write_table(pa.table({"x": [0.5, 1.0, 2.0, 3.0], "label": labels}), path)
+    with pytest.raises(DatasetError, match="some records have a label and some do not"):
+        read_records(path, modality, suffix, ReadLimits())
