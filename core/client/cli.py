@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from core.client.client import ApiError, Client, default_settings
 
@@ -34,7 +35,9 @@ keys = typer.Typer(help="Create, list and revoke API keys (creating needs an adm
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
     app.add_typer(sub, name=name)
 
-console = Console()
+# what it prints comes from users and the server (names, messages): never read as rich's markup ("[/x]") or emoji
+# codes (":warning:")
+console = Console(markup=False, emoji=False)
 T = TypeVar("T")
 state: dict[str, str | None] = {"url": None, "key": None}
 
@@ -51,8 +54,19 @@ def client() -> Client:
     return Client(state["url"], state["key"])
 
 
+def whole() -> bool:
+    """Output goes to a pipe or a file (no terminal) and COLUMNS sets no width: lines are written whole rather than
+    cut or wrapped at rich's 80 columns, so that `| grep` finds an id beside what names it."""
+    return not console.is_terminal and not os.environ.get("COLUMNS")
+
+
+def say(*parts: str | Text) -> None:
+    """A line of text: at a terminal wrapped to its width; into a pipe or a file whole."""
+    console.print(*parts, soft_wrap=whole())
+
+
 def fail(error: ApiError) -> None:
-    console.print(f"[red]error[/red] {error}")
+    say(Text("error", style="red"), str(error))
     raise typer.Exit(1)
 
 
@@ -72,8 +86,8 @@ def call(action: Callable[[], T]) -> T:
         raise  # unreachable: fail() exits
     except httpx.TransportError as error:  # nothing listens there, or it did not answer in time
         url = state["url"] or default_settings()[0]
-        console.print(f"[red]error[/red] no answer from {url} ({type(error).__name__}: {error}); is the service "
-                      "running there? The URL comes from --url, EMBEDTRAIN_URL or the config file.")  # fmt: skip
+        say(Text("error", style="red"), f"no answer from {url} ({type(error).__name__}: {error}); is the service "
+            "running there? The URL comes from --url, EMBEDTRAIN_URL or the config file.")  # fmt: skip
         raise typer.Exit(1) from None
 
 
@@ -97,8 +111,7 @@ def _table(*columns: str) -> Table:
 def print_table(table: Table) -> None:
     """A table at the terminal's width; written to a pipe or a file, where rich would cut it to 80 columns (ids,
     dates and names ending in "…" under `| grep` or `> jobs.txt`), whole, unless COLUMNS sets a width."""
-    whole = not console.is_terminal and not os.environ.get("COLUMNS")
-    (Console(width=100_000) if whole else console).print(table)
+    (Console(width=100_000, markup=False, emoji=False) if whole() else console).print(table)
 
 
 def show(data: object) -> None:
@@ -115,10 +128,10 @@ def print_page(table: Table, page: dict) -> None:
     print_table(table)
     shown, start, total = len(page["items"]), page["offset"], page["total"]
     if not shown and start:
-        console.print(f"no rows from offset {start}; {total} in all")
+        say(f"no rows from offset {start}; {total} in all")
     elif start + shown < total or start:
         after = f"; --offset {start + shown} for the next page" if start + shown < total else ""
-        console.print(f"rows {start + 1}-{start + shown} of {total}{after}")
+        say(f"rows {start + 1}-{start + shown} of {total}{after}")
 
 
 @datasets.command("upload")
@@ -152,7 +165,7 @@ def datasets_delete(dataset_id: str, yes: bool = YES) -> None:
     """Delete a dataset (its file too) that no queued or running job uses."""
     confirm(f"Delete dataset {dataset_id} and its file", yes)
     call(lambda: client().delete_dataset(dataset_id))
-    console.print(f"deleted dataset {dataset_id}")
+    say(f"deleted dataset {dataset_id}")
 
 
 @jobs.command("submit")
@@ -199,7 +212,7 @@ def jobs_delete(job_id: str, yes: bool = YES) -> None:
     """Delete a finished job with its metrics, events and checkpoints (files too)."""
     confirm(f"Delete job {job_id} with its metrics, events and checkpoints", yes)
     call(lambda: client().delete_job(job_id))
-    console.print(f"deleted job {job_id}")
+    say(f"deleted job {job_id}")
 
 
 @jobs.command("watch")
@@ -217,7 +230,7 @@ def jobs_watch(job_id: str, poll: float = typer.Option(1.0, help="Seconds betwee
                             rate=f"{p['samples_per_s']:.0f}" if p["samples_per_s"] else "-")  # fmt: skip
 
         job = call(lambda: client().wait(job_id, poll_s=poll, on_update=update))
-    console.print(f"{job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
+    say(f"{job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
     if job["status"] != "succeeded":
         raise typer.Exit(1)
 
@@ -237,9 +250,9 @@ def jobs_checkpoints(job_id: str) -> None:
                       _number(c["metrics"].get("knn_top1")))  # fmt: skip
     print_table(table)
     if not rows:
-        console.print(f"job {job_id} has no checkpoint yet")
+        say(f"job {job_id} has no checkpoint yet")
     for c in (c for c in rows if c.get("best")):
-        console.print(f"best (what --checkpoint best registers): step {c['step']}, {c['id']}")
+        say(f"best (what --checkpoint best registers): step {c['step']}, {c['id']}")
 
 
 @jobs.command("events")
@@ -274,7 +287,7 @@ def jobs_metrics(
         table.add_row(name, *(_number(v) for v in (values[0], values[-1], min(values), max(values))))
     print_table(table)
     if not every:
-        console.print(f"job {job_id} has no metrics yet")
+        say(f"job {job_id} has no metrics yet")
 
 
 @models.command("register")
@@ -310,7 +323,7 @@ def models_download(
     version: int | None = typer.Option(None, help="Default: the newest."),
 ) -> None:
     """Save a version's weights (with its run config) for core.inference.Embedder(OUT), offline."""
-    console.print(f"saved {call(lambda: client().download_model(name, out, version))}")
+    say(f"saved {call(lambda: client().download_model(name, out, version))}")
 
 
 @models.command("delete")
@@ -319,7 +332,7 @@ def models_delete(name: str, version: int | None = typer.Option(None, help="Only
     """Delete a model's versions, or one (undeploy first); its job and checkpoints stay."""
     confirm(f"Delete every version of model {name}" if version is None else f"Delete {name} version {version}", yes)
     versions = call(lambda: client().delete_model(name, version))["versions"]
-    console.print(f"deleted {name} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}")
+    say(f"deleted {name} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}")
 
 
 @models.command("list")

@@ -312,3 +312,24 @@ def test_client_wait_rides_out_an_api_restart(client, auth) -> None:
 
     with Client(f"http://127.0.0.1:{free_port()}", key) as nowhere, pytest.raises(httpx.ConnectError):
         nowhere.wait(job_id, outage_s=60)  # the first poll's error at once: most likely a wrong URL
+
+
+def test_cli_prints_names_and_messages_verbatim(client, auth) -> None:
+    """Names and messages come from users and the server; rich read brackets in them as its markup: "scan [v2]"
+    listed as "scan ", a name holding "[/x]" ended `datasets list` in a MarkupError traceback, as did an error
+    message quoting it. Into a pipe a message is one line, as tables are, not cut at 80 columns."""
+    for name in ("scan [v2]", "odd [/x] name", "emoji :warning: text"):
+        answer = client.post("/v1/datasets", headers=auth, data={"modality": "vectors", "name": name},
+                             files={"file": ("v.csv", b"a,b\n1,2\n")})  # fmt: skip
+        assert answer.status_code == 201, answer.text
+    key = auth["Authorization"].removeprefix("Bearer ")
+    piped = CliRunner(env={"COLUMNS": None})  # no terminal, no width: as under `| grep` or `> out.txt`
+    with LiveServer(client.app) as base:
+        listed = piped.invoke(app, ["--url", base, "--key", key, "datasets", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert all(name in listed.output for name in ("scan [v2]", "odd [/x] name", "emoji :warning: text"))
+        missing = "[x]" + "0" * 80  # its 404 names it, in a message longer than 80 columns
+        shown = piped.invoke(app, ["--url", base, "--key", key, "jobs", "show", missing])
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit), shown.output
+    (line,) = [line for line in shown.output.splitlines() if line.strip()]
+    assert line.startswith("error 404") and f"job {missing} not found" in line, shown.output
