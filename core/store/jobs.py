@@ -192,7 +192,8 @@ def request_cancel(session: Session, job: Job) -> None:
         job.status, job.finished_at = "cancelled", now
         add_event(session, job.id, "cancelled", "cancelled before it started")
     else:
-        add_event(session, job.id, "cancel_requested", "stop requested; the job stops within a few steps")
+        add_event(session, job.id, "cancel_requested", "stop requested; the job stops at its worker's next heartbeat "
+                  "(every EMBEDTRAIN_HEARTBEAT_S seconds) and keeps its last checkpoint")  # fmt: skip
 
 
 def mark_dispatched(session: Session, job_id: str) -> None:

@@ -84,7 +84,11 @@ class Settings(BaseSettings):
         "version serves a model name; a deploy takes effect within it.",
     )
     lease_s: float = Field(60.0, ge=1, le=3600, description="A running job's lease; renewed by its heartbeat.")
-    heartbeat_s: float = Field(10.0, ge=0.2, le=600, description="How often a worker renews its lease.")
+    heartbeat_s: float = Field(
+        2.0, ge=0.2, le=600,
+        description="How often a worker renews its lease and reads whether its job's cancel was asked for: a "
+        "running job stops within this long of a cancel, after its current step.",
+    )  # fmt: skip
     sweep_interval_s: float = Field(15.0, ge=0.5, le=3600, description="How often workers look for stale jobs.")
     requeue_after_s: float = Field(120.0, ge=1, description="A queued job not picked up by then is sent again.")
     max_attempts: int = Field(3, ge=1, le=100, description="Deliveries of a job before a stale one is failed.")
