@@ -27,6 +27,12 @@ class ServiceError(Exception):
         self.message, self.field, self.headers = message, field, headers
 
 
+class Forbidden(ServiceError):
+    """What the caller's key may never do (a route whose rule is public, unlike another tenant's rows: 404)."""
+
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 
@@ -74,6 +80,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
         (401, "Missing, invalid or revoked API key"),
+        (403, "The key may not do this (creating keys and the operators' metrics need an admin key)"),
         (404, "Not found, or owned by another tenant"),
         (409, "Conflicts with the current state"),
         (413, "Request or upload too large"),
@@ -89,7 +96,7 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
     return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found", 405: "method_not_allowed",
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_exceeded",
           503: "service_unavailable"}  # fmt: skip
 

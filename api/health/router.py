@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import PrincipalDep, SettingsDep
-from api.errors import ERROR_RESPONSES, NotFound
+from api.errors import ERROR_RESPONSES, Forbidden
 from core.store.broker import client
 from core.store.db import get_engine
 
@@ -26,7 +26,7 @@ def healthz() -> dict[str, str]:
 def metrics(request: Request, principal: PrincipalDep) -> Response:
     """Prometheus metrics (admin key: they span every tenant)."""
     if not principal.is_admin:
-        raise NotFound("not found")
+        raise Forbidden("the metrics span every tenant: they need an admin key")
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

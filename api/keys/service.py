@@ -5,16 +5,17 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import NotFound
+from api.errors import Forbidden, NotFound
 from api.keys.schemas import KeyCreate
 from core.store.keys import Principal, create_key, revoke_key
 from core.store.tables import ApiKey
 
 
 def create(session: Session, principal: Principal, body: KeyCreate) -> tuple[ApiKey, str]:
-    """A new key (admins only; others see 404, as for anything they may not touch)."""
+    """A new key (admins only: another key is refused with 403, the rule being public)."""
     if not principal.is_admin:
-        raise NotFound("not found")
+        raise Forbidden("creating keys needs an admin key; ask an admin for a key, or run "
+                        "'embedtrain-admin keys create' on the server")  # fmt: skip
     row, key = create_key(session, body.owner, body.name, is_admin=body.admin)
     session.commit()
     return row, key

@@ -287,7 +287,8 @@ def test_metrics_report_requests_jobs_batches_and_cache(client, auth, settings, 
         assert (
             client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.1] * 6]}).status_code == 200
         )
-    assert client.get("/metrics", headers=auth).status_code == 404  # tenants do not see operator metrics
+    refused = client.get("/metrics", headers=auth)  # tenants do not see operator metrics, and are told why
+    assert refused.status_code == 403 and "admin key" in refused.json()["error"]["message"], refused.text
     admin = {"Authorization": f"Bearer {keys.make('ops', admin=True)}"}
     response = client.get("/metrics", headers=admin)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
