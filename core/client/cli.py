@@ -404,6 +404,10 @@ def embed(
         raise typer.BadParameter(f"{output!r} is not one of 'json', 'npy'", param_hint="--output")
     if out is not None and not out.parent.is_dir():  # said before the inputs are embedded, not after
         raise typer.BadParameter(f"{out.parent} is not a directory", param_hint="--out")
+    if images and texts:  # what `--image *.png` gives: the shell's first file to --image, the others as texts
+        raise typer.BadParameter(f"each image file needs its own --image (--image a.png --image b.png); "
+                                 f"{texts[0]!r}{f' and {len(texts) - 1} more' if len(texts) > 1 else ''} came as "
+                                 "texts, as a shell glob after --image gives them", param_hint="--image")  # fmt: skip
     if sum(map(bool, (texts, vectors_file, images))) > 1:
         raise typer.BadParameter("give texts, --vectors or --image, one kind of input at a time")
     if vectors_file is not None:

@@ -278,6 +278,12 @@ def test_cli_refuses_unusable_files_before_sending_anything(tmp_path) -> None:
     result = runner.invoke(app, [*url, "embed", "--model", "m", "--output", "npy", "--out", str(tmp_path / "no" / "e.npy"),
                                  "hi"])  # fmt: skip
     assert result.exit_code == 2 and f"{tmp_path / 'no'} is not a directory" in result.output, result.output
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    globbed = [str(tmp_path / name) for name in ("a.png", "b.png", "c.png")]  # what `--image *.png` passes
+    result = runner.invoke(app, [*url, "embed", "--model", "m", "--image", *globbed])
+    assert result.exit_code == 2 and "each image file needs its own --image" in result.output, result.output
+    assert f"'{globbed[1]}' and 1 more came as texts" in result.output, result.output  # before: "one kind of input"
 
 
 def test_client_wait_rides_out_an_api_restart(client, auth) -> None:
