@@ -426,11 +426,12 @@ def test_a_key_that_is_not_an_admin_is_told_creating_keys_needs_one(client, keys
     left to guess. The route is no secret; its rule is said (403), and nothing is created."""
     tenant = {"Authorization": f"Bearer {keys.make(f'tenant-{uuid.uuid4().hex[:6]}')}"}
     auth = {"Authorization": f"Bearer {keys.make(f'root-{uuid.uuid4().hex[:6]}', admin=True)}"}
-    refused = client.post("/v1/keys", headers=tenant, json={"owner": "someone-else", "name": "x"})
+    owner = f"someone-else-{uuid.uuid4().hex[:6]}"
+    refused = client.post("/v1/keys", headers=tenant, json={"owner": owner, "name": "x"})
     error = refused.json()["error"]
     assert refused.status_code == 403 and error["type"] == "permission_error", refused.text
     assert "admin key" in error["message"], error
     owners = {k["owner"] for k in client.get("/v1/keys", headers=auth).json()}  # the admin sees every owner's keys
-    assert "someone-else" not in owners
-    made = client.post("/v1/keys", headers=auth, json={"owner": "someone-else", "name": "x"})  # an admin may
+    assert owner not in owners
+    made = client.post("/v1/keys", headers=auth, json={"owner": owner, "name": "x"})  # an admin may
     assert made.status_code == 201 and made.json()["key"].startswith("et_"), made.text

@@ -115,7 +115,7 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
         assert "deleted dataset" in run("datasets", "delete", dataset["id"], "-y")
         assert dataset["id"] not in run("datasets", "list")
         # keys: only admins create; anyone can revoke their own
-        assert "404" in run("keys", "create", "--owner", "x", code=1)
+        assert "403: creating keys needs an admin key" in run("keys", "create", "--owner", "x", code=1)
         admin = keys.make("cli-admin", admin=True)
         created = json.loads(
             runner.invoke(app, ["--url", base, "--key", admin, "keys", "create", "--owner", "bob"]).output
