@@ -31,11 +31,16 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 class ApiError(RuntimeError):
-    """A 4xx/5xx answer, with the service's message and the field it names."""
+    """A 4xx/5xx answer, with the service's message and the field it names; ``details``: every problem of a refused
+    body (``{"field", "message"}``, the first being ``message``'s), each a line of its own in the error's text."""
 
-    def __init__(self, status: int, message: str, field: str | None, retry_after: float | None = None) -> None:
-        super().__init__(f"{status}: {message}" + (f" (field: {field})" if field else ""))
+    def __init__(self, status: int, message: str, field: str | None, retry_after: float | None = None,
+                 details: list[dict] | None = None) -> None:  # fmt: skip
+        more = "".join(f"\n  {d['field']}: {d['message']}" if d.get("field") else f"\n  {d['message']}"
+                       for d in (details or [])[1:])  # fmt: skip
+        super().__init__(f"{status}: {message}" + (f" (field: {field})" if field else "") + more)
         self.status, self.message, self.field, self.retry_after = status, message, field, retry_after
+        self.details = details or []
 
 
 def default_settings() -> tuple[str, str | None]:
@@ -77,7 +82,8 @@ class Client:
         retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None  # seconds, not a date
         try:
             error = response.json()["error"]
-            raise ApiError(response.status_code, error["message"], error.get("param"), retry_after)
+            raise ApiError(response.status_code, error["message"], error.get("param"), retry_after,
+                           error.get("details"))  # fmt: skip
         except (ValueError, KeyError):
             raise ApiError(response.status_code, response.text[:500], None, retry_after) from None
 
@@ -224,7 +230,7 @@ class Client:
                 parts.append(self._embed(model, batch, dimensions))
             except ApiError as error:
                 where = f" (in the request of inputs {start}-{start + len(batch) - 1}, counted from 0 there)"
-                raise ApiError(error.status, error.message + where, error.field) from None
+                raise ApiError(error.status, error.message + where, error.field, details=error.details) from None
         return np.concatenate(parts)
 
     def _embed(self, model: str, inputs: list[Any] | str, dimensions: int | None) -> np.ndarray:

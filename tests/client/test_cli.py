@@ -339,3 +339,27 @@ def test_cli_prints_names_and_messages_verbatim(client, auth) -> None:
     assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit), shown.output
     (line,) = [line for line in shown.output.splitlines() if line.strip()]
     assert line.startswith("error 404") and f"job {missing} not found" in line, shown.output
+
+
+def test_every_problem_of_a_refused_config_is_said_at_once(client, auth, tmp_path) -> None:
+    """The API lists each problem of a body in ``error.details``; the client kept the first, so a config with three
+    mistakes took three submissions to find them. Now ApiError holds them all and the CLI prints each."""
+    dataset = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
+                          files={"file": ("v.csv", vectors_csv())}).json()  # fmt: skip
+    config = vector_config()
+    config["model"] |= {"hidden_dim": 2, "num_layers": 99}
+    config["loss"] = {"temperature": 0}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base:
+        with Client(base, key) as python_client, pytest.raises(ApiError) as refused:
+            python_client.submit_job(dataset["id"], config)
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(
+            app, ["--url", base, "--key", key, "jobs", "submit", "--dataset", dataset["id"], "--config",
+                  str(tmp_path / "run.json")],
+        )  # fmt: skip
+    fields = ["config.model.hidden_dim", "config.model.num_layers", "config.loss.temperature"]
+    assert [d["field"] for d in refused.value.details] == fields, refused.value.details
+    assert refused.value.field == fields[0] and all(f"{field}: " in str(refused.value) for field in fields)
+    said = result.output
+    assert result.exit_code == 1 and all(f"{field}: Input should be" in said for field in fields), said
