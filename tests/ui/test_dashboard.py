@@ -220,6 +220,23 @@ def test_the_new_job_form_takes_a_dataset_beyond_those_listed_by_id(client, auth
 
 
 @pytest.mark.slow
+def test_the_new_job_form_says_every_problem_of_a_refused_config(client, auth) -> None:
+    """Before, the form showed the API's first problem alone (``error.message``), as the CLI did: a config with three
+    mistakes took three submissions. Now each of ``error.details`` is a line under the button."""
+    upload(client, auth, vectors_csv(n=40))
+    config = {"data": {"modality": "vectors"}, "model": {"hidden_dim": 2, "num_layers": 99}, "loss": {"temperature": 0}}
+    with logged_in(client.app, auth["Authorization"].removeprefix("Bearer ")) as (_, page):
+        page.click("text=New job")
+        page.fill("[data-testid=config]", json.dumps(config))
+        page.click("[data-testid=submit]")
+        said = page.locator("[data-testid=submit-error]")
+        expect(said).to_contain_text("config.loss.temperature")
+        lines = said.inner_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["config.model.hidden_dim", "config.model.num_layers",
+                                                      "config.loss.temperature"], lines  # fmt: skip
+
+
+@pytest.mark.slow
 def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) -> None:
     """Before, the dashboard could not upload a dataset: a key without one was sent to the REST API or the CLI."""
     key = auth["Authorization"].removeprefix("Bearer ")

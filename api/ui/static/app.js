@@ -14,8 +14,14 @@ async function api(path, options = {}) {
   if (response.status === 401) { sessionStorage.removeItem("embedtrain-key"); showLogin("the key was refused"); throw new Error("401"); }
   if (options.raw && response.ok) return response;  // a file: the caller reads it
   const body = response.status === 204 ? null : await response.json();
-  if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
+  if (!response.ok) throw new Error(body && body.error ? errorText(body.error) : `HTTP ${response.status}`);
   return body;
+}
+
+// an error answer's message, then each further problem it lists (a refused config's every mistake), a line each
+function errorText(error) {
+  const more = (error.details || []).slice(1).map((d) => (d.field ? `${d.field}: ${d.message}` : d.message));
+  return [error.message, ...more].join("\n");
 }
 
 function el(tag, attrs = {}, ...children) {
