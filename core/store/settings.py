@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.data.readers import ReadLimits
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         2.0, ge=0.2, le=600,
         description="How often a worker renews its lease and reads whether its job's cancel was asked for: a "
-        "running job stops within this long of a cancel, after its current step.",
+        "running job stops within this long of a cancel, after its current step. Under a third of the lease.",
     )  # fmt: skip
     sweep_interval_s: float = Field(15.0, ge=0.5, le=3600, description="How often workers look for stale jobs.")
     requeue_after_s: float = Field(120.0, ge=1, description="A queued job not picked up by then is sent again.")
@@ -109,6 +109,16 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry (request traces, HTTP metrics, error logs) through the globally "
         "configured providers. Off: /metrics covers requests, and looking for providers costs ~8 us a request.",
     )
+
+    @model_validator(mode="after")
+    def _lease_outlives_missed_beats(self) -> Settings:
+        """A lease must outlive two heartbeats that fail (a failed beat is tried again at the next): otherwise it
+        expires while its worker still trains, and the sweeper hands the job to another worker."""
+        if self.heartbeat_s * 3 >= self.lease_s:
+            raise ValueError(f"EMBEDTRAIN_HEARTBEAT_S ({self.heartbeat_s} s) must be under a third of "
+                             f"EMBEDTRAIN_LEASE_S ({self.lease_s} s), so that a lease outlives two missed heartbeats; "
+                             "lower the heartbeat or lengthen the lease")  # fmt: skip
+        return self
 
     @property
     def read_limits(self) -> ReadLimits:

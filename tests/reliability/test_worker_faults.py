@@ -184,3 +184,21 @@ def test_broker_restart_loses_no_queued_or_running_job(tmp_path, pg_url, redis_u
     finally:
         worker.stop()
     assert [job["status"] for job in ended] == ["succeeded"] * 3, (ended, worker.output()[-3000:])
+
+
+def test_a_heartbeat_too_slow_for_its_lease_is_refused_at_start(monkeypatch) -> None:
+    """EMBEDTRAIN_HEARTBEAT_S=100 beside the 60 s lease was taken: every lease then expired between beats, and the
+    sweeper handed each running job to another worker while the first still trained it. A lease must outlive two
+    missed beats (a beat that fails is tried again at the next)."""
+    from pydantic import ValidationError
+
+    from core.store.settings import Settings
+
+    monkeypatch.setenv("EMBEDTRAIN_HEARTBEAT_S", "100")
+    for beat in ("100", "20"):  # 20: the lease would end as the third beat renews it
+        monkeypatch.setenv("EMBEDTRAIN_HEARTBEAT_S", beat)
+        with pytest.raises(ValidationError, match=rf"EMBEDTRAIN_HEARTBEAT_S \({beat}.0 s\) must be under a third of "
+                                                  r"EMBEDTRAIN_LEASE_S \(60.0 s\)"):  # fmt: skip
+            Settings()
+    monkeypatch.setenv("EMBEDTRAIN_HEARTBEAT_S", "19")
+    assert Settings().heartbeat_s == 19.0
