@@ -53,12 +53,20 @@ def default_settings() -> tuple[str, str | None]:
 
 
 class Client:
-    """The REST API as Python methods. Every method raises :class:`ApiError` on an error answer."""
+    """The REST API as Python methods. Every method raises :class:`ApiError` on an error answer.
 
-    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0) -> None:
+    A request refused by the key's rate limit (429) is sent again after the answer's Retry-After, up to
+    ``rate_limit_retries`` times (uploads excepted: their file was read), as OpenAI's client does.
+    """
+
+    MAX_RATE_WAIT_S = 60.0  # a longer Retry-After is raised rather than slept through
+
+    def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0,
+                 rate_limit_retries: int = 3) -> None:  # fmt: skip
         default_url, default_key = default_settings()
         headers = {"Authorization": f"Bearer {key or default_key}"} if (key or default_key) else {}
         self.http = httpx.Client(base_url=url or default_url, headers=headers, timeout=timeout)
+        self.rate_limit_retries = rate_limit_retries
 
     def close(self) -> None:
         self.http.close()
@@ -71,6 +79,12 @@ class Client:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
+        for _ in range(0 if "files" in kwargs else self.rate_limit_retries):  # an upload's file was read
+            wait = response.headers.get("Retry-After", "") if response.status_code == 429 else ""
+            if not wait.isdigit() or float(wait) > self.MAX_RATE_WAIT_S:
+                break
+            time.sleep(float(wait))
+            response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             self._raise(response)
         return response.json() if response.content else None

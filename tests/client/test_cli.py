@@ -363,3 +363,25 @@ def test_every_problem_of_a_refused_config_is_said_at_once(client, auth, tmp_pat
     assert refused.value.field == fields[0] and all(f"{field}: " in str(refused.value) for field in fields)
     said = result.output
     assert result.exit_code == 1 and all(f"{field}: Input should be" in said for field in fields), said
+
+
+def test_the_client_waits_out_a_rate_limit_as_the_answer_says(tmp_path, pg_url, redis_url, keys) -> None:
+    """A script submitting more jobs (or embedding requests) than its key's per-minute rate failed at the first 429;
+    OpenAI's client waits as Retry-After says and sends again, and so does this one (a few times)."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    limited = make_settings(tmp_path, pg_url, redis_url, rate_jobs_per_min=60)  # a burst of 60, then 1 a second
+    key = keys.make(f"busy-{time.time_ns()}")
+    with TestClient(create_app(limited)) as app_client, LiveServer(app_client.app) as base:
+        dataset = app_client.post("/v1/datasets", headers={"Authorization": f"Bearer {key}"},
+                                  data={"modality": "vectors"}, files={"file": ("v.csv", vectors_csv())}).json()  # fmt: skip
+        with Client(base, key) as python_client:
+            jobs = [python_client.submit_job(dataset["id"], vector_config(), name=f"j{i}") for i in range(62)]
+            assert len({job["id"] for job in jobs}) == 62  # the 61st and 62nd waited for their tokens
+        with Client(base, key, rate_limit_retries=0) as impatient, pytest.raises(ApiError) as refused:
+            for _ in range(3):
+                impatient.submit_job(dataset["id"], vector_config())
+    assert refused.value.status == 429 and refused.value.retry_after >= 1, refused.value
