@@ -257,7 +257,7 @@ def jobs_checkpoints(job_id: str) -> None:
 
 @jobs.command("events")
 def jobs_events(job_id: str) -> None:
-    """List a job's events in order: queued, running, resumed, requeued, and how it ended (with the error)."""
+    """List a job's events in order: queued, waiting, running, resumed, requeued, and how it ended (with the error)."""
     table = _table("time", "event", "message")
     for event in call(lambda: client().job_events(job_id)):
         table.add_row(event["created_at"][:19], event["kind"], event["message"])

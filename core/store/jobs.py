@@ -10,7 +10,8 @@ Sweeper rule (documented in the README):
 * ``running`` with an expired lease: re-queued and sent again while ``attempts < max_attempts``, else
   ``failed`` ("worker lost"); if a cancel was requested it becomes ``cancelled``.
 * ``queued`` and not picked up within ``requeue_after_s`` of its last dispatch: sent again (covers a broker
-  that lost its messages, e.g. a restarted Redis without persistence).
+  that lost its messages, e.g. a restarted Redis without persistence); the first time, a ``waiting`` event says so
+  and names the queue (its workers all busy, or none consuming it).
 """
 
 from __future__ import annotations
@@ -231,9 +232,24 @@ def sweep(session: Session, max_attempts: int, requeue_after_s: float, now: date
             )
             resend.append(job)
     overdue = now - timedelta(seconds=requeue_after_s)
-    resend += session.scalars(
+    unpicked = session.scalars(
         select(Job)
         .where(Job.status == "queued", or_(Job.dispatched_at.is_(None), Job.dispatched_at < overdue))
         .with_for_update(skip_locked=True)
-    ).all()
-    return resend
+    )
+    waiting = [job for job in unpicked if job not in resend]  # the stale jobs re-queued above are queued now too
+    _say_once_why_waiting(session, [job for job in waiting if job.dispatched_at is not None], requeue_after_s)
+    return resend + waiting
+
+
+def _say_once_why_waiting(session: Session, jobs: list[Job], requeue_after_s: float) -> None:
+    """A ``waiting`` event for each job sent to its queue and not picked up since, the first time only: every
+    worker of the queue may be busy, or none consumes it (a job for the ``gpu`` queue where no GPU worker runs)."""
+    told = set(session.scalars(select(JobEvent.job_id).where(JobEvent.job_id.in_([job.id for job in jobs]),
+                                                             JobEvent.kind == "waiting")))  # fmt: skip
+    for job in jobs:
+        if job.id not in told:
+            add_event(session, job.id, "waiting", f"not picked up within {requeue_after_s:g} s of being sent to "
+                      f"queue {job.queue!r}; sent again, and again every {requeue_after_s:g} s until a worker takes "
+                      "it. Every worker of that queue may be busy, or none consumes it: train.device 'cuda' needs a "
+                      "GPU worker (its queue is 'gpu'), 'cpu' a worker of the 'cpu' queue")  # fmt: skip

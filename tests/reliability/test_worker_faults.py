@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.store.db import transaction
 from core.store.jobs import sweep
@@ -156,6 +156,33 @@ def test_stale_jobs_are_requeued_or_failed_by_the_documented_rule(settings) -> N
         assert kinds == ["requeued"]
 
 
+def test_a_queued_job_no_worker_takes_says_so_once_in_its_events(settings) -> None:
+    """A job sent to a queue no worker takes (``device: cuda`` with CPU workers only) stayed queued without a word:
+    the sweeper sent it again every REQUEUE_AFTER_S. Its first re-send now leaves a ``waiting`` event naming the
+    queue and what to check; later re-sends add none. A job just re-queued after a lost lease gets none."""
+    stale = _running_job(settings, attempts=1, heartbeat_age_s=60)
+    long_ago = utcnow() - timedelta(seconds=settings.requeue_after_s + 5)
+    with transaction(settings) as session:
+        sent = Job(owner="o", name="gpu", dataset_id=None, config={}, queue=f"{settings.queue_prefix}gpu",
+                   status="queued", dispatched_at=long_ago)  # fmt: skip
+        fresh = Job(owner="o", name="new", dataset_id=None, config={}, queue=f"{settings.queue_prefix}cpu",
+                    status="queued", dispatched_at=utcnow())  # fmt: skip
+        session.add_all([sent, fresh])
+        session.flush()
+        sent_id, fresh_id = sent.id, fresh.id
+    for _ in range(2):  # the first sweep says it; the second (sent again meanwhile) adds nothing
+        with transaction(settings) as session:
+            resend = [job.id for job in sweep(session, settings.max_attempts, settings.requeue_after_s)]
+            session.execute(update(Job).where(Job.id == sent_id).values(dispatched_at=long_ago))
+        assert resend.count(sent_id) == 1 and resend.count(stale) <= 1 and fresh_id not in resend, resend
+    with transaction(settings) as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id.in_([sent_id, stale, fresh_id]))).all()
+    said = [(e.job_id, e.kind) for e in events]
+    assert said.count((sent_id, "waiting")) == 1 and (stale, "waiting") not in said and fresh_id not in dict(said)
+    (waiting,) = [e.message for e in events if e.kind == "waiting"]
+    assert f"queue '{settings.queue_prefix}gpu'" in waiting and "train.device 'cuda' needs a GPU worker" in waiting
+
+
 def _restart_redis() -> None:
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "shutdown", "nosave"], capture_output=True, timeout=20)
     subprocess.run(["bash", ".ci/services.sh"], check=True, capture_output=True, timeout=120)
@@ -194,7 +221,6 @@ def test_a_heartbeat_too_slow_for_its_lease_is_refused_at_start(monkeypatch) -> 
 
     from core.store.settings import Settings
 
-    monkeypatch.setenv("EMBEDTRAIN_HEARTBEAT_S", "100")
     for beat in ("100", "20"):  # 20: the lease would end as the third beat renews it
         monkeypatch.setenv("EMBEDTRAIN_HEARTBEAT_S", beat)
         with pytest.raises(ValidationError, match=rf"EMBEDTRAIN_HEARTBEAT_S \({beat}.0 s\) must be under a third of "
