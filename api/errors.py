@@ -96,9 +96,9 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
     return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_exceeded",
-          503: "service_unavailable"}  # fmt: skip
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 422: "invalid_request_error",
+          429: "rate_limit_exceeded", 503: "service_unavailable"}  # fmt: skip
 
 
 def install_error_handlers(app: FastAPI) -> None:
