@@ -245,6 +245,8 @@ def sweep(session: Session, max_attempts: int, requeue_after_s: float, now: date
 def _say_once_why_waiting(session: Session, jobs: list[Job], requeue_after_s: float) -> None:
     """A ``waiting`` event for each job sent to its queue and not picked up since, the first time only: every
     worker of the queue may be busy, or none consumes it (a job for the ``gpu`` queue where no GPU worker runs)."""
+    if not jobs:  # the usual sweep: no read of the events
+        return
     told = set(session.scalars(select(JobEvent.job_id).where(JobEvent.job_id.in_([job.id for job in jobs]),
                                                              JobEvent.kind == "waiting")))  # fmt: skip
     for job in jobs:
