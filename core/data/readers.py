@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -237,11 +238,13 @@ def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
 
 def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
     import pyarrow as pa
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
-        table = pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path)
+        if fmt == "csv":
+            table = _read_csv_table(path, label_column, require_label)
+        else:
+            table = _without_pandas_index(pq.read_table(path))
     except (pa.ArrowInvalid, OSError) as error:
         raise DatasetError(f"the {fmt.upper()} file cannot be read: {str(error).splitlines()[0]}") from None
     labels = names = None
@@ -255,6 +258,50 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, 
     blocks = [_feature_block(name, column) for name, column in zip(table.column_names, table.columns, strict=True)]
     x = np.column_stack(blocks)
     return Records("vectors", vectors=_finite_matrix(x, "the feature columns"), labels=labels, label_names=names)
+
+
+def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa: ANN202 - a pyarrow Table
+    """A vectors CSV as a table, with its first row read as data when it holds only numbers (what ``np.savetxt`` and
+    pandas' ``to_csv(header=False)`` write), not silently taken for column names; pandas' default column names
+    ``0, 1, ...`` are names. An unnamed column (pandas' ``to_csv()`` writes its row index so) and a first row of
+    names and numbers mixed are refused: either would put something that is not a feature among the features."""
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path)
+    columns = table.column_names
+    unnamed = next((i for i, name in enumerate(columns) if not name.strip()), None)
+    if unnamed is not None:
+        raise DatasetError(f"column {unnamed + 1} of the header has no name; pandas' to_csv() writes its row index so, "
+                           "which is not a feature: write the file with to_csv(index=False), or name the column")  # fmt: skip
+    numbers = [name for name in columns if _is_number(name)]
+    if not numbers or numbers == [str(i) for i in range(len(numbers))]:
+        return table
+    if len(numbers) < len(columns):
+        raise DatasetError(f"the first row mixes numbers ({', '.join(numbers[:3])}) with names; it would be taken for "
+                           "the header and lost as data: begin the file with a header row naming every column, such "
+                           "as x0,x1,...,label")  # fmt: skip
+    if require_label:
+        raise LabelColumnError(f"the file has no header row (its first row is numbers), so no column is named "
+                               f"{label_column!r}: begin it with a header row naming every column, such as "
+                               f"x0,x1,...,{label_column}")  # fmt: skip
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))  # f0, f1, ...
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _without_pandas_index(table):  # noqa: ANN001, ANN202 - a pyarrow Table
+    """The table without the unnamed index pandas' ``to_parquet`` stores beside the data (``__index_level_0__``, for
+    a frame whose index is not a plain range, as after a filter or a shuffle): a row's number is not a feature. A
+    named index (``set_index("label")``) is the user's column and stays."""
+    index = (table.schema.pandas_metadata or {}).get("index_columns", [])
+    unnamed = [name for name in index if isinstance(name, str) and re.fullmatch(r"__index_level_\d+__", name)]
+    return table.drop([name for name in unnamed if name in table.column_names])
 
 
 def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow ChunkedArray

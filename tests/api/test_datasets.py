@@ -77,6 +77,7 @@ GOOD = [
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
+    ("vectors", "savetxt.csv", b"5.0e-01,1.0e+00\n2.5e-01,3.0e+00\n1.0e+00,2.0e+00\n", 3, None),  # no header row
     ("vectors", "v.parquet", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4], "label": [0, 1]})), 2, 2),
     # embeddings as pandas, Polars and Hugging Face datasets write them: one list of numbers a record
     (
@@ -155,6 +156,7 @@ BAD = [
     ("1-D npy", "vectors", "v.npy", npy(np.arange(3.0)), "2-D"),
     ("pickled npy", "vectors", "v.npy", npy(np.array([{"a": 1}], dtype=object)), "cannot be read"),
     ("text column in vectors", "vectors", "v.csv", b"a,b\n1,x\n2,y\n", "not numeric"),
+    ("pandas index in csv", "vectors", "v.csv", b",a,b\n0,1,2\n1,3,4\n", "column 1 of the header has no name"),
     ("ragged lists", "vectors", "v.parquet", parquet(pa.table({"e": [[1.0, 2.0], [3.0]]})), "one length, not [1, 2]"),
     (
         "lists of text",

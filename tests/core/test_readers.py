@@ -93,3 +93,43 @@ def test_an_empty_label_cell_is_a_missing_label_in_every_format(tmp_path, fmt: s
         pq.write_table(pa.table({"x": [0.5, 1.0, 2.0, 3.0], "label": labels}), path)
     with pytest.raises(DatasetError, match="some records have a label and some do not"):
         read_records(path, modality, suffix, ReadLimits())
+
+
+def test_a_vectors_csv_without_a_header_keeps_its_first_row(tmp_path) -> None:  # noqa: ANN001
+    """``np.savetxt`` and ``to_csv(header=False)`` write no header: the first row is data, not column names."""
+    x = np.arange(15, dtype=np.float32).reshape(5, 3) / 7
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",")
+    records = read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits())
+    assert len(records) == 5 and np.allclose(records.vectors, x)  # before: 4 records, the first one lost
+    with pytest.raises(DatasetError, match=r"no header row .* no column is named 'label'"):
+        read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits(), "label", require_label=True)
+    (tmp_path / "named.csv").write_text("0,1,2,label\n0.5,1,2,a\n0.25,3,4,b\n")  # pandas' default column names
+    records = read_records(tmp_path / "named.csv", "vectors", "csv", ReadLimits())
+    assert len(records) == 2 and records.label_names == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (",a,b\n0,0.5,1\n1,0.25,2\n", r"column 1 of the header has no name.*index=False"),  # pandas' to_csv() index
+        ("0.5,0.1,cat\n0.25,0.2,dog\n", r"first row mixes numbers \(0.5, 0.1\) with names"),  # no header, labels
+    ],
+)
+def test_a_vectors_csv_whose_header_is_not_names_is_refused(tmp_path, text: str, problem: str) -> None:  # noqa: ANN001
+    (tmp_path / "x.csv").write_text(text)
+    with pytest.raises(DatasetError, match=problem):  # before: a row index as a feature, or the first row lost
+        read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits())
+
+
+def test_the_index_pandas_stores_in_parquet_is_not_a_feature(tmp_path) -> None:  # noqa: ANN001
+    import pandas as pd  # the dev extra's: the file is what pandas writes
+
+    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5, 3.5], "y": [1.0, 2.0, 3.0, 4.0], "label": list("abab")})
+    kept = frame[frame.x != 1.5]  # a filtered frame: its index 0, 2, 3 is stored as a column
+    kept.to_parquet(tmp_path / "v.parquet")
+    records = read_records(tmp_path / "v.parquet", "vectors", "parquet", ReadLimits())
+    assert records.vectors.tolist() == [[0.5, 1.0], [2.5, 3.0], [3.5, 4.0]]  # before: a third feature, 0, 2, 3
+    assert records.label_names == ["a", "b"]
+    kept.set_index("label").to_parquet(tmp_path / "named.parquet")  # a named index is a column of the user's
+    records = read_records(tmp_path / "named.parquet", "vectors", "parquet", ReadLimits())
+    assert records.vectors.tolist() == [[0.5, 1.0], [2.5, 3.0], [3.5, 4.0]] and records.label_names == ["a", "b"]
