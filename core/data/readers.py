@@ -3,8 +3,8 @@
 =========  ===============================================================================================
 modality   formats
 =========  ===============================================================================================
-text       JSONL, a JSON array or CSV of ``text`` (or ``anchor`` + ``positive``) and an optional label; plain text,
-           one text a line (no labels, no pairs)
+text       JSONL, a JSON array, CSV or Parquet of ``text`` (or ``anchor`` + ``positive``) and an optional label;
+           plain text, one text a line (no labels, no pairs)
 vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an optional label; NPY, 2-D numeric
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
@@ -29,7 +29,7 @@ import numpy as np
 from core.data.records import Records
 
 FORMATS: dict[str, tuple[str, ...]] = {
-    "text": ("jsonl", "json", "csv", "txt"),
+    "text": ("jsonl", "json", "csv", "parquet", "txt"),
     "vectors": ("csv", "npy", "parquet"),
     "image": ("zip", "npz"),
 }
@@ -73,6 +73,7 @@ def read_records(
         ("text", "jsonl"): _text_jsonl,
         ("text", "json"): _text_json,
         ("text", "csv"): _text_csv,
+        ("text", "parquet"): _text_parquet,
         ("text", "txt"): _text_lines,
         ("vectors", "csv"): _vectors_table,
         ("vectors", "parquet"): _vectors_table,
@@ -214,6 +215,20 @@ def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str, requ
     if reader.fieldnames is None:
         raise DatasetError("the file is empty")
     return _text_rows(rows, "row", limits, label_column, require_label)
+
+
+def _text_parquet(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+    """A Parquet table of texts, as Hugging Face datasets and pandas write them; its rows are read as JSONL's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = _without_pandas_index(pq.read_table(path))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DatasetError(f"the PARQUET file cannot be read: {str(error).splitlines()[0]}") from None
+    if table.num_rows > limits.max_records:
+        raise DatasetError(f"more than the limit of {limits.max_records} records")
+    return _text_rows(table.to_pylist(), "row", limits, label_column, require_label)
 
 
 def _no_label_column(label_column: str, columns: list[str]) -> DatasetError:

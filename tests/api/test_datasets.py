@@ -72,6 +72,9 @@ GOOD = [
     ("text", "t.json", b'[{"text": "a", "label": 0},\n {"text": "b", "label": 1}]', 2, 2),  # one JSON array
     ("text", "t.ndjson", b'{"text": "a"}\n{"text": "b"}\n', 2, None),  # JSON Lines by another name
     ("text", "t.txt", b"a first text\n\n{a second, with a comma}\n", 2, None),  # one text a line, as embed reads
+    # as Hugging Face datasets and pandas write texts
+    ("text", "t.parquet", parquet(pa.table({"text": ["a cat", "a dog", "a cow"], "label": ["x", "y", "x"]})), 3, 2),
+    ("text", "pairs.parquet", parquet(pa.table({"anchor": ["q1", "q2"], "positive": ["a1", "a2"]})), 2, None),
     ("vectors", "v.pq", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4]})), 2, None),
     ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
@@ -178,6 +181,8 @@ BAD = [
     ("unknown extension", "text", "t.docx", b"hello\n", "from the file name (.docx)"),
     ("no extension", "text", "texts", b"hello\n", "the file name has no extension"),
     ("json not an array", "text", "t.json", b'{"text": "a"}', "one array of objects"),
+    ("numbers as texts", "text", "t.parquet", parquet(pa.table({"text": [1, 2]})), "row 1: column 'text' must be"),
+    ("text parquet, no text", "text", "t.parquet", parquet(pa.table({"body": ["a"]})), "no column 'text'"),
     ("json array of strings", "text", "t.json", b'["a", "b"]', "record 1: each record must be a JSON object"),
     ("broken json", "text", "t.json", b'[{"text": "a"},\n {"text": }]', "not valid JSON at line 2 column"),
 ]
