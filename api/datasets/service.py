@@ -10,16 +10,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
-from core.data.readers import FORMATS, DatasetError, LabelColumnError, read_records
+from core.data.readers import ALIASES, FORMATS, DatasetError, LabelColumnError, read_records
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Dataset, Job
 
 CHUNK = 1 << 20
-
-
-ALIASES = {"ndjson": "jsonl", "pq": "parquet"}  # other extensions the same formats go by
 
 
 def _format_of(filename: str | None, declared: str | None, modality: str) -> str:

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.client.client import ApiError, Client, default_settings
+from core.data.readers import ALIASES, DatasetError, ReadLimits, read_records
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
@@ -361,8 +362,16 @@ def stdin_texts() -> list[str]:
     return lines
 
 
-def npy_rows(path: Path) -> np.ndarray:
-    """A vector model's inputs: the rows of a 2-D numeric .npy file."""
+def vector_rows(path: Path) -> np.ndarray:
+    """A vector model's inputs, one a row: a 2-D numeric .npy file, or a CSV or Parquet file read as a vectors dataset
+    is at upload (its label column left out), so that a file of the kind a model was trained on embeds as it is."""
+    extension = path.suffix.lower().lstrip(".")
+    fmt = ALIASES.get(extension, extension)
+    if fmt in ("csv", "parquet"):
+        try:
+            return read_records(path, "vectors", fmt, ReadLimits()).vectors
+        except DatasetError as error:
+            raise typer.BadParameter(f"{path}: {error}", param_hint="--vectors") from None
     try:
         rows = np.load(path, allow_pickle=False)  # never unpickle a file
     except (ValueError, OSError, EOFError) as error:
@@ -388,7 +397,8 @@ def embed(
         "--vectors",
         exists=True,
         dir_okay=False,
-        help="For a vector model: a .npy of shape (n, features), one input a row.",
+        help="For a vector model: a .npy of shape (n, features), or a CSV or Parquet file as vectors datasets are "
+        "uploaded (a label column is left out); one input a row.",
     ),
     images: list[Path] = typer.Option(
         None, "--image", exists=True, dir_okay=False, help="For an image model: a PNG or JPEG file; repeat for more."
@@ -411,7 +421,7 @@ def embed(
     if sum(map(bool, (texts, vectors_file, images))) > 1:
         raise typer.BadParameter("give texts, --vectors or --image, one kind of input at a time")
     if vectors_file is not None:
-        inputs = npy_rows(vectors_file)
+        inputs = vector_rows(vectors_file)
     elif images:
         inputs = image_inputs(images)
     else:

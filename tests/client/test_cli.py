@@ -9,6 +9,8 @@ import time
 
 import httpx
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -200,6 +202,16 @@ def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_pa
 
         out = run("--model", vectors_model, "--vectors", str(tmp_path / "rows.npy"), "--batch-size", "2")
         assert np.allclose(np.array(json.loads(out)), python_client.embed(vectors_model, rows), atol=1e-6)
+        # the file kinds vectors datasets are uploaded as, a label column left out (before: "is not a .npy file")
+        header = ",".join(f"x{j}" for j in range(6)) + ",label\n"
+        (tmp_path / "rows.csv").write_text(header + "".join(",".join(map(repr, r.tolist())) + ",a\n" for r in rows))
+        pq.write_table(pa.table({"embedding": rows.tolist()}), tmp_path / "rows.parquet")
+        for name in ("rows.csv", "rows.parquet"):
+            out = run("--model", vectors_model, "--vectors", str(tmp_path / name))
+            assert np.allclose(np.array(json.loads(out)), python_client.embed(vectors_model, rows), atol=1e-6), name
+        (tmp_path / "bad.csv").write_text("x0,x1\n1,oops\n")
+        assert "bad.csv: column 'x1' is not numeric" in run("--model", vectors_model, "--vectors",
+                                                            str(tmp_path / "bad.csv"), code=2)  # fmt: skip
         target = tmp_path / "images.npy"
         run("--model", images_model, *[f"--image={path}" for path in pictures], "--output", "npy", "--out",
             str(target))  # fmt: skip
