@@ -70,7 +70,8 @@ def create_dataset(
         except DatasetError as error:
             raise Invalid(str(error), field="label_column" if isinstance(error, LabelColumnError) else "file") from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
-                   "label_names": (records.label_names or [])[:1000], "label_column": label_column}  # fmt: skip
+                   "label_names": (records.label_names or [])[:1000],
+                   "label_column": None if modality == "image" else label_column}  # fmt: skip
         key = storage.new_dataset_key(fmt)
         storage.commit(staged, key)
     finally:

@@ -91,8 +91,9 @@ class Dataset(Base):
     @property
     def label_column(self) -> str:
         """The column the upload took as the label, which every later read of the file takes too (in ``details``;
-        datasets uploaded before it was kept there used the default)."""
-        return self.details.get("label_column", "label")
+        datasets uploaded before it was kept there used the default; an image dataset's is null, its labels being its
+        class folders or its NPZ's array, and the readers of images take none)."""
+        return self.details.get("label_column") or "label"
 
 
 class Job(Base):

@@ -307,3 +307,6 @@ def test_a_named_label_column_without_a_value_is_refused_and_images_take_none(cl
     image = post(client, auth, "image", "i.zip", zipped({"c/1.png": png(1), "d/2.png": png(2)}), label_column="x")
     assert image.status_code == 422, image.text
     assert image.json()["error"]["param"] == "label_column" and "class folders" in image.json()["error"]["message"]
+    stored = post(client, auth, "image", "i.zip", zipped({"c/1.png": png(1), "d/2.png": png(2)}))
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["details"]["label_column"] is None  # before: "label", which no image file has
