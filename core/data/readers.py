@@ -206,8 +206,25 @@ def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str, req
     return _text_rows(rows, "record", limits, label_column, require_label)
 
 
+def _csv_dialect(path: Path) -> tuple[str, str]:
+    """The field separator and decimal point of a CSV file: ``,`` and ``.``, or, as spreadsheets save "CSV" where the
+    decimal point is a comma, ``;`` (or a tab) between fields and ``,`` in numbers. Told from the first line (a
+    header's names or the first row's numbers) and, for the decimal comma, the first 64 KiB."""
+    with open(path, "rb") as file:
+        sample = file.read(1 << 16).decode("utf-8", errors="replace").removeprefix("\ufeff")
+    first = sample.split("\n", 1)[0]
+    if ";" in first:
+        delimiter = ";"
+    elif "\t" in first and "," not in first:
+        delimiter = "\t"
+    else:
+        return ",", "."
+    decimal_comma = re.search(rf"(^|{delimiter})\s*-?\d+,\d+(e[-+]?\d+)?\s*({delimiter}|\r?$)", sample, re.M | re.I)
+    return delimiter, "," if decimal_comma else "."
+
+
 def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
-    reader = csv.DictReader(io.StringIO(_open_text(path)))
+    reader = csv.DictReader(io.StringIO(_open_text(path)), delimiter=_csv_dialect(path)[0])
     rows = []
     for row in reader:
         if None in row or any(value is None for value in row.values()):
@@ -280,16 +297,19 @@ def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa
     """A vectors CSV as a table, with its first row read as data when it holds only numbers (what ``np.savetxt`` and
     pandas' ``to_csv(header=False)`` write), not silently taken for column names; pandas' default column names
     ``0, 1, ...`` are names. An unnamed column (pandas' ``to_csv()`` writes its row index so) and a first row of
-    names and numbers mixed are refused: either would put something that is not a feature among the features."""
+    names and numbers mixed are refused: either would put something that is not a feature among the features. A
+    spreadsheet's CSV of ``;``-separated fields with decimal commas is read as it means (:func:`_csv_dialect`)."""
     import pyarrow.csv as pacsv
 
-    table = pacsv.read_csv(path)
+    delimiter, decimal = _csv_dialect(path)
+    parse, convert = pacsv.ParseOptions(delimiter=delimiter), pacsv.ConvertOptions(decimal_point=decimal)
+    table = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
     columns = table.column_names
     unnamed = next((i for i, name in enumerate(columns) if not name.strip()), None)
     if unnamed is not None:
         raise DatasetError(f"column {unnamed + 1} of the header has no name; pandas' to_csv() writes its row index so, "
                            "which is not a feature: write the file with to_csv(index=False), or name the column")  # fmt: skip
-    numbers = [name for name in columns if _is_number(name)]
+    numbers = [name for name in columns if _is_number(name.replace(decimal, "."))]
     if not numbers or numbers == [str(i) for i in range(len(numbers))]:
         return table
     if len(numbers) < len(columns):
@@ -300,7 +320,8 @@ def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa
         raise LabelColumnError(f"the file has no header row (its first row is numbers), so no column is named "
                                f"{label_column!r}: begin it with a header row naming every column, such as "
                                f"x0,x1,...,{label_column}")  # fmt: skip
-    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))  # f0, f1, ...
+    headerless = pacsv.ReadOptions(autogenerate_column_names=True)  # f0, f1, ...
+    return pacsv.read_csv(path, read_options=headerless, parse_options=parse, convert_options=convert)
 
 
 def _is_number(text: str) -> bool:

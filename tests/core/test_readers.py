@@ -133,3 +133,17 @@ def test_the_index_pandas_stores_in_parquet_is_not_a_feature(tmp_path) -> None: 
     kept.set_index("label").to_parquet(tmp_path / "named.parquet")  # a named index is a column of the user's
     records = read_records(tmp_path / "named.parquet", "vectors", "parquet", ReadLimits())
     assert records.vectors.tolist() == [[0.5, 1.0], [2.5, 3.0], [3.5, 4.0]] and records.label_names == ["a", "b"]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_spreadsheets_csv_with_decimal_commas_is_read_as_it_means(tmp_path, separator: str) -> None:  # noqa: ANN001
+    """Where the decimal point is a comma, spreadsheets save "CSV" with ';' between fields (or tabs)."""
+    rows = [["x", "y", "label"], ["1,5", "-2", "a"], ["0,25", "3,0", "b"]]
+    (tmp_path / "v.csv").write_text("\r\n".join(separator.join(row) for row in rows) + "\r\n")
+    records = read_records(tmp_path / "v.csv", "vectors", "csv", ReadLimits())
+    assert records.vectors.tolist() == [[1.5, -2.0], [0.25, 3.0]] and records.label_names == ["a", "b"]  # before: one
+    (tmp_path / "h.csv").write_text("1,5;2\n3;4,75\n")  # no header: the first row is data here too
+    assert read_records(tmp_path / "h.csv", "vectors", "csv", ReadLimits()).vectors.tolist() == [[1.5, 2], [3, 4.75]]
+    (tmp_path / "t.csv").write_text(f"text{separator}label\nhello, world{separator}a\nbye{separator}b\n")
+    records = read_records(tmp_path / "t.csv", "text", "csv", ReadLimits())
+    assert records.texts == ["hello, world", "bye"] and records.label_names == ["a", "b"]  # before: no column 'text'
