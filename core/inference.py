@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.data.readers import nchw, to_uint8_nchw
 from core.encoders import EmbeddingModel, build_model
 from core.tracing import trace_checked
 from core.train.checkpoint import load_weights, read_config
@@ -113,7 +114,10 @@ class Embedder:
         attention scores a layer).
 
         Args:
-            inputs: (B, F) vectors, (B, C, H, W) images with values in [0, 1], or B strings.
+            inputs: B strings; (B, F) vectors; or images as an array or tensor of (B, H, W), (B, H, W, C) or
+                (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are, or floats in [0, 1]; a grey
+                image given to a colour model is repeated on its three channels, a colour one given to a grey model
+                averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
             batch_size: inputs a pass.
         """
         items = list(inputs) if self.modality == "text" else inputs
@@ -125,6 +129,24 @@ class Embedder:
         """One forward pass over prepared or raw inputs."""
         if self.modality == "text":
             batch: Any = self.model.backbone.tokenize(list(inputs), self.device)
+        elif self.modality == "image":
+            batch = self._images(inputs)
         else:
             batch = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=self.device)
         return self.forward(batch).cpu()
+
+    def _images(self, inputs: Any) -> Tensor:
+        """(B, C, H, W) floats in [0, 1] with the model's channels, from images as :meth:`embed` takes them."""
+        array = inputs.detach().cpu().numpy() if isinstance(inputs, Tensor) else np.asarray(inputs)
+        if np.issubdtype(array.dtype, np.integer):
+            images = torch.from_numpy(to_uint8_nchw(array)).float().div_(255.0)
+        else:
+            images = torch.as_tensor(nchw(array), dtype=torch.float32)
+            low, high = (float(v) for v in torch.aminmax(images)) if images.numel() else (0.0, 0.0)
+            if low < -1e-3 or high > 1 + 1e-3:  # the slack of a resize's float arithmetic
+                raise ValueError(f"image values range over [{low:g}, {high:g}]; give floats in [0, 1], or the "
+                                 "pixels as uint8")  # fmt: skip
+        channels = self.spec.channels
+        if images.shape[1] != channels:
+            images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
+        return images.to(self.device)

@@ -392,7 +392,8 @@ def _zip_entries(archive: zipfile.ZipFile, limits: ReadLimits) -> list[zipfile.Z
     return entries
 
 
-def _to_uint8_nchw(images: np.ndarray) -> np.ndarray:
+def nchw(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images from (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3; values untouched."""
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
@@ -401,6 +402,13 @@ def _to_uint8_nchw(images: np.ndarray) -> np.ndarray:
         raise DatasetError(
             f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got {images.shape}"
         )
+    return images
+
+
+def to_uint8_nchw(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) uint8 pixels from images in any layout :func:`nchw` takes: uint8 as they are, uint16 scaled as a
+    16-bit PNG is, other numbers in [0, 1] or [0, 255] scaled to [0, 255]; others refused, never clipped."""
+    images = nchw(images)
     if images.dtype == np.uint8:
         return np.ascontiguousarray(images)
     if not np.issubdtype(images.dtype, np.number):
@@ -427,7 +435,7 @@ def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
         with np.load(path, allow_pickle=False) as data:
             if "images" not in data.files:
                 raise DatasetError(f"the NPZ needs an 'images' array; it has {sorted(data.files)}")
-            images = _to_uint8_nchw(np.asarray(data["images"]))
+            images = to_uint8_nchw(np.asarray(data["images"]))
             raw_labels = np.asarray(data["labels"]) if "labels" in data.files else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         if isinstance(error, DatasetError):

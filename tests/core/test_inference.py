@@ -1,0 +1,39 @@
+"""The offline embedder takes images as users hold them, as the upload and the embeddings route read them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.data.records import InputSpec
+from core.inference import Embedder
+from tests.core.test_tracing import checkpoint
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_an_image_model_embeds_pixels_in_each_layout_an_npz_takes(tmp_path: Path, channels: int) -> None:
+    config = {"data": {"modality": "image"}, "model": {"kind": "resnet", "image_size": 8, "width": 8, "blocks": [1]}}
+    embedder = Embedder(checkpoint(tmp_path, config, InputSpec("image", channels=channels)))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, channels, 8, 8), dtype=np.uint8)  # (B, C, H, W)
+    pixels[0, 0, 0, :2] = 0, 255
+    want = embedder.embed(torch.from_numpy(pixels).float() / 255)  # what the docstring always asked for
+    same = {
+        "uint8 NCHW": pixels,  # before: read as floats in [0, 255], embedded as noise without a word
+        "uint8 NHWC": pixels.transpose(0, 2, 3, 1),  # before: a convolution's shape error
+        "uint16 NCHW": pixels.astype(np.uint16) * 257,  # 16-bit, scaled as a 16-bit PNG is
+        "float NHWC": pixels.transpose(0, 2, 3, 1) / 255.0,
+        "uint8 tensor": torch.from_numpy(pixels),
+    }
+    if channels == 1:
+        same["uint8 NHW"] = pixels[:, 0]
+    for name, images in same.items():
+        torch.testing.assert_close(embedder.embed(images), want, atol=1e-5, rtol=1e-4, msg=name)
+    other = np.repeat(pixels, 3, axis=1) if channels == 1 else pixels.mean(1, keepdims=True).round().astype(np.uint8)
+    assert embedder.embed(other).shape == want.shape  # the other channel count, as the embeddings route takes it
+    with pytest.raises(ValueError, match=r"range over \[0, 255\]; give floats in \[0, 1\], or the pixels as uint8"):
+        embedder.embed(pixels.astype(np.float32))
+    with pytest.raises(ValueError, match=r"images must be \(N, H, W\), \(N, H, W, C\) or \(N, C, H, W\)"):
+        embedder.embed(np.zeros((2, 8, 8, 5), dtype=np.uint8))
