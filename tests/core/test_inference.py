@@ -37,3 +37,17 @@ def test_an_image_model_embeds_pixels_in_each_layout_an_npz_takes(tmp_path: Path
         embedder.embed(pixels.astype(np.float32))
     with pytest.raises(ValueError, match=r"images must be \(N, H, W\), \(N, H, W, C\) or \(N, C, H, W\)"):
         embedder.embed(np.zeros((2, 8, 8, 5), dtype=np.uint8))
+
+
+def test_a_string_alone_is_one_text_and_vectors_of_another_width_are_refused(tmp_path: Path) -> None:
+    config = {"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": "tiny-random-bert"}}
+    text = Embedder(checkpoint(tmp_path / "t", config, InputSpec("text")))
+    one = text.embed("a text")  # before: six embeddings, one per character
+    torch.testing.assert_close(one, text.embed(["a text"]))
+    assert one.shape == (1, text.dim)
+    config = {"data": {"modality": "vectors"}, "model": {"kind": "mlp", "hidden_dim": 8, "output_dim": 4}}
+    vectors = Embedder(checkpoint(tmp_path / "v", config, InputSpec("vectors", features=5)))
+    assert vectors.embed(np.zeros((3, 5))).shape == (3, vectors.dim)
+    for wrong in (np.zeros((3, 4)), np.zeros(5)):  # before: torch's "mat1 and mat2 shapes cannot be multiplied"
+        with pytest.raises(ValueError, match=r"vectors must be \(n, 5\) for this model"):
+            vectors.embed(wrong)
