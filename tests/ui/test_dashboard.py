@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from core.data.readers import FORMATS
 from core.store.db import transaction
 from core.store.tables import Dataset, Job
 from tests.api.test_embeddings import LiveServer
@@ -244,6 +246,14 @@ def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) 
         page.goto(f"{base}/ui/index.html#/new")
         page.click("[data-testid=no-datasets] a")  # "upload one first on the datasets page"
         expect(page.locator("[data-testid=datasets-pager]")).to_have_text("none from 1  ")
+
+        said = page.locator("[data-testid=upload-formats]").text_content()  # each modality's, as the readers take
+        names = {"jsonl": "JSONL", "json": "JSON", "csv": "CSV", "parquet": "Parquet", "txt": "plain text", "npy": "NPY",
+                 "zip": "ZIP", "npz": "NPZ"}  # fmt: skip
+        for modality, heading in (("text", "Text:"), ("vectors", "Vectors:"), ("image", "Images:")):
+            sentence = said.split(heading)[1].split(". ")[0]
+            named = {fmt for fmt, name in names.items() if re.search(rf"\b{name}\b", sentence)}
+            assert named == set(FORMATS[modality]), (modality, sentence)  # before: vectors "NPZ", text no Parquet
 
         page.set_input_files("[data-testid=upload-file]", files=[])
         page.click("[data-testid=upload]")

@@ -254,8 +254,9 @@ async function datasetsPage(offset = 0) {
   }
   view.replaceChildren(el("h2", {}, `Datasets (${page.total})`),
     el("div", { class: "card" }, el("h3", {}, "Upload"), file, " ", modality, " ", name, " ", labels, " ", upload,
-      el("p", {}, "Text: JSONL, JSON, CSV (text, or anchor and positive; an optional label column) or plain text. ",
-        "Vectors: CSV, Parquet, NPY or NPZ. Images: a ZIP of class folders or an NPZ of images and labels.")),
+      el("p", { "data-testid": "upload-formats" },
+        "Text: JSONL, JSON, CSV, Parquet (text, or anchor and positive; an optional label column) or plain text. ",
+        "Vectors: CSV, Parquet or NPY. Images: a ZIP of class folders or an NPZ of images and labels.")),
     el("p", { id: "notice" }), table, pager(page, offset, DATASETS_PER_PAGE, "datasets"));
 }
 
