@@ -33,7 +33,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "vectors": ("csv", "npy", "parquet"),
     "image": ("zip", "npz"),
 }
-ALIASES = {"ndjson": "jsonl", "pq": "parquet"}  # other file extensions the same formats go by
+ALIASES = {"ndjson": "jsonl", "pq": "parquet", "tsv": "csv"}  # other file extensions the same formats go by
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

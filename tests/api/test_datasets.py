@@ -79,6 +79,8 @@ GOOD = [
     ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
+    ("vectors", "v.tsv", b"a\tb\tlabel\n1.5\t2\tx\n3\t4\ty\n", 2, 2),  # tab-separated, by its extension too
+    ("text", "t.tsv", b"text\tlabel\nhello, world\tx\nbye\ty\n", 2, 2),
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
     ("vectors", "savetxt.csv", b"5.0e-01,1.0e+00\n2.5e-01,3.0e+00\n1.0e+00,2.0e+00\n", 3, None),  # no header row
     ("vectors", "v.parquet", parquet(pa.table({"a": [1.0, 2.0], "b": [3, 4], "label": [0, 1]})), 2, 2),
