@@ -137,7 +137,9 @@ def print_page(table: Table, page: dict) -> None:
 
 @datasets.command("upload")
 def datasets_upload(
-    path: Path = typer.Argument(..., exists=True, dir_okay=False),
+    path: Path = typer.Argument(
+        ..., exists=True, help="The file; for images, also a directory of class folders (DIR/<class>/<image>.png)."
+    ),
     modality: str = typer.Option(..., help="text, vectors or image"),
     name: str | None = typer.Option(None),
     format: str | None = typer.Option(None, help="Defaults to the file's extension."),
@@ -145,7 +147,10 @@ def datasets_upload(
         None, help="The label column of a text or vectors file; named, it must be in the file (default: label, if any)."
     ),
 ) -> None:
-    """Upload a dataset file."""
+    """Upload a dataset file, or a directory of class folders of images (sent as the ZIP the service reads)."""
+    if path.is_dir() and modality != "image":
+        raise typer.BadParameter(f"{path} is a directory: a directory uploads as an image dataset of class folders "
+                                 "(--modality image); a text or vectors dataset is one file", param_hint="PATH")  # fmt: skip
     show(call(lambda: client().upload_dataset(path, modality, name, format, label_column)))
 
 

@@ -14,20 +14,35 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import numpy as np
+
+from core.data.readers import IMAGE_SUFFIXES
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
 AWAY = (502, 503, 504)  # the service (or a proxy before it) away for a while: its database down, a restart
 # core.train.checkpoint.WEIGHTS_FILE, the name core.inference.Embedder reads (not imported: the client needs no torch)
 WEIGHTS_FILE = "model.safetensors"
+
+
+def zip_class_folders(folder: Path, archive: BinaryIO) -> None:
+    """Write ``folder``'s PNG and JPEG files, at their paths under it (``<class>/<image>.png``), as a ZIP into
+    ``archive``; files and folders named with a leading dot are left out. Stored, not compressed: the images are."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        for file in sorted(folder.rglob("*")):
+            relative = file.relative_to(folder)
+            hidden = any(part.startswith(".") for part in relative.parts)
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not hidden:
+                out.write(file, relative.as_posix())
 
 
 class ApiError(RuntimeError):
@@ -106,10 +121,22 @@ class Client:
         self, path: str | Path, modality: str, name: str | None = None, format: str | None = None,
         label_column: str | None = None,
     ) -> dict:  # fmt: skip
-        optional = {"name": name, "format": format, "label_column": label_column}
+        """Upload a dataset file; a directory of class folders (``DIR/<class>/<image>.png``) is sent as the ZIP an
+        image dataset is, made on the fly, and named after the directory unless ``name`` is given."""
+        path = Path(path)
+        optional = {"name": name or (path.name if path.is_dir() else None), "format": format,
+                    "label_column": label_column}  # fmt: skip
         data = {"modality": modality, **{key: value for key, value in optional.items() if value}}
+        if path.is_dir():
+            if modality != "image":
+                raise ValueError(f"{path} is a directory: a directory uploads as an image dataset of class folders "
+                                 "(modality image); a text or vectors dataset is one file")  # fmt: skip
+            with tempfile.TemporaryFile() as archive:
+                zip_class_folders(path, archive)
+                archive.seek(0)
+                return self._call("POST", "/v1/datasets", data=data, files={"file": (f"{path.name}.zip", archive)})
         with open(path, "rb") as handle:
-            return self._call("POST", "/v1/datasets", data=data, files={"file": (Path(path).name, handle)})
+            return self._call("POST", "/v1/datasets", data=data, files={"file": (path.name, handle)})
 
     def list_datasets(self, limit: int = 50, offset: int = 0) -> dict:
         return self._call("GET", "/v1/datasets", params={"limit": limit, "offset": offset})

@@ -397,3 +397,32 @@ def test_the_client_waits_out_a_rate_limit_as_the_answer_says(tmp_path, pg_url, 
             for _ in range(3):
                 impatient.submit_job(dataset["id"], vector_config())
     assert refused.value.status == 429 and refused.value.retry_after >= 1, refused.value
+
+
+def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, tmp_path) -> None:
+    """Images sit in folders on disk; before, the CLI refused a directory ("is a directory") and the client raised
+    IsADirectoryError, so each user zipped it by hand."""
+    from PIL import Image
+
+    folder = tmp_path / "pets"
+    for kind, count in (("cats", 3), ("dogs", 2)):
+        (folder / kind).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (12, 10), (40 * i, 100, 200)).save(folder / kind / f"{i}.{'png' if i else 'JPG'}")
+    (folder / "cats" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # what a Mac leaves beside them
+    (folder / "notes.txt").write_text("not an image")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base:
+        result = runner.invoke(app, ["--url", base, "--key", key, "datasets", "upload", str(folder), "--modality",
+                                     "image"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        dataset = json.loads(result.output)
+        assert (dataset["name"], dataset["format"], dataset["num_records"]) == ("pets", "zip", 5), dataset
+        assert dataset["details"]["label_names"] == ["cats", "dogs"] and dataset["details"]["shape"] == [5, 3, 10, 12]
+        refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "upload", str(folder), "--modality",
+                                      "text"])  # fmt: skip
+        assert refused.exit_code == 2 and "a directory uploads as an image dataset" in refused.output, refused.output
+        with Client(base, key) as python_client:
+            again = python_client.upload_dataset(folder, "image", name="pets-again")
+            assert (again["name"], again["num_records"], again["num_labels"]) == ("pets-again", 5, 2), again
