@@ -368,23 +368,15 @@ def stdin_texts() -> list[str]:
 
 
 def vector_rows(path: Path) -> np.ndarray:
-    """A vector model's inputs, one a row: a 2-D numeric .npy file, or a CSV or Parquet file read as a vectors dataset
-    is at upload (its label column left out), so that a file of the kind a model was trained on embeds as it is."""
+    """A vector model's inputs, one a row: a .npy, CSV or Parquet file (by its extension; any other is read as a
+    .npy) read as a vectors dataset is at upload, with its checks (2-D, numeric or boolean, finite; a CSV or Parquet
+    file's label column left out), so that a file of the kind a model was trained on embeds as it is."""
     extension = path.suffix.lower().lstrip(".")
     fmt = ALIASES.get(extension, extension)
-    if fmt in ("csv", "parquet"):
-        try:
-            return read_records(path, "vectors", fmt, ReadLimits()).vectors
-        except DatasetError as error:
-            raise typer.BadParameter(f"{path}: {error}", param_hint="--vectors") from None
     try:
-        rows = np.load(path, allow_pickle=False)  # never unpickle a file
-    except (ValueError, OSError, EOFError) as error:
-        raise typer.BadParameter(f"{path} is not a .npy file: {error}", param_hint="--vectors") from None
-    if rows.ndim != 2 or not np.issubdtype(rows.dtype, np.number) or np.issubdtype(rows.dtype, np.complexfloating):
-        raise typer.BadParameter(f"{path} holds a {rows.dtype} array of shape {rows.shape}; a vector model takes a "
-                                 "2-D numeric array, one row an input", param_hint="--vectors")  # fmt: skip
-    return rows
+        return read_records(path, "vectors", fmt if fmt in ("csv", "parquet") else "npy", ReadLimits()).vectors
+    except DatasetError as error:
+        raise typer.BadParameter(f"{path}: {error}", param_hint="--vectors") from None
 
 
 def image_inputs(paths: list[Path]) -> list[str]:

@@ -257,7 +257,8 @@ def _no_label_column(label_column: str, columns: list[str]) -> DatasetError:
 def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] == 0:
         raise DatasetError(f"{what} must be a 2-D array of shape (records, features), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    numeric = np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_  # booleans: 0 and 1
+    if not numeric or np.issubdtype(x.dtype, np.complexfloating):
         raise DatasetError(f"{what} must be numeric, got dtype {x.dtype}")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
@@ -342,8 +343,8 @@ def _without_pandas_index(table):  # noqa: ANN001, ANN202 - a pyarrow Table
 
 
 def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow ChunkedArray
-    """A feature column's values, (records, 1); or a column of equal-length numeric lists (how Parquet files from
-    pandas, Polars or Hugging Face datasets hold embeddings), (records, length)."""
+    """A feature column's values, (records, 1), booleans as 0 and 1; or a column of equal-length numeric lists (how
+    Parquet files from pandas, Polars or Hugging Face datasets hold embeddings), (records, length)."""
     import pyarrow as pa
 
     def numeric(kind) -> bool:  # noqa: ANN001
@@ -353,6 +354,8 @@ def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow
         raise DatasetError(f"column {name!r} has {column.null_count} empty or NaN values")
     if numeric(column.type):
         return column.to_numpy()[:, None]
+    if pa.types.is_boolean(column.type):  # a one-hot column, as pandas' get_dummies writes them: 0 and 1
+        return column.to_numpy().astype(np.float32)[:, None]
     listed = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     if not ((listed or pa.types.is_fixed_size_list(column.type)) and numeric(column.type.value_type)):
         raise DatasetError(

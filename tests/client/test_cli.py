@@ -220,10 +220,17 @@ def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_pa
         assert np.load(target).shape[0] == 3
         # what cannot be sent is said before anything is; what the service refuses names the input
         np.save(tmp_path / "flat.npy", np.arange(6.0))
-        assert "a 2-D numeric array" in run("--model", vectors_model, "--vectors", str(tmp_path / "flat.npy"),
-                                            code=2)  # fmt: skip
+        assert "must be a 2-D array of shape (records, features), got shape (6,)" in run(
+            "--model", vectors_model, "--vectors", str(tmp_path / "flat.npy"), code=2)  # fmt: skip
         (tmp_path / "not.npy").write_text("1,2,3\n")
-        assert "is not a .npy file" in run("--model", vectors_model, "--vectors", str(tmp_path / "not.npy"), code=2)
+        assert "the NPY file cannot be read" in run("--model", vectors_model, "--vectors", str(tmp_path / "not.npy"),
+                                                    code=2)  # fmt: skip
+        np.save(tmp_path / "nan.npy", np.full((2, 6), np.nan))  # said before anything is sent, as the upload says it
+        assert "NaN or infinite values" in run("--model", vectors_model, "--vectors", str(tmp_path / "nan.npy"), code=2)
+        np.save(tmp_path / "flags.npy", rows > 0)  # booleans, as 0 and 1 (before: "holds a bool array")
+        out = run("--model", vectors_model, "--vectors", str(tmp_path / "flags.npy"))
+        expected = python_client.embed(vectors_model, (rows > 0).astype(np.float32))
+        assert np.allclose(np.array(json.loads(out)), expected, atol=1e-6)
         assert "one kind of input at a time" in run("--model", vectors_model, "--vectors", str(tmp_path / "rows.npy"),
                                                     "a text", code=2)  # fmt: skip
         refused = run("--model", images_model, "--image", str(tmp_path / "rows.npy"), code=1)

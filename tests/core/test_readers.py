@@ -147,3 +147,22 @@ def test_a_spreadsheets_csv_with_decimal_commas_is_read_as_it_means(tmp_path, se
     (tmp_path / "t.csv").write_text(f"text{separator}label\nhello, world{separator}a\nbye{separator}b\n")
     records = read_records(tmp_path / "t.csv", "text", "csv", ReadLimits())
     assert records.texts == ["hello, world", "bye"] and records.label_names == ["a", "b"]  # before: no column 'text'
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "npy"])
+def test_one_hot_columns_of_booleans_are_features_of_0_and_1(tmp_path, fmt: str) -> None:  # noqa: ANN001
+    """pandas' get_dummies makes bool columns (True/False in a CSV); before, "not numeric (bool)"."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"size": [1.5, 2.0, 3.0], "colour": ["red", "blue", "red"], "label": ["a", "b", "a"]})
+    encoded = pd.get_dummies(frame, columns=["colour"])  # colour_blue, colour_red: bool
+    path = tmp_path / f"v.{fmt}"
+    if fmt == "csv":
+        encoded.to_csv(path, index=False)
+    elif fmt == "parquet":
+        encoded.to_parquet(path)
+    else:
+        np.save(path, encoded[["colour_blue", "colour_red"]].to_numpy())
+    records = read_records(path, "vectors", fmt, ReadLimits())
+    expected = [[0, 1], [1, 0], [0, 1]] if fmt == "npy" else [[1.5, 0, 1], [2.0, 1, 0], [3.0, 0, 1]]
+    assert records.vectors.tolist() == expected
