@@ -177,13 +177,18 @@ def datasets_delete(dataset_id: str, yes: bool = YES) -> None:
 @jobs.command("submit")
 def jobs_submit(
     dataset: str = typer.Option(..., help="Dataset id."),
-    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Run config as a JSON file."),
+    config: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Run config as a JSON file (default: every default); data.modality defaults to the dataset's.",
+    ),
     name: str = typer.Option("job"),
     idempotency_key: str | None = typer.Option(None, help="Retrying with the same key creates one job."),
 ) -> None:
     """Submit a training job."""
     try:
-        run_config = json.loads(config.read_bytes())
+        run_config = json.loads(config.read_bytes()) if config is not None else {}
     except ValueError as error:  # not JSON, or not UTF-8
         raise typer.BadParameter(f"{config} is not a JSON file: {error}", param_hint="--config") from None
     show(call(lambda: client().submit_job(dataset, run_config, name, idempotency_key)))

@@ -138,6 +138,9 @@ class Client:
         with open(path, "rb") as handle:
             return self._call("POST", "/v1/datasets", data=data, files={"file": (path.name, handle)})
 
+    def get_dataset(self, dataset_id: str) -> dict:
+        return self._call("GET", f"/v1/datasets/{dataset_id}")
+
     def list_datasets(self, limit: int = 50, offset: int = 0) -> dict:
         return self._call("GET", "/v1/datasets", params={"limit": limit, "offset": offset})
 
@@ -145,8 +148,15 @@ class Client:
         self._call("DELETE", f"/v1/datasets/{dataset_id}")
 
     # jobs
-    def submit_job(self, dataset_id: str, config: dict, name: str = "job", idempotency_key: str | None = None) -> dict:
+    def submit_job(self, dataset_id: str, config: dict | None = None, name: str = "job",
+                   idempotency_key: str | None = None) -> dict:  # fmt: skip
+        """Submit a training job; a config without ``data.modality`` (or none: every default) takes the dataset's,
+        as the dashboard's new-job form fills it in."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        config = {} if config is None else config
+        data = config.get("data", {}) if isinstance(config, dict) else None
+        if isinstance(data, dict) and "modality" not in data:  # anything else: the service says what is wrong
+            config = {**config, "data": {**data, "modality": self.get_dataset(dataset_id)["modality"]}}
         return self._call("POST", "/v1/jobs", json={"dataset_id": dataset_id, "name": name, "config": config},
                           headers=headers)  # fmt: skip
 

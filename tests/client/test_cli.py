@@ -433,3 +433,30 @@ def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, 
         with Client(base, key) as python_client:
             again = python_client.upload_dataset(folder, "image", name="pets-again")
             assert (again["name"], again["num_records"], again["num_labels"]) == ("pets-again", 5, 2), again
+
+
+def test_a_job_submitted_without_a_modality_takes_its_datasets(client, auth, tmp_path) -> None:
+    """data.modality is the one field a config needs, and the dataset already says it (the dashboard's form fills
+    it in); before, `jobs submit` needed a config file naming it, and the client a config spelling it out."""
+    rows = vectors_csv(n=400)  # a default batch (256) and more
+    dataset = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
+                          files={"file": ("v.csv", rows)}).json()  # fmt: skip
+    (tmp_path / "short.json").write_text(json.dumps({"train": {"epochs": 2, "batch_size": 16}}))
+    key = auth["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+        bare = runner.invoke(app, ["--url", base, "--key", key, "jobs", "submit", "--dataset", dataset["id"]])
+        assert bare.exit_code == 0, bare.output
+        assert json.loads(bare.output)["config"]["data"]["modality"] == "vectors"
+        short = runner.invoke(app, ["--url", base, "--key", key, "jobs", "submit", "--dataset", dataset["id"],
+                                    "--config", str(tmp_path / "short.json")])  # fmt: skip
+        submitted = json.loads(short.output)["config"]
+        assert submitted["data"]["modality"] == "vectors" and submitted["train"]["epochs"] == 2
+        job = python_client.submit_job(dataset["id"], {"data": {"val_fraction": 0.2}})
+        assert job["config"]["data"] == {**job["config"]["data"], "modality": "vectors", "val_fraction": 0.2}
+        with pytest.raises(ApiError) as refused:  # a modality given is the caller's: a wrong one is still refused
+            python_client.submit_job(dataset["id"], {"data": {"modality": "text"}})
+        assert refused.value.status == 422 and "the dataset holds vectors" in refused.value.message
+        with pytest.raises(ApiError) as missing:
+            python_client.submit_job("no-such-dataset")
+        assert missing.value.status == 404 and "dataset no-such-dataset not found" in missing.value.message
