@@ -1,9 +1,11 @@
-"""Dataset rules: streamed, capped, hashed, validated uploads; owner-scoped reads; guarded deletes."""
+"""Dataset rules: streamed, capped, hashed, unzipped (gzip), validated uploads; owner-scoped reads; guarded deletes."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-from pathlib import PurePath
+import zlib
+from pathlib import Path, PurePath
 from typing import BinaryIO, Literal
 
 from sqlalchemy import func, select
@@ -19,8 +21,14 @@ from core.store.tables import Dataset, Job
 CHUNK = 1 << 20
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _format_of(filename: str | None, declared: str | None, modality: str) -> str:
-    extension = PurePath(filename or "").suffix.lower().lstrip(".")  # the name is a hint, never a path
+    name = PurePath(filename or "")  # the name is a hint, never a path
+    if name.suffix.lower() == ".gz":  # texts.jsonl.gz: the format is the name's before the compression's
+        name = PurePath(name.stem)
+    extension = name.suffix.lower().lstrip(".")
     fmt = declared or ALIASES.get(extension, extension)
     if fmt not in FORMATS[modality]:
         seen = (f"format {declared!r} does not fit modality {modality!r}" if declared else
@@ -48,6 +56,31 @@ def _stage(stream: BinaryIO, storage: Storage, limit: int):
     return staged, size, digest.hexdigest()
 
 
+def _gunzipped(staged: Path, storage: Storage, limit: int) -> Path:
+    """The staged upload decompressed, where it is gzip (``pandas.to_csv("x.csv.gz")``, ``gzip texts.jsonl``), into
+    a new staged file no larger than ``limit``, which a small file of repeated bytes would otherwise defeat; the
+    upload itself where it is not."""
+    with open(staged, "rb") as raw:
+        if raw.read(2) != GZIP_MAGIC:
+            return staged
+    plain = storage.staging()
+    try:
+        with gzip.open(staged, "rb") as source, open(plain, "wb") as out:
+            written = 0
+            while chunk := source.read(CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise TooLarge(f"the upload unpacks to more than the limit of {limit} bytes", field="file")
+                out.write(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        plain.unlink(missing_ok=True)
+        raise Invalid(f"the file is not valid gzip: {error}", field="file") from None
+    except BaseException:
+        plain.unlink(missing_ok=True)
+        raise
+    return plain
+
+
 def create_dataset(
     session: Session, storage: Storage, settings: Settings, principal: Principal, stream: BinaryIO,
     filename: str | None, name: str | None, modality: str, fmt: str | None, label_column: str | None,
@@ -62,20 +95,23 @@ def create_dataset(
                       "folders or its NPZ's 'labels' array", field="label_column")  # fmt: skip
     named, label_column = label_column is not None, label_column or "label"
     staged, size, sha256 = _stage(stream, storage, settings.max_upload_bytes)
+    plain = staged
     try:
         if size == 0:
             raise Invalid("the uploaded file is empty", field="file")
+        plain = _gunzipped(staged, storage, settings.max_upload_bytes)  # stored and read decompressed
         try:
-            records = read_records(staged, modality, fmt, settings.read_limits, label_column, require_label=named)
+            records = read_records(plain, modality, fmt, settings.read_limits, label_column, require_label=named)
         except DatasetError as error:
             raise Invalid(str(error), field="label_column" if isinstance(error, LabelColumnError) else "file") from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
                    "label_names": (records.label_names or [])[:1000],
                    "label_column": None if modality == "image" else label_column}  # fmt: skip
         key = storage.new_dataset_key(fmt)
-        storage.commit(staged, key)
+        storage.commit(plain, key)
     finally:
         staged.unlink(missing_ok=True)
+        plain.unlink(missing_ok=True)
     dataset = Dataset(
         owner=principal.owner, name=(name or PurePath(filename or "dataset").stem)[:256], modality=modality,
         format=fmt, storage_key=key, size_bytes=size, sha256=sha256, num_records=len(records),

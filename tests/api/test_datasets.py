@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -79,6 +80,9 @@ GOOD = [
     ("text", "bom.jsonl", b'\xef\xbb\xbf{"text": "a"}\n{"text": "b"}\n', 2, None),
     ("vectors", "bom-vectors.csv", b"\xef\xbb\xbfa,b,label\r\n1,2,x\r\n3,4,y\r\n", 2, 2),
     ("vectors", "v.csv", b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n", 3, 2),
+    # compressed as pandas (to_csv("v.csv.gz")) and gzip write them: stored and read decompressed
+    ("vectors", "v.csv.gz", gzip.compress(b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n"), 3, 2),
+    ("text", "t.jsonl.gz", gzip.compress(b'{"text": "a cat"}\n{"text": "a dog"}\n'), 2, None),
     ("vectors", "v.tsv", b"a\tb\tlabel\n1.5\t2\tx\n3\t4\ty\n", 2, 2),  # tab-separated, by its extension too
     ("text", "t.tsv", b"text\tlabel\nhello, world\tx\nbye\ty\n", 2, 2),
     ("vectors", "v.npy", npy(np.arange(12, dtype=np.float32).reshape(4, 3)), 4, None),
@@ -183,6 +187,9 @@ BAD = [
     ("unknown extension", "text", "t.docx", b"hello\n", "from the file name (.docx)"),
     ("no extension", "text", "texts", b"hello\n", "the file name has no extension"),
     ("json not an array", "text", "t.json", b'{"text": "a"}', "one array of objects"),
+    ("corrupt gzip", "text", "t.jsonl.gz", b"\x1f\x8b\x08\x00 not deflate", "not valid gzip"),
+    ("cut-off gzip", "vectors", "v.csv.gz", gzip.compress(b"a,b\n1,2\n" * 1000)[:40], "not valid gzip"),
+    ("gzip of a wrong format", "image", "i.csv.gz", gzip.compress(b"a\n1\n"), "from the file name (.csv)"),
     ("numbers as texts", "text", "t.parquet", parquet(pa.table({"text": [1, 2]})), "row 1: column 'text' must be"),
     ("text parquet, no text", "text", "t.parquet", parquet(pa.table({"body": ["a"]})), "no column 'text'"),
     ("json array of strings", "text", "t.json", b'["a", "b"]', "record 1: each record must be a JSON object"),
@@ -215,6 +222,10 @@ def test_zip_bomb_and_oversized_uploads_are_refused(tmp_path, pg_url, redis_url,
         assert response.status_code == 422 and "unpacks to" in response.json()["error"]["message"]
         response = post(client, key, "vectors", "big.npy", npy(np.zeros((600, 100), dtype=np.float32)))
         assert response.status_code == 413 and "larger than the limit" in response.json()["error"]["message"]
+        gzip_bomb = gzip.compress(b"1,2\n" * (1 << 20))  # 4 MiB of text in ~10 KiB, over the 200 kB limit
+        response = post(client, key, "vectors", "bomb.csv.gz", gzip_bomb)
+        assert response.status_code == 413 and "unpacks to more than" in response.json()["error"]["message"]
+        assert not any((small.storage_root / "tmp").iterdir())  # neither the upload nor what it unpacked to stays
 
 
 def test_images_too_large_in_pixels_are_refused(tmp_path, pg_url, redis_url, keys) -> None:
