@@ -256,7 +256,8 @@ async function datasetsPage(offset = 0) {
     el("div", { class: "card" }, el("h3", {}, "Upload"), file, " ", modality, " ", name, " ", labels, " ", upload,
       el("p", { "data-testid": "upload-formats" },
         "Text: JSONL, JSON, CSV, Parquet (text, or anchor and positive; an optional label column) or plain text. ",
-        "Vectors: CSV, Parquet or NPY. Images: a ZIP of class folders or an NPZ of images and labels.")),
+        "Vectors: CSV, Parquet or NPY. Images: a ZIP of class folders or an NPZ of images and labels. ",
+        "Any of them may be gzipped (.gz).")),
     el("p", { id: "notice" }), table, pager(page, offset, DATASETS_PER_PAGE, "datasets"));
 }
 
