@@ -295,11 +295,13 @@ def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, 
 
 
 def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa: ANN202 - a pyarrow Table
-    """A vectors CSV as a table, with its first row read as data when it holds only numbers (what ``np.savetxt`` and
-    pandas' ``to_csv(header=False)`` write), not silently taken for column names; pandas' default column names
-    ``0, 1, ...`` are names. An unnamed column (pandas' ``to_csv()`` writes its row index so) and a first row of
-    names and numbers mixed are refused: either would put something that is not a feature among the features. A
-    spreadsheet's CSV of ``;``-separated fields with decimal commas is read as it means (:func:`_csv_dialect`)."""
+    """A vectors CSV as a table. Its first row is data, not silently taken for column names, where it cannot be a
+    header: only numbers, and a float among them (``0.5``, ``1.0``, ``5e-01``: what ``np.savetxt`` and pandas'
+    ``to_csv(header=False)`` write) or a repeated one (names are unique); whole numbers otherwise name columns
+    (wavelengths, years; pandas' default ``0, 1, ...``). A float beside a name (a data row with its label) and an
+    unnamed column (pandas' ``to_csv()`` writes its row index so) are refused: either would put a record or
+    something that is not a feature among the features. A spreadsheet's CSV of ``;``-separated fields with decimal
+    commas is read as it means (:func:`_csv_dialect`)."""
     import pyarrow.csv as pacsv
 
     delimiter, decimal = _csv_dialect(path)
@@ -311,12 +313,15 @@ def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa
         raise DatasetError(f"column {unnamed + 1} of the header has no name; pandas' to_csv() writes its row index so, "
                            "which is not a feature: write the file with to_csv(index=False), or name the column")  # fmt: skip
     numbers = [name for name in columns if _is_number(name.replace(decimal, "."))]
-    if not numbers or numbers == [str(i) for i in range(len(numbers))]:
-        return table
+    floats = [name for name in numbers if not re.fullmatch(r"\s*[-+]?\d+\s*", name)]
     if len(numbers) < len(columns):
-        raise DatasetError(f"the first row mixes numbers ({', '.join(numbers[:3])}) with names; it would be taken for "
-                           "the header and lost as data: begin the file with a header row naming every column, such "
-                           "as x0,x1,...,label")  # fmt: skip
+        if floats:
+            raise DatasetError(f"the first row mixes numbers ({', '.join(floats[:3])}) with names, as a record with its "
+                               "label does; taken for the header it would be lost: begin the file with a header row "
+                               "naming every column, such as x0,x1,...,label")  # fmt: skip
+        return table
+    if not floats and len(set(columns)) == len(columns):
+        return table  # whole numbers, each once: column names
     if require_label:
         raise LabelColumnError(f"the file has no header row (its first row is numbers), so no column is named "
                                f"{label_column!r}: begin it with a header row naming every column, such as "

@@ -106,13 +106,21 @@ def test_a_vectors_csv_without_a_header_keeps_its_first_row(tmp_path) -> None:  
     (tmp_path / "named.csv").write_text("0,1,2,label\n0.5,1,2,a\n0.25,3,4,b\n")  # pandas' default column names
     records = read_records(tmp_path / "named.csv", "vectors", "csv", ReadLimits())
     assert len(records) == 2 and records.label_names == ["a", "b"]
+    (tmp_path / "spectra.csv").write_text("400,410,420\n0.5,0.25,0.75\n")  # whole numbers, each once: names
+    spectra = read_records(tmp_path / "spectra.csv", "vectors", "csv", ReadLimits())
+    assert spectra.vectors.tolist() == [[0.5, 0.25, 0.75]]
+    (tmp_path / "spectra-labelled.csv").write_text("400,410,label\n0.5,0.25,a\n0.75,1,b\n")
+    assert read_records(tmp_path / "spectra-labelled.csv", "vectors", "csv", ReadLimits()).label_names == ["a", "b"]
+    (tmp_path / "counts.csv").write_text("0,0,5,13\n1,2,3,4\n")  # whole numbers repeated: a record, not names
+    assert read_records(tmp_path / "counts.csv", "vectors", "csv", ReadLimits()).vectors.tolist() == [
+        [0, 0, 5, 13], [1, 2, 3, 4]]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         (",a,b\n0,0.5,1\n1,0.25,2\n", r"column 1 of the header has no name.*index=False"),  # pandas' to_csv() index
-        ("0.5,0.1,cat\n0.25,0.2,dog\n", r"first row mixes numbers \(0.5, 0.1\) with names"),  # no header, labels
+        ("0.5,0.1,cat\n0.25,0.2,dog\n", r"first row mixes numbers \(0.5, 0.1\) with names, as a record"),  # no header
     ],
 )
 def test_a_vectors_csv_whose_header_is_not_names_is_refused(tmp_path, text: str, problem: str) -> None:  # noqa: ANN001
