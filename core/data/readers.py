@@ -5,11 +5,12 @@ modality   formats
 =========  ===============================================================================================
 text       JSONL, a JSON array, CSV or Parquet of ``text`` (or ``anchor`` + ``positive``) and an optional label;
            plain text, one text a line (no labels, no pairs)
-vectors    CSV or Parquet of numeric columns (in Parquet also lists) and an optional label; NPY, 2-D numeric
+vectors    CSV or Parquet of numeric or boolean columns (in Parquet also lists) and an optional label; NPY, 2-D
 image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
 =========  ===============================================================================================
 
-Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under
+CSV files may separate fields with ``;`` or tabs (with decimal commas), and a vectors CSV may have no header row
+(:func:`_read_csv_table`). Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under
 ``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped.
 """
 
