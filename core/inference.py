@@ -114,10 +114,11 @@ class Embedder:
         attention scores a layer).
 
         Args:
-            inputs: B strings (a string alone is one text); (B, F) vectors; or images as an array or tensor of (B, H, W), (B, H, W, C) or
-                (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are, or floats in [0, 1]; a grey
-                image given to a colour model is repeated on its three channels, a colour one given to a grey model
-                averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
+            inputs: B strings (a string alone is one text); (B, F) vectors; or images as an array or tensor of
+                (B, H, W), (B, H, W, C) or (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are,
+                or floats in [0, 1]; a grey image given to a colour model is repeated on its three channels, a colour
+                one given to a grey model averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1],
+                they would embed as noise.
             batch_size: inputs a pass.
         """
         if self.modality == "text" and isinstance(inputs, str):  # one text, as /v1/embeddings reads a string, not
@@ -136,8 +137,8 @@ class Embedder:
         else:
             batch = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=self.device)
             if batch.ndim != 2 or batch.shape[1] != self.spec.features:
-                raise ValueError(f"vectors must be (n, {self.spec.features}) for this model, one input a row; got shape "
-                                 f"{tuple(batch.shape)}")  # fmt: skip
+                raise ValueError(f"vectors must be (n, {self.spec.features}) for this model, one input a row; got "
+                                 f"shape {tuple(batch.shape)}")  # fmt: skip
         return self.forward(batch).cpu()
 
     def _images(self, inputs: Any) -> Tensor:

@@ -10,8 +10,8 @@ image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``i
 =========  ===============================================================================================
 
 CSV files may separate fields with ``;`` or tabs (with decimal commas), and a vectors CSV may have no header row
-(:func:`_read_csv_table`). Archives are read entry by entry in memory: no entry name is ever used as a path on disk. Entries under
-``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped.
+(:func:`_read_csv_table`). Archives are read entry by entry in memory: no entry name is ever used as a path on
+disk. Entries under ``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped.
 """
 
 from __future__ import annotations
@@ -317,9 +317,9 @@ def _read_csv_table(path: Path, label_column: str, require_label: bool):  # noqa
     floats = [name for name in numbers if not re.fullmatch(r"\s*[-+]?\d+\s*", name)]
     if len(numbers) < len(columns):
         if floats:
-            raise DatasetError(f"the first row mixes numbers ({', '.join(floats[:3])}) with names, as a record with its "
-                               "label does; taken for the header it would be lost: begin the file with a header row "
-                               "naming every column, such as x0,x1,...,label")  # fmt: skip
+            raise DatasetError(f"the first row mixes numbers ({', '.join(floats[:3])}) with names, as a record "
+                               "with its label does; taken for the header it would be lost: begin the file with a "
+                               "header row naming every column, such as x0,x1,...,label")  # fmt: skip
         return table
     if not floats and len(set(columns)) == len(columns):
         return table  # whole numbers, each once: column names

@@ -248,8 +248,8 @@ def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) 
         expect(page.locator("[data-testid=datasets-pager]")).to_have_text("none from 1  ")
 
         said = page.locator("[data-testid=upload-formats]").text_content()  # each modality's, as the readers take
-        names = {"jsonl": "JSONL", "json": "JSON", "csv": "CSV", "parquet": "Parquet", "txt": "plain text", "npy": "NPY",
-                 "zip": "ZIP", "npz": "NPZ"}  # fmt: skip
+        names = {"jsonl": "JSONL", "json": "JSON", "csv": "CSV", "parquet": "Parquet", "txt": "plain text",
+                 "npy": "NPY", "zip": "ZIP", "npz": "NPZ"}  # fmt: skip
         for modality, heading in (("text", "Text:"), ("vectors", "Vectors:"), ("image", "Images:")):
             sentence = said.split(heading)[1].split(". ")[0]
             named = {fmt for fmt, name in names.items() if re.search(rf"\b{name}\b", sentence)}
