@@ -30,6 +30,14 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def with_channels(images: Tensor, channels: int) -> Tensor:
+    """(B, C, H, W) images with ``channels`` channels: grey repeated on three for a colour model, colour averaged
+    for a grey one."""
+    if images.shape[1] == channels:
+        return images
+    return images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
+
+
 class Embedder:
     """A model loaded from a checkpoint, in eval mode, that maps raw inputs to normalised embeddings.
 
@@ -152,7 +160,4 @@ class Embedder:
             if low < -1e-3 or high > 1 + 1e-3:  # the slack of a resize's float arithmetic
                 raise ValueError(f"image values range over [{low:g}, {high:g}]; give floats in [0, 1], or the "
                                  "pixels as uint8")  # fmt: skip
-        channels = self.spec.channels
-        if images.shape[1] != channels:
-            images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
-        return images.to(self.device)
+        return with_channels(images, self.spec.channels).to(self.device)

@@ -18,7 +18,7 @@ from api.errors import Invalid
 from api.models.service import deployed_version
 from api.ttlcache import TTLCache
 from core.data.readers import DatasetError, ReadLimits, decode_image
-from core.inference import Embedder, Precision
+from core.inference import Embedder, Precision, with_channels
 from core.store.db import session_factory
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -72,9 +72,7 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
                 f"input[{index}] is not valid base64; this is an image model: input must be base64 PNG or JPEG "
                 "strings (`embedtrain embed --image FILE`)")  # fmt: skip
             raise Invalid(message, field="input") from None
-        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]  # (1, C, H, W)
-        if tensor.shape[1] != channels:
-            tensor = tensor.mean(1, keepdim=True) if channels == 1 else tensor.expand(1, 3, *tensor.shape[2:])
+        tensor = with_channels(torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None], channels)
         out[index] = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
     return out
 

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import httpx
 import numpy as np
 
-from core.data.readers import IMAGE_SUFFIXES
+from core.data.readers import IMAGE_SUFFIXES, hidden_entry
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -36,13 +36,12 @@ WEIGHTS_FILE = "model.safetensors"
 
 def zip_class_folders(folder: Path, archive: BinaryIO) -> None:
     """Write ``folder``'s PNG and JPEG files, at their paths under it (``<class>/<image>.png``), as a ZIP into
-    ``archive``; files and folders named with a leading dot are left out. Stored, not compressed: the images are."""
+    ``archive``; what the readers skip (dot-named files and folders, ``__MACOSX/``) is left out. Stored, not compressed: the images are."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
         for file in sorted(folder.rglob("*")):
-            relative = file.relative_to(folder)
-            hidden = any(part.startswith(".") for part in relative.parts)
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not hidden:
-                out.write(file, relative.as_posix())
+            name = file.relative_to(folder).as_posix()
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not hidden_entry(name):
+                out.write(file, name)
 
 
 class ApiError(RuntimeError):

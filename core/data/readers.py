@@ -500,7 +500,7 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
         raise DatasetError(f"the ZIP file cannot be read: {error}") from None
     with archive:
         entries = [e for e in _zip_entries(archive, limits) if e.filename.lower().endswith(IMAGE_SUFFIXES)
-                   and not _hidden(e.filename)]  # fmt: skip
+                   and not hidden_entry(e.filename)]  # fmt: skip
         if not entries:
             raise DatasetError("the archive holds no .png or .jpg images (expected <class>/<image>.png)")
         if len(entries) > limits.max_records:
@@ -523,7 +523,7 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
     return Records("image", images=stacked.transpose(0, 3, 1, 2).copy(), labels=labels, label_names=names)
 
 
-def _hidden(name: str) -> bool:
+def hidden_entry(name: str) -> bool:
     """What a ZIP made on a Mac (Finder's "Compress") adds beside the images: ``__MACOSX/`` with an AppleDouble
     ``._<name>.png`` for each image, and ``.DS_Store``; these are not images, so they are skipped, as is any other
     entry in or under a dot-named folder."""
