@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic.json_schema import SkipJsonSchema
 
 from core.config import RunConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _names_no_modality(config: Any) -> bool:
+    """Whether a raw config leaves ``data.modality`` out (or null, or the whole ``data``): the dataset's is meant."""
+    if not isinstance(config, dict):
+        return False
+    data = config.get("data")
+    return data is None or (isinstance(data, dict) and data.get("modality") is None)
+
+
+def _complete_later(config: Any, handler: ValidatorFunctionWrapHandler) -> RunConfig | dict[str, Any]:
+    """A config that names no modality is kept as given, to be validated once the dataset's is known
+    (:meth:`JobCreate.run_config`); any other is validated as a ``RunConfig`` now."""
+    if _names_no_modality(config):
+        return dict(config)
+    return RunConfig.model_validate(config)
 
 
 class JobCreate(BaseModel):
@@ -17,7 +35,23 @@ class JobCreate(BaseModel):
 
     dataset_id: str = Field(min_length=1, max_length=64)
     name: str = Field("job", min_length=1, max_length=256)
-    config: RunConfig
+    config: Annotated[RunConfig | SkipJsonSchema[dict[str, Any]], WrapValidator(_complete_later)] = Field(
+        default_factory=dict,
+        description="The run config. Every field has a default: data.modality is the dataset's, and the model and "
+        "augment sections are the modality's.",
+    )
+
+    def run_config(self, modality: str) -> RunConfig:
+        """The config with ``data.modality`` the dataset's where the body named none; a field it gets wrong answers
+        422 as if FastAPI had validated it."""
+        if isinstance(self.config, RunConfig):
+            return self.config
+        data = self.config.get("data") or {}
+        try:
+            return RunConfig.model_validate({**self.config, "data": {**data, "modality": modality}})
+        except ValidationError as error:
+            problems = error.errors(include_url=False, include_context=True, include_input=False)
+            raise RequestValidationError([{**p, "loc": ("body", "config", *p["loc"])} for p in problems]) from None
 
 
 class Progress(BaseModel):

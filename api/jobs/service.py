@@ -67,7 +67,7 @@ def submit_job(
         if existing is not None:
             return _replayed(session, existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
-    config = body.config.for_data(bool(dataset.details.get("paired")))
+    config = body.run_config(dataset.modality).for_data(bool(dataset.details.get("paired")))
     _check_fits(config, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
               queue=queue_for(settings, config.train.device), idempotency_key=idempotency_key,
@@ -101,7 +101,8 @@ def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
     the first job as the one asked for."""
     dataset = session.get(Dataset, existing.dataset_id) if existing.dataset_id else None
     paired = [bool(dataset.details.get("paired"))] if dataset is not None else [False, True]  # deleted: either
-    configs = [body.config.for_data(p).model_dump(mode="json") for p in paired]
+    config = body.run_config(existing.config["data"]["modality"])  # the dataset's, as when the job was submitted
+    configs = [config.for_data(p).model_dump(mode="json") for p in paired]
     same = (existing.name == body.name and existing.config in configs
             and existing.dataset_id in (body.dataset_id, None))  # None: its dataset was deleted since  # fmt: skip
     if not same:

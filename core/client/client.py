@@ -149,13 +149,9 @@ class Client:
     # jobs
     def submit_job(self, dataset_id: str, config: dict | None = None, name: str = "job",
                    idempotency_key: str | None = None) -> dict:  # fmt: skip
-        """Submit a training job; a config without ``data.modality`` (or none: every default) takes the dataset's,
-        as the dashboard's new-job form fills it in."""
+        """Submit a training job; a config without ``data.modality`` (or none: every default) takes the dataset's."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         config = {} if config is None else config
-        data = config.get("data", {}) if isinstance(config, dict) else None
-        if isinstance(data, dict) and "modality" not in data:  # anything else: the service says what is wrong
-            config = {**config, "data": {**data, "modality": self.get_dataset(dataset_id)["modality"]}}
         return self._call("POST", "/v1/jobs", json={"dataset_id": dataset_id, "name": name, "config": config},
                           headers=headers)  # fmt: skip
 

@@ -55,14 +55,75 @@ def test_config_errors_are_422_naming_the_field(client, auth, sections, field) -
     assert error["param"] == field or any(d["field"] == field for d in error["details"]), error
 
 
-@pytest.mark.parametrize("data", [None, {"val_fraction": 0.2}, {"modality": "audio"}])
-def test_a_config_without_a_known_modality_gets_one_error_naming_it(client, auth, data) -> None:  # noqa: ANN001
-    config = {"train": {"epochs": 1}, **({"data": data} if data else {})}
+def test_an_unknown_modality_gets_one_error_naming_it(client, auth) -> None:
+    config = {"data": {"modality": "audio"}, "train": {"epochs": 1}}
     response = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset(client, auth)["id"], "config": config})
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert len(error["details"]) == 1 and error["message"].startswith("config: data.modality must be one of")
-    assert ("not 'audio'" if data and "modality" in data else "none was given") in error["message"]
+    assert "not 'audio'" in error["message"]
+
+
+@pytest.mark.parametrize("config", [None, {}, {"data": {"val_fraction": 0.2}}, {"data": {"modality": None}}, {"data": None},
+                                    {"model": {"hidden_dim": 64}, "train": {"batch_size": 8, "epochs": 1}}])  # fmt: skip
+def test_a_config_without_a_modality_takes_the_datasets(client, auth, config) -> None:  # noqa: ANN001
+    """The dataset says its modality: a body that leaves it out (or the whole config) trains on the dataset's, with
+    that modality's sections (before: 422, 'data.modality must be one of ...; none was given')."""
+    payload = {"dataset_id": dataset(client, auth, rows=400)["id"], **({} if config is None else {"config": config})}
+    response = client.post("/v1/jobs", headers=auth, json=payload)
+    assert response.status_code == 202, response.text
+    stored = response.json()["config"]
+    assert stored["data"]["modality"] == "vectors" and stored["model"]["kind"] == "mlp"
+    assert stored["augment"]["kind"] == "vectors"
+    given = config or {}
+    assert stored["data"]["val_fraction"] == (given.get("data") or {}).get("val_fraction", 0.1)
+    assert stored["model"]["hidden_dim"] == given.get("model", {}).get("hidden_dim", 256)
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"train": {"batch_size": 1}}, "config.train.batch_size"),
+        ({"model": {"hidden_dim": 1}}, "config.model.hidden_dim"),
+        ({"model": {"kind": "resnet"}}, "config"),
+        ({"data": {"use_labels": True, "typo": 1}}, "config.data.typo"),
+        ({"data": {"use_labels": True}, "train": {"batch_size": 8}}, "config.data.use_labels"),
+    ],
+)
+def test_a_config_without_a_modality_is_checked_against_the_datasets(client, auth, config, field) -> None:
+    """Its fields are validated once the dataset's modality is in, and answer as any other config's do."""
+    content = b"a,b\n" + b"".join(f"{i},{i % 7}\n".encode() for i in range(40))  # no labels
+    unlabelled = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
+                             files={"file": ("v.csv", content)}).json()  # fmt: skip
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": unlabelled["id"], "config": config})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == field, error
+    assert client.post("/v1/jobs", headers=auth, json={"dataset_id": "nope", "config": config}).status_code == 404
+
+
+def test_a_replay_without_a_modality_matches_the_job_it_made(client, auth) -> None:
+    """An Idempotency-Key replayed with the same body that left the modality out returns the first job; the same
+    body naming the dataset's modality is the same request, another modality is not."""
+    data = dataset(client, auth)["id"]
+    headers = {**auth, "Idempotency-Key": f"bare-{uuid.uuid4().hex[:8]}"}
+    payload = {"dataset_id": data, "config": {"train": {"batch_size": 8}}}
+    first = client.post("/v1/jobs", headers=headers, json=payload)
+    again = client.post("/v1/jobs", headers=headers, json=payload)
+    assert first.status_code == again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    named = {"dataset_id": data, "config": {"data": {"modality": "vectors"}, "train": {"batch_size": 8}}}
+    assert client.post("/v1/jobs", headers=headers, json=named).json()["id"] == first.json()["id"]
+    other = {"dataset_id": data, "config": {"data": {"modality": "text"}, "train": {"batch_size": 8}}}
+    reused = client.post("/v1/jobs", headers=headers, json=other)
+    assert reused.status_code == 422 and reused.json()["error"]["param"] == "Idempotency-Key", reused.text
+
+
+def test_the_job_body_is_documented_with_the_run_config(client) -> None:
+    """The body's config is documented as the run config, not also as a free-form object, and may be left out."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    config = schemas["JobCreate"]["properties"]["config"]
+    assert config["$ref"].endswith("/RunConfig") and "anyOf" not in config, config
+    assert schemas["JobCreate"]["required"] == ["dataset_id"]
 
 
 def test_data_that_cannot_fill_a_batch_or_fit_the_config_is_refused(client, auth) -> None:

@@ -436,8 +436,8 @@ def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, 
 
 
 def test_a_job_submitted_without_a_modality_takes_its_datasets(client, auth, tmp_path) -> None:
-    """data.modality is the one field a config needs, and the dataset already says it (the dashboard's form fills
-    it in); before, `jobs submit` needed a config file naming it, and the client a config spelling it out."""
+    """data.modality is the one field a config needs, and the dataset already says it (the service fills it in);
+    before, `jobs submit` needed a config file naming it, and the client a config spelling it out."""
     rows = vectors_csv(n=400)  # a default batch (256) and more
     dataset = client.post("/v1/datasets", headers=auth, data={"modality": "vectors"},
                           files={"file": ("v.csv", rows)}).json()  # fmt: skip
