@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -50,40 +51,67 @@ from api.jobs import service as jobs  # noqa: E402
 from api.jobs.schemas import JobRead  # noqa: E402
 from api.main import create_app  # noqa: E402
 from api.threads import ReadThreads  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from bench.machine import WakeUps, describe, machine_ticks  # noqa: E402
 from bench.service import Service  # noqa: E402
 from core.store.db import read_first  # noqa: E402
 from core.store.settings import Settings  # noqa: E402
 from core.store.tables import Job  # noqa: E402
 
 DONE = """done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"us\\": %d}\\n",
-    summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, latency:percentile(50), latency:percentile(99), summary.duration))
+  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"p999\\": %d, "
+    .. "\\"max\\": %d, \\"us\\": %d}\\n", summary.requests, summary.errors.status + summary.errors.connect
+    + summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50),
+    latency:percentile(99), latency:percentile(99.9), latency.max, summary.duration))
 end
 """
 
 
 def run_wrk(url: str, script: str, clients: int, seconds: int, service: Service | None = None) -> dict:
-    """One wrk run; with ``service``, also how its API processes shared the connections (counted half-way)."""
+    """One wrk run; with ``service``, also how its API processes shared the connections (counted half-way). Beside
+    it, where the machine's cores went and how late a sleeping thread woke (:class:`bench.machine.WakeUps`): a tail
+    of slow answers with no late wake-up was the service's, not the VM's."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + DONE)
-    wrk = subprocess.Popen(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s",
-                            handle.name, url], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    shares = None
-    if service is not None:
-        time.sleep(seconds / 2)
-        shares = connections_by_process(service.port, service.api_pids())
-    out, _ = wrk.communicate()
+    ticks0, began = machine_ticks(), time.monotonic()
+    with WakeUps() as wakeups:
+        wrk = subprocess.Popen(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s",
+                                "-s", handle.name, url], stdout=subprocess.PIPE, text=True)  # fmt: skip
+        shares = None
+        if service is not None:
+            time.sleep(seconds / 2)
+            shares = connections_by_process(service.port, service.api_pids())
+        out, _ = wrk.communicate()
+    ticks, elapsed = machine_ticks(), time.monotonic() - began
     if wrk.returncode:
         raise RuntimeError(f"wrk exited with {wrk.returncode}")
     stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
     result = {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
               "requests_per_s": round(stats["requests"] / (stats["us"] / 1e6), 1),
-              "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000}  # fmt: skip
+              "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000, "p99_9_ms": stats["p999"] / 1000,
+              "max_ms": stats["max"] / 1000}  # fmt: skip
+    clock = elapsed * os.sysconf("SC_CLK_TCK")
+    result["machine"] = {f"{kind}_cores": round((ticks[kind] - ticks0[kind]) / clock, 3) for kind in ticks}
+    result["wakeups"] = wakeups.summary()
     if shares is not None:
         result["connections_per_api_process"] = shares
     return result
+
+
+SERVER_TAIL_S = (0.1, 0.25, 0.5, 1.0, 2.5)  # bounds of api.metrics.LATENCY_BUCKETS
+
+
+def server_latency(service: Service, route: str) -> dict[str, float]:
+    """The requests to ``route`` the API processes have timed so far (from the request middleware's histogram, from
+    when a process's app took the request to its answer), in all and within each bound of :data:`SERVER_TAIL_S`."""
+    counts = {"all": 0.0, **{f"{bound}": 0.0 for bound in SERVER_TAIL_S}}
+    for name, value in service.metric_samples():
+        metric, _, labels = name.partition("{")
+        label = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if metric == "embedtrain_http_request_seconds_bucket" and label.get("route") == route:
+            key = "all" if label["le"] == "+Inf" else str(float(label["le"]))
+            if key in counts:
+                counts[key] += float(value)
+    return counts
 
 
 def connections_by_process(port: int, pids: list[int]) -> list[int]:
@@ -282,9 +310,14 @@ def main() -> None:
                 job = client.post("/v1/jobs", json=body).json()
             auth = f'wrk.headers["Authorization"] = "Bearer {service.key}"\n'
             run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, 3)  # warm-up: threads, pool, caches
-            result["status_polls"] = run_wrk(
-                f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds, service
-            )
+            before = server_latency(service, "/v1/jobs/{job_id}")
+            polls = run_wrk(f"{service.base}/v1/jobs/{job['id']}", auth, args.clients, args.seconds, service)
+            after = server_latency(service, "/v1/jobs/{job_id}")
+            timed = {bound: after[bound] - before[bound] for bound in after}
+            # how many answers were slow inside the app too: those over a bound are all timed, less those within it
+            polls["server_side"] = {"requests": int(timed["all"]),
+                                    **{f"over_{b}_s": int(timed["all"] - timed[str(b)]) for b in SERVER_TAIL_S}}  # fmt: skip
+            result["status_polls"] = polls
             submit = (auth + 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(json.dumps(body))}\n")  # fmt: skip
             result["submissions"] = run_wrk(f"{service.base}/v1/jobs", submit, args.clients, args.seconds, service)

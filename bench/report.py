@@ -79,8 +79,18 @@ def api_line(path: Path) -> str:
     polls, submissions = data["status_polls"], data["submissions"]
     met = polls["requests_per_s"] >= 1000 and polls["p99_ms"] < 100 and polls["errors"] == 0
     split = polls.get("connections_per_api_process")
+    tail, wakeups = "", polls.get("wakeups")  # runs before the tail and the watcher were recorded have neither
+    if wakeups:
+        machine = polls["machine"]
+        tail = (f", p99.9 {polls['p99_9_ms']:.1f} ms, max {polls['max_ms']:.1f} ms (latest wake-up of a 5 ms sleep "
+                f"{wakeups['worst_ms']} ms; cores busy {machine['busy_cores']}, I/O wait {machine['iowait_cores']}, "
+                f"stolen {machine['steal_cores']})")  # fmt: skip
+    if "server_side" in polls:
+        timed = polls["server_side"]
+        tail += (f", of the polls the app timed over 0.25 / 0.5 / 1 / 2.5 s: {timed['over_0.25_s']} / "
+                 f"{timed['over_0.5_s']} / {timed['over_1.0_s']} / {timed['over_2.5_s']}")  # fmt: skip
     return (f"API ({data['api_processes']} processes, {data['clients']} clients): status polls "
-            f"{polls['requests_per_s']:,}/s, p50 {polls['p50_ms']:.1f} ms, p99 {polls['p99_ms']:.1f} ms, "
+            f"{polls['requests_per_s']:,}/s, p50 {polls['p50_ms']:.1f} ms, p99 {polls['p99_ms']:.1f} ms{tail}, "
             f"{polls['errors']} errors (goal {'met' if met else 'not met'}"
             + (f"; connections per process {split}" if split else "")
             + f"); submissions {submissions['requests_per_s']:,}/s, p99 {submissions['p99_ms']:.0f} ms, "

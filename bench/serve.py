@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe, machine_ticks  # noqa: E402
 from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
 from core.allocator import keep_freed_memory  # noqa: E402
 from core.inference import Embedder  # noqa: E402
@@ -138,24 +138,11 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _machine_ticks() -> dict[str, int]:
-    """The whole machine's CPU time so far, in clock ticks, from the first line of /proc/stat: ``busy`` (user,
-    nice, system, interrupts), ``idle`` (idle and I/O wait) and ``steal`` (taken by the hypervisor)."""
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
-    return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
-
-
-def _samples(base: str, headers: dict) -> list[tuple[str, str]]:
-    """The server's Prometheus samples (name with labels, value), summed over its API processes by /metrics."""
-    return [line.rpartition(" ")[::2] for line in httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
-            .splitlines() if not line.startswith("#")]  # fmt: skip
-
-
-def _forward_totals(base: str, headers: dict) -> dict[str, float]:
+def _forward_totals(service: Service) -> dict[str, float]:
     """The server's forward passes so far, from its Prometheus metrics: ``passes``, ``seconds`` and, for the
     passes that ran alone, ``lone on N threads`` for each thread count chosen."""
     totals: dict[str, float] = {"passes": 0.0, "seconds": 0.0}
-    for name, value in _samples(base, headers):
+    for name, value in service.metric_samples():
         if name.startswith("embedtrain_embedding_forward_seconds_count"):
             totals["passes"] += float(value)
         elif name.startswith("embedtrain_embedding_forward_seconds_sum"):
@@ -168,8 +155,7 @@ def _forward_totals(base: str, headers: dict) -> dict[str, float]:
 
 def _models_loaded(service: Service) -> float:
     """Models held by all the API processes together (a gauge they sum in /metrics)."""
-    return sum(float(value) for name, value in _samples(service.base, service.headers)
-               if name == "embedtrain_models_loaded")  # fmt: skip
+    return sum(float(value) for name, value in service.metric_samples() if name == "embedtrain_models_loaded")
 
 
 def load_everywhere(service: Service, url: str, make_body) -> None:
@@ -203,16 +189,16 @@ def run_level_observed(service: Service, make_body, clients: int, seconds: float
     def process_cpu() -> float:
         return sum(_cpu_seconds(stat) for stat in process_stats)
 
-    loop0, process0, machine0 = loop_cpu(), process_cpu(), _machine_ticks()  # together
-    before = _forward_totals(service.base, service.headers)
+    loop0, process0, machine0 = loop_cpu(), process_cpu(), machine_ticks()  # together
+    before = _forward_totals(service)
     generator0 = _children_cpu_seconds()
     began = time.perf_counter()
     level = run_level(f"{service.base}/v1/embeddings", service.headers, make_body, clients, seconds)
     elapsed = time.perf_counter() - began
     generator = _children_cpu_seconds() - generator0
-    after = _forward_totals(service.base, service.headers)
+    after = _forward_totals(service)
     passes, busy = after["passes"] - before["passes"], after["seconds"] - before["seconds"]
-    loop, process, machine = loop_cpu() - loop0, process_cpu() - process0, _machine_ticks()
+    loop, process, machine = loop_cpu() - loop0, process_cpu() - process0, machine_ticks()
     lone = [key for key in sorted(after) if key.startswith("lone ")]
     alone = {key.removeprefix("lone "): int(after[key] - before.get(key, 0.0)) for key in lone}
     level["server"] = {

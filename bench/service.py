@@ -79,6 +79,11 @@ class Service:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
+    def metric_samples(self) -> list[tuple[str, str]]:
+        """The server's Prometheus samples (name with labels, value), summed over its API processes by /metrics."""
+        text = httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=10).text
+        return [line.rpartition(" ")[::2] for line in text.splitlines() if not line.startswith("#")]
+
     def _run(self, args: list[str]) -> str:
         return subprocess.run([sys.executable, *args], cwd=ROOT, env=self.env, check=True, capture_output=True,
                               text=True).stdout  # fmt: skip

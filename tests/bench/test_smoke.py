@@ -124,6 +124,15 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
         assert data[scenario]["requests"] > 0 and data[scenario]["errors"] == 0, data[scenario]
         shares = data[scenario]["connections_per_api_process"]  # wrk's 4 connections, found in the 2 API processes
         assert len(shares) == 2 and sum(shares) == 4, shares
+        polls = data[scenario]
+        assert polls["p50_ms"] <= polls["p99_ms"] <= polls["p99_9_ms"] <= polls["max_ms"], polls
+        wakeups = polls["wakeups"]  # a thread sleeping 5 ms at a time over the run's second, and how late it woke
+        assert 20 <= wakeups["wakeups"] <= 260 and 0 <= wakeups["worst_ms"] < 1000, wakeups
+        assert polls["machine"]["busy_cores"] > 0 and polls["machine"]["iowait_cores"] >= 0, polls
+    polls = data["status_polls"]  # the app's own timing of the same polls (less or more by those in flight at the end)
+    timed = polls["server_side"]
+    assert abs(timed["requests"] - polls["requests"]) <= 4, polls
+    assert timed["requests"] >= timed["over_0.1_s"] >= timed["over_0.5_s"] >= timed["over_2.5_s"] >= 0, polls
     assert data["db_connections_at_end"] <= 40
     # each A/B section: both variants measured, and one ratio a pair of rounds (--read-rounds 2)
     sections = {
