@@ -3,8 +3,10 @@
     python bench/api.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--workers 2]
 
 Creates a throwaway database, starts the API (uvicorn, ``--workers`` processes, no training worker: submitted jobs
-stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99 and errors, how
-the API processes shared the connections, and the database connections in use at the end. Then, in this process and
+stay queued), and drives it with wrk (C) for ``--seconds`` per scenario. Reports requests/s, p50/p99/p99.9/maximum
+and errors, how the API processes shared the connections, where the machine's cores went and how late a thread
+sleeping 5 ms woke meanwhile, for the polls how many the app itself timed over 0.1-2.5 s (a slow answer the app did
+not time as slow waited outside it), and the database connections in use at the end. Then, in this process and
 one thread, the poll's database read alone (``core.store.db.read_first``) in ``--read-rounds`` alternating pairs of
 0.5 s rounds: reads/s and CPU per read with a pooled connection pinged at every checkout
 (``EMBEDTRAIN_DB_PING_AFTER_IDLE_S=0``, as SQLAlchemy's ``pool_pre_ping``) and with the default ping after idleness;
