@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
@@ -91,6 +92,12 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
+def body_invalid(problems: list[dict], *within: str | int) -> RequestValidationError:
+    """pydantic's ``problems`` with a part of the request body (``within`` it, e.g. ``"config"``) as FastAPI's own
+    validation error, so that the error mapping names each field as for a body FastAPI validated."""
+    return RequestValidationError([{**problem, "loc": ("body", *within, *problem["loc"])} for problem in problems])
+
+
 def error_body(status: int, message: str, field: str | None = None) -> dict:
     """The JSON error shape of every 4xx/5xx answer (OpenAI-style ``error`` object)."""
     return {"error": {"message": message, "type": _TYPES.get(status, "error"), "param": field, "code": status}}
@@ -103,7 +110,6 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mappings: service errors by class, validation errors naming the field, outages as 503."""
-    from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
     @app.exception_handler(HTTPException)

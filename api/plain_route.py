@@ -21,9 +21,10 @@ from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+
+from api.errors import body_invalid
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,7 +60,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     except ValidationError as error:
         # located under "body" as FastAPI does, so the error mapping names the field the same way
         problems = _one_per_union(model, error.errors(include_url=False, include_context=False, include_input=False))
-        raise RequestValidationError([{**p, "loc": ("body", *p["loc"])} for p in problems]) from None
+        raise body_invalid(problems) from None
 
 
 def _one_per_union(model: type[BaseModel], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:

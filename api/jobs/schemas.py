@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 from pydantic.json_schema import SkipJsonSchema
 
+from api.errors import body_invalid
 from core.config import RunConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -51,7 +51,7 @@ class JobCreate(BaseModel):
             return RunConfig.model_validate({**self.config, "data": {**data, "modality": modality}})
         except ValidationError as error:
             problems = error.errors(include_url=False, include_context=True, include_input=False)
-            raise RequestValidationError([{**p, "loc": ("body", "config", *p["loc"])} for p in problems]) from None
+            raise body_invalid(problems, "config") from None
 
 
 class Progress(BaseModel):

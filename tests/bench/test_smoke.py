@@ -127,7 +127,7 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
         polls = data[scenario]
         assert polls["p50_ms"] <= polls["p99_ms"] <= polls["p99_9_ms"] <= polls["max_ms"], polls
         wakeups = polls["wakeups"]  # a thread sleeping 5 ms at a time over the run's second, and how late it woke
-        assert 20 <= wakeups["wakeups"] <= 260 and 0 <= wakeups["worst_ms"] < 1000, wakeups
+        assert 20 <= wakeups["wakeups"] <= 2000 and 0 <= wakeups["worst_ms"] < 1000, wakeups  # 2000: 10 s of 5 ms
         assert polls["machine"]["busy_cores"] > 0 and polls["machine"]["iowait_cores"] >= 0, polls
     polls = data["status_polls"]  # the app's own timing of the same polls (less or more by those in flight at the end)
     timed = polls["server_side"]
