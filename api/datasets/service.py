@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
-from core.data.readers import ALIASES, FORMATS, DatasetError, LabelColumnError, read_records
+from core.data.readers import FORMATS, DatasetError, LabelColumnError, format_of_name, is_gzip, read_records
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -21,18 +21,12 @@ from core.store.tables import Dataset, Job
 CHUNK = 1 << 20
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-
-
 def _format_of(filename: str | None, declared: str | None, modality: str) -> str:
-    name = PurePath(filename or "")  # the name is a hint, never a path
-    if name.suffix.lower() == ".gz":  # texts.jsonl.gz: the format is the name's before the compression's
-        name = PurePath(name.stem)
-    extension = name.suffix.lower().lstrip(".")
-    fmt = declared or ALIASES.get(extension, extension)
+    named = format_of_name(filename or "")  # the name is a hint, never a path
+    fmt = declared or named
     if fmt not in FORMATS[modality]:
         seen = (f"format {declared!r} does not fit modality {modality!r}" if declared else
-                f"cannot tell the format from the file name (.{extension})" if extension else
+                f"cannot tell the format from the file name (.{named})" if named else
                 "cannot tell the format: the file name has no extension")  # fmt: skip
         raise Invalid(f"{seen}; pass format= one of {list(FORMATS[modality])} for modality {modality!r}",
                       field="format")  # fmt: skip
@@ -60,9 +54,8 @@ def _gunzipped(staged: Path, storage: Storage, limit: int) -> Path:
     """The staged upload decompressed, where it is gzip (``pandas.to_csv("x.csv.gz")``, ``gzip texts.jsonl``), into
     a new staged file no larger than ``limit``, which a small file of repeated bytes would otherwise defeat; the
     upload itself where it is not."""
-    with open(staged, "rb") as raw:
-        if raw.read(2) != GZIP_MAGIC:
-            return staged
+    if not is_gzip(staged):
+        return staged
     plain = storage.staging()
     try:
         with gzip.open(staged, "rb") as source, open(plain, "wb") as out:

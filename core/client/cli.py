@@ -7,10 +7,14 @@ The URL and key come from EMBEDTRAIN_URL / EMBEDTRAIN_API_KEY or ``~/.config/emb
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.client.client import ApiError, Client, default_settings
-from core.data.readers import ALIASES, DatasetError, ReadLimits, read_records
+from core.data.readers import DatasetError, ReadLimits, format_of_name, is_gzip, read_records
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
@@ -374,14 +378,27 @@ def stdin_texts() -> list[str]:
 
 def vector_rows(path: Path) -> np.ndarray:
     """A vector model's inputs, one a row: a .npy, CSV or Parquet file (by its extension; any other is read as a
-    .npy) read as a vectors dataset is at upload, with its checks (2-D, numeric or boolean, finite; a CSV or Parquet
-    file's label column left out), so that a file of the kind a model was trained on embeds as it is."""
-    extension = path.suffix.lower().lstrip(".")
-    fmt = ALIASES.get(extension, extension)
+    .npy), gzipped or not, read as a vectors dataset is at upload, with its checks (2-D, numeric or boolean, finite;
+    a CSV or Parquet file's label column left out), so that a file of the kind a model was trained on embeds as it
+    is."""
+    fmt = format_of_name(path.name)
+    fmt = fmt if fmt in ("csv", "parquet") else "npy"
     try:
-        return read_records(path, "vectors", fmt if fmt in ("csv", "parquet") else "npy", ReadLimits()).vectors
+        if not is_gzip(path):
+            return read_records(path, "vectors", fmt, ReadLimits()).vectors
+        with tempfile.TemporaryDirectory() as scratch:
+            return read_records(_gunzipped(path, Path(scratch) / f"rows.{fmt}"), "vectors", fmt, ReadLimits()).vectors
     except DatasetError as error:
         raise typer.BadParameter(f"{path}: {error}", param_hint="--vectors") from None
+
+
+def _gunzipped(path: Path, target: Path) -> Path:
+    try:
+        with gzip.open(path, "rb") as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # truncated or corrupt
+        raise DatasetError(f"the file is not valid gzip: {error}") from None
+    return target
 
 
 def image_inputs(paths: list[Path]) -> list[str]:

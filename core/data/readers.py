@@ -36,6 +36,24 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 ALIASES = {"ndjson": "jsonl", "pq": "parquet", "tsv": "csv"}  # other file extensions the same formats go by
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def format_of_name(name: str) -> str:
+    """The format a file's name says: its extension by the format's name (``rows.tsv`` is csv), a compression's
+    left aside (``texts.jsonl.gz`` is jsonl); empty where the name has no extension."""
+    path = PurePosixPath(name)
+    if path.suffix.lower() == ".gz":
+        path = PurePosixPath(path.stem)
+    extension = path.suffix.lower().lstrip(".")
+    return ALIASES.get(extension, extension)
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether the file is gzip, by its first bytes rather than its name (``pandas.to_csv("x.csv.gz")`` and
+    ``gzip texts.jsonl`` write it; so may a tool that keeps the name)."""
+    with open(path, "rb") as file:
+        return file.read(2) == GZIP_MAGIC
 
 
 class DatasetError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import time
@@ -209,6 +210,14 @@ def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_pa
         for name in ("rows.csv", "rows.parquet"):
             out = run("--model", vectors_model, "--vectors", str(tmp_path / name))
             assert np.allclose(np.array(json.loads(out)), python_client.embed(vectors_model, rows), atol=1e-6), name
+        # gzipped, as the upload takes them (before: read as a .npy and refused, "the NPY file cannot be read")
+        for name in ("rows.csv", "rows.npy"):
+            (tmp_path / f"{name}.gz").write_bytes(gzip.compress((tmp_path / name).read_bytes()))
+            out = run("--model", vectors_model, "--vectors", str(tmp_path / f"{name}.gz"))
+            assert np.allclose(np.array(json.loads(out)), python_client.embed(vectors_model, rows), atol=1e-6), name
+        (tmp_path / "cut.csv.gz").write_bytes(gzip.compress((tmp_path / "rows.csv").read_bytes())[:40])
+        assert "cut.csv.gz: the file is not valid gzip" in run("--model", vectors_model, "--vectors",
+                                                               str(tmp_path / "cut.csv.gz"), code=2)  # fmt: skip
         (tmp_path / "bad.csv").write_text("x0,x1\n1,oops\n")
         assert "bad.csv: column 'x1' is not numeric" in run("--model", vectors_model, "--vectors",
                                                             str(tmp_path / "bad.csv"), code=2)  # fmt: skip
