@@ -35,6 +35,16 @@ def describe(accelerator: str = "no GPU") -> str:
     return f"{platform.node()} {cpu_model()}, {os.cpu_count()} cores, {accelerator}"
 
 
+def kernel_autogroup() -> bool | None:
+    """Whether the kernel schedules each session's processes as one group (``sched_autogroup_enabled``, on in
+    Debian's kernels): the groups then share the cores evenly, whatever each one's processes need. On the 2-core VM
+    the API processes and wrk (the benchmark's session) kept both cores busy while a PostgreSQL backend (the
+    server's session) waited runnable for a core for up to 1.4 s, which held the status poll waiting on it: the
+    polls' rare tail (bench/RESULTS.md, "The first Zen 2 VM"). None where the kernel has no such setting."""
+    setting = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    return setting.read_text().strip() == "1" if setting.exists() else None
+
+
 def machine_ticks() -> dict[str, int]:
     """The whole machine's CPU time so far, in clock ticks, from the first line of /proc/stat: ``busy`` (user,
     nice, system, interrupts), ``idle`` (idle and I/O wait), ``iowait`` (the part of idle with I/O outstanding)

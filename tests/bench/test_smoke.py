@@ -129,6 +129,10 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
         wakeups = polls["wakeups"]  # a thread sleeping 5 ms at a time over the run's second, and how late it woke
         assert 20 <= wakeups["wakeups"] <= 2000 and 0 <= wakeups["worst_ms"] < 1000, wakeups  # 2000: 10 s of 5 ms
         assert polls["machine"]["busy_cores"] > 0 and polls["machine"]["iowait_cores"] >= 0, polls
+        measured = polls["measured"]  # each answer timed by the wrk script itself, without wrk's correction
+        assert abs(measured["answers"] - polls["requests"]) <= 4, polls
+        assert measured["p50_ms"] <= measured["p99_ms"] <= measured["p99_9_ms"] <= measured["max_ms"], measured
+        assert measured["over_0.1_s"] >= measured["over_0.5_s"] >= measured["over_2.5_s"] >= 0, measured
     polls = data["status_polls"]  # the app's own timing of the same polls (less or more by those in flight at the end)
     timed = polls["server_side"]
     assert abs(timed["requests"] - polls["requests"]) <= 4, polls
@@ -144,6 +148,17 @@ def test_api_bench_polls_and_submits_against_postgresql(tmp_path) -> None:
     for section, (variants, figure, ratio) in sections.items():
         assert all(data[section][v][figure] > 0 for v in variants), data[section]
         assert len(data[section][ratio]["rounds"]) == 2, data[section]
+
+
+def test_measured_latency_counts_each_answer_once_without_wrks_correction() -> None:
+    """990 answers of 20 ms, 9 of 60 ms and one of 3 s: a p99 of 20 ms and a p99.9 of 60 ms, where wrk's
+    coordinated-omission correction would add ~119 samples between 3 s and 25 ms (bench/api.py)."""
+    from bench.api import measured_latency
+
+    figures = measured_latency([[20_000, 500], [60_000, 9], [20_000, 490], [3_000_000, 1]])
+    assert figures == {"answers": 1000, "p50_ms": 20.0, "p99_ms": 20.0, "p99_9_ms": 60.0, "max_ms": 3000.0,
+                       "over_0.1_s": 1, "over_0.25_s": 1, "over_0.5_s": 1, "over_1.0_s": 1, "over_2.5_s": 1}  # fmt: skip
+    assert measured_latency([]) == {"answers": 0}
 
 
 def test_report_renders_the_committed_gpu_run() -> None:
