@@ -4,11 +4,15 @@ python bench/report.py                     # bench/results: the CPU loss and ser
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
 python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json / api*.json
                                                 # / text-lr*.json
+python bench/report.py --serving-across bench/results   # every serving run under a folder, one row each, oldest first
 """
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,8 +166,71 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
     return "\n".join(lines)
 
 
+def _added(path: Path) -> str:
+    """When git first saw ``path`` (ISO time; empty for a file not committed yet, which sorts last)."""
+    out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%cI", "--", path.name], cwd=path.parent,
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    return out[-1] if out else "~"
+
+
+def serving_across(folder: Path, clients: int = 32) -> str:
+    """One row per serving run under ``folder`` (the text model at ``clients`` clients), oldest first, and the counts
+    the README quotes, by precision: the rounds (each paired with a raw measure) under 0.8 of the raw limit, and the
+    runs whose one-client p50 came within 2 ms of a raw pass.
+
+    The estimate is the rule bench/RESULTS.md reads each run by: passes as large as the level allows run at the
+    batching ceiling's fraction of the best rate, on the cores the server holds less its event loops' share:
+    ceiling x (server cores - event-loop cores) / machine cores.
+    """
+    runs = sorted(folder.rglob("serve*.json"), key=lambda f: (_added(f), str(f)))
+    lines = [f"| run | machine | precision | API processes | raw limit /s | at {clients}: fraction (rounds) | batching "
+             "ceiling | event loop: cores, ms a request | server cores | estimate | at 128 | 1 client: p50 over a raw "
+             "pass |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rounds_by: dict[str, list[float]] = {}
+    medians_by: dict[str, list[float]] = {}  # each run's fraction: its median round
+    many_by: dict[str, list[float]] = {}  # each run's at 128 clients
+    p50_by: dict[str, list[float]] = {}
+    for run in runs:
+        data = json.loads(run.read_text())
+        text, precision = data["models"]["text"], data.get("precision", "fp32")
+        levels = {lv["clients"]: lv for lv in text["levels"]}
+        level = levels.get(clients)
+        if level is None:
+            continue
+        rounds = [r["fraction_of_raw_limit"] for r in level.get("rounds", [])]
+        rounds_by.setdefault(precision, []).extend(rounds)
+        medians_by.setdefault(precision, []).append(level["fraction_of_raw_limit"])
+        if 128 in levels:
+            many_by.setdefault(precision, []).append(levels[128]["fraction_of_raw_limit"])
+        if 1 in levels:
+            p50_by.setdefault(precision, []).append(text["p50_at_1_client_minus_raw_ms"])
+        server, ceiling = level.get("server", {}), level.get("batching_ceiling")
+        machine_cores = int(data["machine"].split(" cores")[0].rsplit(" ", 1)[-1])
+        loop = server.get("event_loop_cores")
+        estimate = (None if None in (ceiling, loop, server.get("process_cores"))
+                    else round(ceiling * (server["process_cores"] - loop) / machine_cores, 3))  # fmt: skip
+        cpu = re.sub(r";[^)]*", "", data["machine"].split(", ")[0].removeprefix("vm "))  # without its flags
+        cells = [str(run.relative_to(folder)), cpu.replace("Intel(R) Xeon(R) Processor", "Intel Xeon"), precision, data.get("api_processes", 1), f"{text['raw']['best_embeddings_per_s']:,}",
+                 f"{level['fraction_of_raw_limit']} ({', '.join(map(str, rounds))})", ceiling,
+                 f"{loop}, {server.get('event_loop_ms_per_request')}", server.get("process_cores"), estimate,
+                 levels.get(128, {}).get("fraction_of_raw_limit"),
+                 f"+{text['p50_at_1_client_minus_raw_ms']} ms" if 1 in levels else None]  # fmt: skip
+        lines.append("| " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
+    lines.append(f"\n{len(runs)} runs.")
+    for precision, fractions in rounds_by.items():
+        medians, many, p50s = medians_by[precision], many_by.get(precision, []), p50_by.get(precision, [])
+        lines.append(f"{precision}: at {clients} clients {len(fractions)} rounds, {sum(f < 0.8 for f in fractions)} under "
+                     f"0.8 of the raw limit (median {statistics.median(fractions):.3f}, {min(fractions)}-{max(fractions)});"
+                     f" the run's median round at 0.8 or more in {sum(f >= 0.8 for f in medians)} of {len(medians)} runs;"
+                     f" at 128 clients in {sum(f >= 0.8 for f in many)} of {len(many)}; one client's p50 within 2 ms of a"
+                     f" raw pass in {sum(p <= 2 for p in p50s)} of {len(p50s)} runs.")  # fmt: skip
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serving-across":
+        print(serving_across(Path(sys.argv[2])))
+    elif len(sys.argv) > 1:
         folder = Path(sys.argv[1])
         for found in sorted(folder.glob("loss*.json")):
             print(f"{found.name}\n{loss_table(found)}\n")
