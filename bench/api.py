@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,111 +54,38 @@ from api.jobs import service as jobs  # noqa: E402
 from api.jobs.schemas import JobRead  # noqa: E402
 from api.main import create_app  # noqa: E402
 from api.threads import ReadThreads  # noqa: E402
+from bench import wrk  # noqa: E402
 from bench.machine import WakeUps, describe, kernel_autogroup, machine_ticks  # noqa: E402
 from bench.service import Service  # noqa: E402
 from core.store.db import read_first  # noqa: E402
 from core.store.settings import Settings  # noqa: E402
 from core.store.tables import Job  # noqa: E402
 
-# wrk reports its latencies after its coordinated-omission correction (wrk.c's stats_correct): each answer slower
-# than twice a connection's mean interval between requests adds samples at its latency less one, two, ... intervals,
-# as if the requests that connection did not send meanwhile had waited too. One poll held 3.3 s among 23,500 took
-# wrk's p99 from 43 ms to 137 ms. So the script also times each answer itself: it sends its clock in X-Request-ID,
-# which the service echoes, and counts each answer's microseconds (LuaJIT's FFI, CLOCK_MONOTONIC).
-MEASURE = """local ffi = require("ffi")
-ffi.cdef[[
-typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-int clock_gettime(int clock, bench_timespec *now);
-]]
-local clock = ffi.new("bench_timespec")
-local function micros()
-  ffi.C.clock_gettime(1, clock)
-  return tonumber(clock.tv_sec) * 1000000 + math.floor(tonumber(clock.tv_nsec) / 1000)
-end
-measured = {}
-request = function()
-  wrk.headers["X-Request-ID"] = string.format("bench-%d", micros())
-  return wrk.format()
-end
-response = function(status, headers, body)
-  local sent = headers["x-request-id"] or headers["X-Request-ID"]
-  if sent and string.sub(sent, 1, 6) == "bench-" then
-    local us = micros() - tonumber(string.sub(sent, 7))
-    measured[us] = (measured[us] or 0) + 1
-  end
-end
-local threads = {}
-setup = function(thread) table.insert(threads, thread) end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"p999\\": %d, "
-    .. "\\"max\\": %d, \\"us\\": %d}\\n", summary.requests, summary.errors.status + summary.errors.connect
-    + summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50),
-    latency:percentile(99), latency:percentile(99.9), latency.max, summary.duration))
-  local pairs_seen = {}
-  for _, thread in ipairs(threads) do
-    for us, count in pairs(thread:get("measured")) do
-      pairs_seen[#pairs_seen + 1] = string.format("[%d,%d]", us, count)
-    end
-  end
-  io.write("MEASURED [" .. table.concat(pairs_seen, ",") .. "]\\n")
-end
-"""
-MEASURED_OVER_S = (0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def measured_latency(histogram: list[list[int]]) -> dict:
-    """Percentiles and counts over :data:`MEASURED_OVER_S` of answers timed one by one (``[microseconds, count]``
-    pairs, a value may repeat), with no correction."""
-    counts: dict[int, int] = {}
-    for micros, count in histogram:
-        counts[micros] = counts.get(micros, 0) + count
-    values, total = sorted(counts), sum(counts.values())
-    if not total:
-        return {"answers": 0}
-
-    def percentile(q: float) -> float:
-        rank, seen = max(1, math.ceil(q * total)), 0
-        for value in values:
-            seen += counts[value]
-            if seen >= rank:
-                return value / 1000
-        return values[-1] / 1000
-
-    over = {f"over_{bound}_s": sum(n for v, n in counts.items() if v > bound * 1e6) for bound in MEASURED_OVER_S}
-    return {"answers": total, "p50_ms": percentile(0.5), "p99_ms": percentile(0.99), "p99_9_ms": percentile(0.999),
-            "max_ms": values[-1] / 1000, **over}  # fmt: skip
-
 
 def run_wrk(url: str, script: str, clients: int, seconds: int, service: Service | None = None) -> dict:
-    """One wrk run; with ``service``, also how its API processes shared the connections (counted half-way). Beside
-    it, where the machine's cores went and how late a sleeping thread woke (:class:`bench.machine.WakeUps`): a tail
-    of slow answers with no late wake-up was the service's, not the VM's."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script + MEASURE)
-    ticks0, began = machine_ticks(), time.monotonic()
-    with WakeUps() as wakeups:
-        wrk = subprocess.Popen(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s",
-                                "-s", handle.name, url], stdout=subprocess.PIPE, text=True)  # fmt: skip
-        shares = None
+    """One wrk run (:func:`bench.wrk.run`); with ``service``, also how its API processes shared the connections
+    (counted half-way). Beside it, where the machine's cores went and how late a sleeping thread woke
+    (:class:`bench.machine.WakeUps`): a tail of slow answers with no late wake-up was the service's, not the VM's."""
+    shares: list = []
+
+    def count_connections() -> None:
         if service is not None:
             time.sleep(seconds / 2)
-            shares = connections_by_process(service.port, service.api_pids())
-        out, _ = wrk.communicate()
+            shares.append(connections_by_process(service.port, service.api_pids()))
+
+    ticks0, began = machine_ticks(), time.monotonic()
+    with WakeUps() as wakeups:
+        run = wrk.run(url, script, clients, min(2, clients), seconds, timeout_s=30, meanwhile=count_connections)
     ticks, elapsed = machine_ticks(), time.monotonic() - began
-    if wrk.returncode:
-        raise RuntimeError(f"wrk exited with {wrk.returncode}")
-    stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
-    result = {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
-              "requests_per_s": round(stats["requests"] / (stats["us"] / 1e6), 1),
-              "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000, "p99_9_ms": stats["p999"] / 1000,
-              "max_ms": stats["max"] / 1000}  # fmt: skip
-    result["measured"] = measured_latency(json.loads(next(line for line in out.splitlines()
-                                                          if line.startswith("MEASURED "))[9:]))  # fmt: skip
+    corrected = run["wrk"]  # the fields this file has always written: wrk's
+    result = {"clients": clients, "requests": run["requests"], "errors": run["errors"],
+              "requests_per_s": run["requests_per_s"], "p50_ms": corrected["p50_ms"], "p99_ms": corrected["p99_ms"],
+              "p99_9_ms": corrected["p99_9_ms"], "max_ms": corrected["max_ms"], "measured": run["measured"]}  # fmt: skip
     clock = elapsed * os.sysconf("SC_CLK_TCK")
     result["machine"] = {f"{kind}_cores": round((ticks[kind] - ticks0[kind]) / clock, 3) for kind in ticks}
     result["wakeups"] = wakeups.summary()
-    if shares is not None:
-        result["connections_per_api_process"] = shares
+    if shares:
+        result["connections_per_api_process"] = shares[0]
     return result
 
 

@@ -159,10 +159,13 @@ def serve_table(path: Path = RESULTS / "serve.json") -> str:
                      + ". p50 at 1 client minus one raw forward pass of one input, by round: "
                      + ", ".join(f"{r['p50_ms']:.2f} - {min(r['raw_ms_by_threads'].values()):.2f}" for r in rounds)
                      + f"; median {model['p50_at_1_client_minus_raw_ms']} ms.")  # fmt: skip
+    timed_by = {lv.get("latency_timed_by", "wrk (corrected)") for m in data["models"].values() for lv in m["levels"]
+                if lv.get("generator") == "wrk"}  # fmt: skip
     lines.append(
         f"\nMachine: {data['machine']}; precision {data.get('precision', 'fp32')}; "
-        f"API processes {data.get('api_processes', 1)}."
-    )  # runs before the option had one
+        f"API processes {data.get('api_processes', 1)}"  # runs before the option had one
+        + (f"; latencies as timed by {' and '.join(sorted(timed_by))}." if timed_by else ".")
+    )
     return "\n".join(lines)
 
 

@@ -5,12 +5,12 @@
 The API runs as docker-compose.yml runs it: ``--api-processes`` uvicorn workers behind one port (2), each with its
 own micro-batcher and forward threads. For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a
 vector model (MLP), closed-loop clients each send one input per request for ``--seconds`` at each concurrency level;
-reported: requests/s, embeddings/s, p50/p95/p99 latency. The raw limit is the same checkpoint's forward pass in one
-process at its best forward (eager, or the TorchScript trace the service runs), batch size and layout of the cores
-(the two best of a sweep measured again, the better median kept). Each level runs ``--rounds`` times, each round
-right after a measure of that best configuration, and its fraction of the raw limit is the median round's. p50 at
-one client is compared with one raw forward pass of one input, the faster forward's, in alternating rounds
-(``--latency-rounds``). Each level also records where the server's time went (its event loop's CPU per request, its
+reported: requests/s, embeddings/s, p50/p95/p99 latency (each answer as wrk's script timed it: :mod:`bench.wrk`).
+The raw limit is the same checkpoint's forward pass in one process at its best forward (eager, or the TorchScript
+trace the service runs), batch size and layout of the cores (the two best of a sweep measured again, the better
+median kept). Each level runs ``--rounds`` times, each round right after a measure of that best configuration, and
+its fraction of the raw limit is the median round's. p50 at one client is compared with one raw forward pass of one
+input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also records where the server's time went (its event loop's CPU per request, its
 forward passes' count and size, from /proc and /metrics), where the machine's went (its cores busy, idle and stolen
 by the hypervisor, and wrk's own CPU) and its batching ceiling: the raw rate at the largest pass its concurrency
 allows, over the limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no
@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import wrk  # noqa: E402
 from bench.machine import describe, machine_ticks  # noqa: E402
 from bench.service import ROOT, Service, free_port, wait_job  # noqa: E402
 from core.allocator import keep_freed_memory  # noqa: E402
@@ -99,26 +99,19 @@ def wrk_available() -> bool:
 
 
 def drive_wrk(url: str, headers: dict, body: dict, clients: int, seconds: float) -> dict:
-    """The same closed loop with wrk (C): the load generator takes far less of the shared CPU than Python."""
+    """The same closed loop with wrk (C): the load generator takes far less of the shared CPU than Python. The
+    latencies are each answer's as the wrk script timed it, without wrk's coordinated-omission correction
+    (:mod:`bench.wrk`; ``wrk_corrected`` keeps wrk's own), where the server echoes X-Request-ID."""
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}",
              'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    lines += ["done = function(summary, latency, requests)",
-              '  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p95\\": %d, '
-              '\\"p99\\": %d, \\"us\\": %d}\\n", summary.requests, summary.errors.status + summary.errors.connect + '
-              "summary.errors.read + summary.errors.write + summary.errors.timeout, latency:percentile(50), "
-              "latency:percentile(95), latency:percentile(99), summary.duration))",
-              "end"]  # fmt: skip
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("\n".join(lines) + "\n")
-    threads = 1 if clients < 8 else 2
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s", "-s", script.name, url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
-    rate = stats["requests"] / (stats["us"] / 1e6)
-    return {"clients": clients, "requests": stats["requests"], "errors": stats["errors"],
-            "requests_per_s": round(rate, 1), "embeddings_per_s": round(rate, 1), "p50_ms": stats["p50"] / 1000,
-            "p95_ms": stats["p95"] / 1000, "p99_ms": stats["p99"] / 1000, "generator": "wrk"}  # fmt: skip
+    run = wrk.run(url, "\n".join(lines), clients, 1 if clients < 8 else 2, max(1, round(seconds)), timeout_s=60)
+    timed = run["measured"] if run["measured"]["answers"] else run["wrk"]
+    return {"clients": clients, "requests": run["requests"], "errors": run["errors"],
+            "requests_per_s": run["requests_per_s"], "embeddings_per_s": run["requests_per_s"],
+            "p50_ms": timed["p50_ms"], "p95_ms": timed["p95_ms"], "p99_ms": timed["p99_ms"],
+            "latency_timed_by": "the wrk script" if timed is run["measured"] else "wrk (corrected)",
+            "wrk_corrected": run["wrk"], "generator": "wrk"}  # fmt: skip
 
 
 def run_level(url: str, headers: dict, make_body, clients: int, seconds: float) -> dict:
