@@ -8,7 +8,7 @@ from functools import partial
 from typing import Annotated, TypeVar
 
 from anyio import to_thread
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -119,3 +119,24 @@ async def refuse_unknown_query(request: Request) -> None:
         takes = ", ".join(sorted(known)) if known else "none"
         raise Invalid(f"unknown query parameter {unknown!r}; {request.method} {route.path} takes: {takes}",
                       field=unknown)  # fmt: skip
+
+
+async def refuse_unknown_form(request: Request) -> None:
+    """On a route that reads a form (the dataset upload), a field it does not read, or one given twice, is refused
+    with a 422 naming it, rather than ignored: ``lable_column=category`` stored a file without its labels, and of two
+    ``file`` parts one was stored and the other dropped. The form is the one FastAPI parsed for the route."""
+    route = request.scope["route"]
+    body = getattr(route, "body_field", None)
+    if body is None or not isinstance(body.field_info, params.Form):
+        return
+    known = {param.alias for param in route.dependant.body_params}
+    counts: dict[str, int] = {}
+    for name, _ in (await request.form()).multi_items():
+        if name not in known:
+            takes = ", ".join(sorted(known))
+            raise Invalid(f"unknown form field {name!r}; {request.method} {route.path} takes: {takes}", field=name)
+        counts[name] = counts.get(name, 0) + 1
+    repeated = next((name for name, count in counts.items() if count > 1), None)
+    if repeated is not None:
+        raise Invalid(f"form field {repeated!r} given {counts[repeated]} times; send it once (one file an upload)",
+                      field=repeated)  # fmt: skip

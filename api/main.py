@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.datasets.router import router as datasets_router
-from api.deps import refuse_unknown_query
+from api.deps import refuse_unknown_form, refuse_unknown_query
 from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
 from api.errors import ERROR_RESPONSES, install_error_handlers
@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (embeddings_router, job_polls_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     for router in (jobs_router, datasets_router, models_router, keys_router):
-        app.include_router(router, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_unknown_query)])
+        app.include_router(router, responses=ERROR_RESPONSES,
+                           dependencies=[Depends(refuse_unknown_query), Depends(refuse_unknown_form)])  # fmt: skip
     mount_ui(app)
     # Everything imported so far (torch, pydantic, SQLAlchemy: ~300k objects) lives as long as the process; a full
     # garbage collection walks it all, a ~0.2 s pause of every request on a 2-core machine (bench/api.py's p99).

@@ -323,3 +323,23 @@ def test_a_named_label_column_without_a_value_is_refused_and_images_take_none(cl
     stored = post(client, auth, "image", "i.zip", zipped({"c/1.png": png(1), "d/2.png": png(2)}))
     assert stored.status_code == 201, stored.text
     assert stored.json()["details"]["label_column"] is None  # before: "label", which no image file has
+
+
+def test_an_upload_form_field_the_route_does_not_read_or_a_second_file_is_refused(client, auth) -> None:
+    """Like a query parameter, a form field the upload does not read was ignored: ``lable_column=category`` stored the
+    file without its labels, and a second ``file`` part was dropped, one of the two files stored."""
+    rows = b"text,category\na cat,x\na dog,y\n"
+    misspelt = post(client, auth, "text", "t.csv", rows, lable_column="category")
+    assert misspelt.status_code == 422, misspelt.text
+    error = misspelt.json()["error"]
+    assert error["param"] == "lable_column", error
+    assert error["message"] == ("unknown form field 'lable_column'; POST /v1/datasets takes: file, format, "
+                                "label_column, modality, name"), error  # fmt: skip
+    two = client.post("/v1/datasets", headers=auth, data={"modality": "text"},
+                      files=[("file", ("a.csv", rows)), ("file", ("b.csv", b"text\nanother\n"))])  # fmt: skip
+    assert two.status_code == 422, two.text
+    assert two.json()["error"]["param"] == "file", two.text
+    assert "'file' given 2 times" in two.json()["error"]["message"], two.text
+    assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+    stored = post(client, auth, "text", "t.csv", rows, label_column="category")
+    assert stored.status_code == 201 and stored.json()["num_labels"] == 2, stored.text
