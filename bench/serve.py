@@ -5,17 +5,17 @@
 The API runs as docker-compose.yml runs it: ``--api-processes`` uvicorn workers behind one port (2), each with its
 own micro-batcher and forward threads. For a deployed text model (all-MiniLM-L6-v2 fine-tuned for two steps) and a
 vector model (MLP), closed-loop clients each send one input per request for ``--seconds`` at each concurrency level;
-reported: requests/s, embeddings/s, p50/p95/p99 latency (each answer as wrk's script timed it: :mod:`bench.wrk`).
-The raw limit is the same checkpoint's forward pass in one process at its best forward (eager, or the TorchScript
-trace the service runs), batch size and layout of the cores (the two best of a sweep measured again, the better
-median kept). Each level runs ``--rounds`` times, each round right after a measure of that best configuration, and
-its fraction of the raw limit is the median round's. p50 at one client is compared with one raw forward pass of one
-input, the faster forward's, in alternating rounds (``--latency-rounds``). Each level also records where the server's time went (its event loop's CPU per request, its
-forward passes' count and size, from /proc and /metrics), where the machine's went (its cores busy, idle and stolen
-by the hypervisor, and wrk's own CPU) and its batching ceiling: the raw rate at the largest pass its concurrency
-allows, over the limit. The peer is sentence-transformers with the same model behind a minimal FastAPI endpoint (no
-cross-request batching), in as many processes, driven the same way. The load generator runs on the same machine as
-the server. Writes ``bench/results/serve.json``.
+reported: requests/s, embeddings/s, p50/p95/p99 latency (each answer as wrk's script timed it: :mod:`bench.wrk`). The
+raw limit is the same checkpoint's forward pass in one process at its best forward (eager, or the TorchScript trace the
+service runs), batch size and layout of the cores (the two best of a sweep measured again, the better median kept). Each
+level runs ``--rounds`` times, each round right after a measure of that best configuration, and its fraction of the raw
+limit is the median round's. p50 at one client is compared with one raw forward pass of one input, the faster forward's,
+in alternating rounds (``--latency-rounds``). Each level also records where the server's time went (its event loop's CPU
+per request, its forward passes' count and size, from /proc and /metrics), where the machine's went (its cores busy,
+idle and stolen by the hypervisor, and wrk's own CPU) and its batching ceiling: the raw rate at the largest pass its
+concurrency allows, over the limit. The peer is sentence-transformers with the same model behind a minimal FastAPI
+endpoint (no cross-request batching), in as many processes, driven the same way. The load generator runs on the same
+machine as the server. Writes ``bench/results/serve.json``.
 """
 
 from __future__ import annotations
