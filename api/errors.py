@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.config import field_path
 from core.data.readers import DatasetError
+from core.store.schema import is_missing_schema_object
 from core.train.checkpoint import CheckpointError
 
 log = logging.getLogger("embedtrain.api")
@@ -151,9 +152,20 @@ def install_error_handlers(app: FastAPI) -> None:
         body["error"]["details"] = problems
         return JSONResponse(body, 422)
 
+    def _schema_behind(error: DBAPIError) -> JSONResponse:
+        # a table or column this code reads is missing: the migrations were not run on this database (an operator's
+        # step, not the caller's fault nor an outage that passes by itself); /readyz names the revision
+        reason = str(error.orig).splitlines()[0]
+        log.error("the database's schema is behind this version (%s): run `embedtrain-admin migrate`", reason)
+        body = error_body(503, f"the service's database does not have this version's schema ({reason}): an operator "
+                          "must run `embedtrain-admin migrate`; GET /readyz says which revision it is at")  # fmt: skip
+        return JSONResponse(body, 503, headers={"Retry-After": "30"})
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _database_down(_: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, DBAPIError) and is_missing_schema_object(error):  # SQLite's "no such table"
+            return _schema_behind(error)
         if (getattr(getattr(error, "orig", None), "sqlstate", None) or "").startswith("40"):
             # SQLSTATE class 40, transaction rollback: PostgreSQL ended this transaction for another's sake (a
             # deadlock, a serialisation failure); the database is up and the request can be sent again as it is
@@ -172,6 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_: Request, error: DBAPIError) -> JSONResponse:
+        if is_missing_schema_object(error):  # PostgreSQL's undefined table or column
+            return _schema_behind(error)
         if error.connection_invalidated:
             return JSONResponse(error_body(503, "the database connection was lost; retry shortly"), 503,
                                 headers={"Retry-After": "5"})  # fmt: skip

@@ -1,14 +1,24 @@
-"""The schema comes only from Alembic: it builds on PostgreSQL and SQLite, and matches the ORM tables."""
+"""The schema comes only from Alembic: it builds on PostgreSQL and SQLite, and matches the ORM tables; a database
+without it is named as such, with the command that gives it."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from core.store.schema import MIGRATE, head_revision
 from core.store.tables import Base
-from tests.conftest import migrate
+from tests.conftest import PG, ROOT, make_settings, migrate
 
 
 def _diff(url: str) -> list:
@@ -53,3 +63,90 @@ def test_deployments_made_before_the_precision_column_keep_the_servers_default(t
         assert connection.execute(text("SELECT name FROM model_version")).scalars().all() == ["m"]
         assert "serve_precision" not in {c["name"] for c in inspect(connection).get_columns("model_version")}
     engine.dispose()
+
+
+@pytest.fixture
+def unmigrated_pg() -> Iterator[str]:
+    """A PostgreSQL database the migrations were never run on, dropped at the end."""
+    name = f"embedtrain_unmigrated_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_a_database_without_this_versions_schema_answers_503_naming_the_command(
+    engine, tmp_path, unmigrated_pg, redis_url
+) -> None:  # fmt: skip
+    """Before, an API started on a database the migrations were not run on answered each request with a bare 500
+    ("Internal Server Error", PostgreSQL's "relation api_key does not exist" only in its log) while /readyz, the
+    Compose health check, said ready."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    url = unmigrated_pg if engine == "postgresql" else f"sqlite:///{tmp_path / 'empty.db'}"
+    auth = {"Authorization": "Bearer et_0123456789ab_notakeyofanyone"}
+    with TestClient(create_app(make_settings(tmp_path, url, redis_url))) as client:
+        for answer in (client.get("/v1/jobs", headers=auth), client.get("/v1/jobs/some-id", headers=auth),
+                       client.post("/v1/embeddings", headers=auth, json={"model": "m", "input": "a"})):  # fmt: skip
+            error = answer.json()["error"]
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "30", answer.text
+            assert "does not have this version's schema" in error["message"], error
+            assert "run `embedtrain-admin migrate`" in error["message"], error
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["schema"].startswith(
+            "the database has no embedtrain schema (no Alembic revision;"
+        )
+
+        migrate(url, revision="0001")  # an upgrade of the code whose new migration was not run
+        schema = client.get("/readyz").json()["checks"]["schema"]
+        assert schema.startswith(f"the database's schema is at revision 0001 and this version needs {head_revision()}:")
+
+        migrate(url)
+        assert client.get("/readyz").json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok",
+                                                                               "broker": "ok"}}  # fmt: skip
+        assert client.get("/v1/jobs", headers=auth).status_code == 401  # the key is checked now: it is no one's
+
+
+def admin(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EMBEDTRAIN_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "core.store.admin", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_the_admin_commands_say_in_one_line_what_is_wrong_with_the_database(unmigrated_pg) -> None:
+    """Before, each printed a rich traceback of SQLAlchemy's internals, 100 lines and more."""
+    nobody = "postgresql+psycopg://embedtrain:secret@127.0.0.1:1/embedtrain"  # nothing listens on port 1
+    for command in (("migrate",), ("keys", "list"), ("bootstrap",)):
+        done = admin(nobody, *command)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("error: cannot use the database at postgresql+psycopg://embedtrain:***@"
+                                      "127.0.0.1:1/embedtrain (EMBEDTRAIN_DATABASE_URL): connection failed"), done.stderr  # fmt: skip
+        assert "secret" not in done.stderr
+    for command in (("keys", "list"), ("keys", "create", "--owner", "alice"), ("bootstrap",)):
+        done = admin(unmigrated_pg, *command)
+        assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
+        assert done.stderr == f"error: the database has no embedtrain schema (no Alembic revision; this version needs " \
+                              f"{head_revision()}): {MIGRATE}\n"  # fmt: skip
+    assert admin(unmigrated_pg, "migrate").returncode == 0
+    created = admin(unmigrated_pg, "keys", "create", "--owner", "alice")
+    assert created.returncode == 0 and created.stdout.startswith("et_"), created.stderr
+    assert "owner=alice" in admin(unmigrated_pg, "keys", "list").stdout
+
+
+def test_the_sweeper_logs_a_missing_schema_in_one_line(tmp_path, unmigrated_pg, redis_url, caplog) -> None:
+    """Before, a worker on such a database logged "sweep failed" with a traceback at every sweep."""
+    from worker.sweeper import sweep_logged
+
+    with caplog.at_level(logging.WARNING, logger="embedtrain.worker"):
+        sweep_logged(make_settings(tmp_path, unmigrated_pg, redis_url))
+    [record] = caplog.records
+    assert record.levelname == "ERROR" and record.exc_info is None, record
+    assert record.getMessage().startswith("sweep skipped: the database lacks this version's schema ((psycopg.errors"
+                                          ".UndefinedTable) relation \"job\" does not exist"), record.getMessage()  # fmt: skip
+    assert record.getMessage().endswith("run `embedtrain-admin migrate`")

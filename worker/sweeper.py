@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.store.broker import send_train
 from core.store.db import transaction
 from core.store.jobs import mark_dispatched, sweep
+from core.store.schema import is_missing_schema_object
 from core.store.settings import Settings
 
 log = logging.getLogger("embedtrain.worker")
@@ -31,12 +32,24 @@ def sweep_once(settings: Settings) -> list[str]:
 
 def _loop(settings: Settings) -> None:
     while not _stop.wait(settings.sweep_interval_s):
-        try:
-            sweep_once(settings)
-        except OperationalError as error:
-            log.warning("sweep skipped, database unreachable: %s", str(error).splitlines()[0])
-        except Exception:  # keep sweeping on the next interval, but say what went wrong
+        sweep_logged(settings)
+
+
+def sweep_logged(settings: Settings) -> None:
+    """One sweep whose failure is logged, for the loop to try again at its next interval."""
+    try:
+        sweep_once(settings)
+    except DBAPIError as error:
+        reason = str(error).splitlines()[0]
+        if is_missing_schema_object(error):  # an operator's step, said in one line rather than a traceback
+            log.error("sweep skipped: the database lacks this version's schema (%s); run `embedtrain-admin migrate`",
+                      reason)  # fmt: skip
+        elif isinstance(error, OperationalError):
+            log.warning("sweep skipped, database unreachable: %s", reason)
+        else:
             log.exception("sweep failed")
+    except Exception:  # keep sweeping on the next interval, but say what went wrong
+        log.exception("sweep failed")
 
 
 def start_sweeper(settings: Settings) -> None:

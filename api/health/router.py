@@ -11,6 +11,7 @@ from api.deps import PrincipalDep, SettingsDep
 from api.errors import ERROR_RESPONSES, Forbidden
 from core.store.broker import client
 from core.store.db import get_engine
+from core.store.schema import schema_problem
 
 router = APIRouter(tags=["health"])
 
@@ -32,14 +33,17 @@ def metrics(request: Request, principal: PrincipalDep) -> Response:
 
 @router.get("/readyz")
 def readyz(settings: SettingsDep) -> JSONResponse:
-    """Check that the database and the broker answer."""
+    """Check that the database answers and holds this version's schema (its Alembic revision), and that the broker
+    answers."""
     checks: dict[str, str] = {}
     try:
         with get_engine(settings).connect() as connection:
             connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+            checks["database"] = "ok"
+            checks["schema"] = schema_problem(connection) or "ok"
     except Exception as error:  # any failure means not ready; the body says which and why
-        checks["database"] = f"unavailable: {type(error).__name__}"
+        checks.setdefault("database", f"unavailable: {type(error).__name__}")
+        checks.setdefault("schema", f"unknown: {type(error).__name__}")
     try:
         with client(settings).connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)

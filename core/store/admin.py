@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
+from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.store.db import transaction
 from core.store.keys import create_key, has_keys, import_key, revoke_key
-from core.store.settings import get_settings
+from core.store.schema import MIGRATIONS, schema_problem
+from core.store.settings import Settings, get_settings
 from core.store.tables import ApiKey
 
 app = typer.Typer(help="Operator commands: database migrations and API keys.", no_args_is_help=True)
@@ -16,23 +21,49 @@ keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=Tru
 app.add_typer(keys, name="keys")
 
 
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def reaching(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached or opened ends the command with one line naming it (password hidden) and
+    the driver's reason, and exit code 1, rather than a traceback."""
+    try:
+        yield
+    except OperationalError as error:
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = " ".join(str(error.orig).split())
+        fail(f"cannot use the database at {url} (EMBEDTRAIN_DATABASE_URL): {reason}")
+
+
+@contextmanager
+def migrated(settings: Settings) -> Iterator[Session]:
+    """A transaction on the database, once it holds this version's schema (else what to run, and exit code 1)."""
+    with reaching(settings), transaction(settings) as session:
+        if problem := schema_problem(session.connection()):
+            fail(problem)
+        yield session
+
+
 @app.command()
 def migrate() -> None:
-    """Apply the Alembic migrations (``alembic upgrade head``) to EMBEDTRAIN_DATABASE_URL."""
+    """Apply the Alembic migrations (alembic upgrade head) to EMBEDTRAIN_DATABASE_URL."""
     from alembic import command
     from alembic.config import Config
 
-    root = Path(__file__).resolve().parents[2]
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
-    command.upgrade(config, "head")
+    config = Config(str(MIGRATIONS.parent / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with reaching(get_settings()):
+        command.upgrade(config, "head")
 
 
 @app.command()
 def bootstrap(owner: str = typer.Option("admin", help="Owner name of the first admin key.")) -> None:
     """Create the first admin key if none exists and print it once (the embedded default's first run)."""
     settings = get_settings()
-    with transaction(settings) as session:
+    with migrated(settings) as session:
         if settings.admin_key is not None:
             import_key(session, settings.admin_key.get_secret_value(), owner, is_admin=True)
             typer.echo("admin key taken from EMBEDTRAIN_ADMIN_KEY")
@@ -51,7 +82,7 @@ def keys_create(
     admin: bool = typer.Option(False, help="May see every tenant's objects."),
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
-    with transaction(get_settings()) as session:
+    with migrated(get_settings()) as session:
         row, key = create_key(session, owner, name, is_admin=admin)
     typer.echo(key)
     typer.echo(f"(id {row.id}, prefix {row.prefix}; shown once)", err=True)
@@ -60,7 +91,7 @@ def keys_create(
 @keys.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(..., help="The key's id or prefix.")) -> None:
     """Revoke a key; requests with it answer 401 from then on."""
-    with transaction(get_settings()) as session:
+    with migrated(get_settings()) as session:
         if not revoke_key(session, key_id):
             typer.echo(f"no key with id or prefix {key_id}", err=True)
             raise typer.Exit(1)
@@ -72,7 +103,7 @@ def keys_list() -> None:
     """List keys (never the keys themselves)."""
     from sqlalchemy import select
 
-    with transaction(get_settings()) as session:
+    with migrated(get_settings()) as session:
         for row in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             state = "revoked" if row.revoked_at else "active"
             typer.echo(f"{row.id}  prefix={row.prefix}  owner={row.owner}  admin={row.is_admin}  {state}")
