@@ -10,7 +10,9 @@ COPY core core
 COPY api api
 COPY worker worker
 COPY migrations migrations
-RUN pip install --extra-index-url "$TORCH_INDEX" . \
+# editable: the console scripts (embedtrain-admin migrate, in the migrate service) then import the code from /app,
+# beside migrations/ and alembic.ini; a plain install would import a copy in site-packages, where neither is
+RUN pip install --extra-index-url "$TORCH_INDEX" -e . \
     && useradd --create-home --uid 1000 app && mkdir -p /data && chown app /data
 USER app
 EXPOSE 8000 9108

@@ -111,3 +111,14 @@ def test_the_image_the_services_build_installs_the_project() -> None:
                    "alembic.ini", "pip install"):  # fmt: skip
         assert needed in dockerfile, needed
     assert "USER app" in dockerfile and "api.main:create_app" in dockerfile
+
+
+def test_the_image_installs_the_project_where_its_migrations_are() -> None:
+    """`embedtrain-admin migrate` finds the migrations beside the code it imports (core/store/schema.py). Before, the
+    image installed a copy of the code into site-packages, where there are none: the migrate service would have
+    failed with "Path doesn't exist"."""
+    from core.store.schema import MIGRATIONS
+
+    assert MIGRATIONS == ROOT / "migrations" and (MIGRATIONS.parent / "alembic.ini").is_file()
+    install = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line)
+    assert install.rstrip(" \\").endswith(" -e ."), install

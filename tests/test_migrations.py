@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -150,3 +151,15 @@ def test_the_sweeper_logs_a_missing_schema_in_one_line(tmp_path, unmigrated_pg, 
     assert record.getMessage().startswith("sweep skipped: the database lacks this version's schema ((psycopg.errors"
                                           ".UndefinedTable) relation \"job\" does not exist"), record.getMessage()  # fmt: skip
     assert record.getMessage().endswith("run `embedtrain-admin migrate`")
+
+
+def test_migrate_from_an_install_without_the_migrations_says_so(tmp_path) -> None:
+    """The code copied alone, as a plain `pip install .` lays it out in site-packages: one line naming where the
+    migrations were looked for and what to do, not alembic's traceback."""
+    shutil.copytree(ROOT / "core", tmp_path / "core")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "EMBEDTRAIN_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    done = subprocess.run([sys.executable, "-m", "core.store.admin", "migrate"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"error: no migrations at {tmp_path / 'migrations'}: this install holds the code "
+                                  "alone;"), done.stderr  # fmt: skip

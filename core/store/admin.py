@@ -53,6 +53,9 @@ def migrate() -> None:
     from alembic import command
     from alembic.config import Config
 
+    if not MIGRATIONS.is_dir():
+        fail(f"no migrations at {MIGRATIONS}: this install holds the code alone; run this from the project's checkout, "
+             "or install it editable (pip install -e .) as the Docker image does")  # fmt: skip
     config = Config(str(MIGRATIONS.parent / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
     with reaching(get_settings()):
