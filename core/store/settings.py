@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.data.readers import ReadLimits
@@ -128,8 +128,26 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return Settings()
+    """The process's settings, read once from the environment. A value that does not fit ends the process (the API,
+    a worker, an operator command) with one line per variable, naming it, rather than a traceback through whatever
+    first asked."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SystemExit(environment_problems(error)) from None
+
+
+def environment_problems(error: ValidationError) -> str:
+    """What is wrong with the environment's settings, one variable a line."""
+    lines = ["embedtrain: the environment's settings do not fit:"]
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"]:
+            name = str(problem["loc"][0])
+            given = "" if name == "admin_key" else f"={problem['input']!r}"
+            message = f"EMBEDTRAIN_{name.upper()}{given}: {message}"
+        lines.append(f"  {message}")
+    return "\n".join(lines)
 
 
 def markdown_table() -> str:
