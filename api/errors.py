@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
@@ -89,6 +90,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (422, "Invalid input; `error.param` names the field"),
         (429, "Rate limit reached; see Retry-After"),
         (503, "Database or broker unavailable; see Retry-After"),
+        (507, "The service's storage is full; nothing of the request was kept"),
     )
 }
 
@@ -106,7 +108,7 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 422: "invalid_request_error",
-          429: "rate_limit_exceeded", 503: "service_unavailable"}  # fmt: skip
+          429: "rate_limit_exceeded", 503: "service_unavailable", 507: "insufficient_storage"}  # fmt: skip
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -175,6 +177,17 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", str(error).splitlines()[0])
         body = error_body(503, "the database is unavailable; retry shortly")
         return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(OSError)
+    async def _storage_full(_: Request, error: OSError) -> JSONResponse:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise error
+        # the volume of EMBEDTRAIN_STORAGE_ROOT is full: the operator's to fix, not the caller's request; what the
+        # request was writing (a staged upload) was removed on the way out
+        log.error("storage full: %s", error)
+        body = error_body(507, f"the service's storage is full ({error.strerror}); nothing of this request was kept: "
+                          "an operator must free space or enlarge the volume of EMBEDTRAIN_STORAGE_ROOT")  # fmt: skip
+        return JSONResponse(body, 507)
 
     @app.exception_handler(DataError)
     async def _unstorable_value(_: Request, error: DataError) -> JSONResponse:

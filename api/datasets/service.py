@@ -65,7 +65,7 @@ def _gunzipped(staged: Path, storage: Storage, limit: int) -> Path:
                 if written > limit:
                     raise TooLarge(f"the upload unpacks to more than the limit of {limit} bytes", field="file")
                 out.write(chunk)
-    except (OSError, EOFError, zlib.error) as error:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # not OSError: a full disk is not the file's fault
         plain.unlink(missing_ok=True)
         raise Invalid(f"the file is not valid gzip: {error}", field="file") from None
     except BaseException:

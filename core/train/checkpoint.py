@@ -13,6 +13,7 @@ the previous checkpoint untouched and no partial directory under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -33,7 +34,18 @@ WEIGHTS_FILE = "model.safetensors"  # alone in a directory, enough for core.infe
 
 
 class CheckpointError(ValueError):
-    """A checkpoint on disk is missing, truncated or not of this format."""
+    """A checkpoint on disk is missing, truncated or not of this format, or one could not be written."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(error: BaseException) -> bool:
+    """Whether writing failed for want of space: Python's OSError, or safetensors' error, whose text carries the
+    OS's ("I/O error: No space left on device (os error 28)")."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    return any(f"(os error {code})" in str(error) for code in _NO_SPACE)
 
 
 def _unreadable(path: Path, error: Exception) -> CheckpointError:
@@ -114,8 +126,14 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
             shutil.rmtree(path)
         os.rename(tmp, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _no_space(error):  # the operator's to fix; said so, rather than as an internal error
+            raise CheckpointError(
+                f"no space left on the storage volume to write the checkpoint of step {trainer.step}: free space on "
+                "the volume that holds the checkpoints (the service's EMBEDTRAIN_STORAGE_ROOT), or keep fewer "
+                "checkpoints (train.keep_checkpoints); the job's earlier checkpoints are kept"
+            ) from error
         raise
     return path
 
