@@ -56,6 +56,17 @@ def pg_url() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    """A PostgreSQL database the migrations were never run on, dropped at the end."""
+    name = f"embedtrain_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     url = f"{REDIS}/5"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -19,7 +22,7 @@ def test_services_dependencies_and_health() -> None:
     assert {"postgres", "redis", "migrate", "api", "worker", "worker-cpu"} <= set(services)
     for name in ("postgres", "redis", "api", "worker", "worker-cpu"):
         assert "healthcheck" in services[name], name
-    assert services["migrate"]["command"] == ["embedtrain-admin", "migrate"]
+    assert services["migrate"]["command"] == ["sh", "-c", "embedtrain-admin migrate && embedtrain-admin bootstrap"]
     assert services["migrate"]["restart"] == "no"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "worker", "worker-cpu"):
@@ -122,3 +125,39 @@ def test_the_image_installs_the_project_where_its_migrations_are() -> None:
     assert MIGRATIONS == ROOT / "migrations" and (MIGRATIONS.parent / "alembic.ini").is_file()
     install = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line)
     assert install.rstrip(" \\").endswith(" -e ."), install
+
+
+def test_the_migrate_service_makes_the_env_files_admin_key_work(empty_pg, tmp_path, redis_url) -> None:
+    """Its command, run as Compose runs it (twice: each `docker compose up` runs it again), leaves the database
+    migrated and EMBEDTRAIN_ADMIN_KEY of .env an admin key. Before, it only migrated and nothing stored the key
+    (.env.example said the api and worker imported it at start; neither did): every request with it, Prometheus'
+    scrapes of /metrics included, answered 401."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    key = f"et_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"  # as .env.example says to make one
+    env = {name: value for name, value in os.environ.items() if not name.startswith("EMBEDTRAIN_")}
+    env.update(EMBEDTRAIN_DATABASE_URL=empty_pg, EMBEDTRAIN_ADMIN_KEY=key,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")  # where embedtrain-admin is  # fmt: skip
+    for _ in range(2):
+        done = subprocess.run(compose()["services"]["migrate"]["command"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "admin key taken from EMBEDTRAIN_ADMIN_KEY", done.stdout
+    example = next(line for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line.startswith("EMBEDTRAIN_ADMIN_KEY="))  # fmt: skip
+    env["EMBEDTRAIN_ADMIN_KEY"] = example.split("=", 1)[1]  # .env copied and this line left as it is
+    done = subprocess.run(compose()["services"]["migrate"]["command"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.splitlines()[-1].startswith(
+        "error: EMBEDTRAIN_ADMIN_KEY is still .env.example's placeholder ('change-me'); set a secret one: "
+    ), done.stderr
+    with TestClient(create_app(make_settings(tmp_path, empty_pg, redis_url))) as client:
+        placeholder = {"Authorization": f"Bearer {env['EMBEDTRAIN_ADMIN_KEY']}"}
+        assert client.get("/v1/keys", headers=placeholder).status_code == 401
+        keys = client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"})
+        assert keys.status_code == 200, keys.text
+        assert [(row["owner"], row["is_admin"], row["revoked_at"]) for row in keys.json()] == [("admin", True, None)]
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -8,10 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -19,7 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from core.store.schema import MIGRATE, head_revision
 from core.store.tables import Base
-from tests.conftest import PG, ROOT, make_settings, migrate
+from tests.conftest import ROOT, make_settings, migrate
 
 
 def _diff(url: str) -> list:
@@ -66,20 +63,9 @@ def test_deployments_made_before_the_precision_column_keep_the_servers_default(t
     engine.dispose()
 
 
-@pytest.fixture
-def unmigrated_pg() -> Iterator[str]:
-    """A PostgreSQL database the migrations were never run on, dropped at the end."""
-    name = f"embedtrain_unmigrated_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
 def test_a_database_without_this_versions_schema_answers_503_naming_the_command(
-    engine, tmp_path, unmigrated_pg, redis_url
+    engine, tmp_path, empty_pg, redis_url
 ) -> None:  # fmt: skip
     """Before, an API started on a database the migrations were not run on answered each request with a bare 500
     ("Internal Server Error", PostgreSQL's "relation api_key does not exist" only in its log) while /readyz, the
@@ -88,7 +74,7 @@ def test_a_database_without_this_versions_schema_answers_503_naming_the_command(
 
     from api.main import create_app
 
-    url = unmigrated_pg if engine == "postgresql" else f"sqlite:///{tmp_path / 'empty.db'}"
+    url = empty_pg if engine == "postgresql" else f"sqlite:///{tmp_path / 'empty.db'}"
     auth = {"Authorization": "Bearer et_0123456789ab_notakeyofanyone"}
     with TestClient(create_app(make_settings(tmp_path, url, redis_url))) as client:
         for answer in (client.get("/v1/jobs", headers=auth), client.get("/v1/jobs/some-id", headers=auth),
@@ -120,7 +106,7 @@ def admin(database_url: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)  # fmt: skip
 
 
-def test_the_admin_commands_say_in_one_line_what_is_wrong_with_the_database(unmigrated_pg) -> None:
+def test_the_admin_commands_say_in_one_line_what_is_wrong_with_the_database(empty_pg) -> None:
     """Before, each printed a rich traceback of SQLAlchemy's internals, 100 lines and more."""
     nobody = "postgresql+psycopg://embedtrain:secret@127.0.0.1:1/embedtrain"  # nothing listens on port 1
     for command in (("migrate",), ("keys", "list"), ("bootstrap",)):
@@ -130,22 +116,22 @@ def test_the_admin_commands_say_in_one_line_what_is_wrong_with_the_database(unmi
                                       "127.0.0.1:1/embedtrain (EMBEDTRAIN_DATABASE_URL): connection failed"), done.stderr  # fmt: skip
         assert "secret" not in done.stderr
     for command in (("keys", "list"), ("keys", "create", "--owner", "alice"), ("bootstrap",)):
-        done = admin(unmigrated_pg, *command)
+        done = admin(empty_pg, *command)
         assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
         assert done.stderr == f"error: the database has no embedtrain schema (no Alembic revision; this version needs " \
                               f"{head_revision()}): {MIGRATE}\n"  # fmt: skip
-    assert admin(unmigrated_pg, "migrate").returncode == 0
-    created = admin(unmigrated_pg, "keys", "create", "--owner", "alice")
+    assert admin(empty_pg, "migrate").returncode == 0
+    created = admin(empty_pg, "keys", "create", "--owner", "alice")
     assert created.returncode == 0 and created.stdout.startswith("et_"), created.stderr
-    assert "owner=alice" in admin(unmigrated_pg, "keys", "list").stdout
+    assert "owner=alice" in admin(empty_pg, "keys", "list").stdout
 
 
-def test_the_sweeper_logs_a_missing_schema_in_one_line(tmp_path, unmigrated_pg, redis_url, caplog) -> None:
+def test_the_sweeper_logs_a_missing_schema_in_one_line(tmp_path, empty_pg, redis_url, caplog) -> None:
     """Before, a worker on such a database logged "sweep failed" with a traceback at every sweep."""
     from worker.sweeper import sweep_logged
 
     with caplog.at_level(logging.WARNING, logger="embedtrain.worker"):
-        sweep_logged(make_settings(tmp_path, unmigrated_pg, redis_url))
+        sweep_logged(make_settings(tmp_path, empty_pg, redis_url))
     [record] = caplog.records
     assert record.levelname == "ERROR" and record.exc_info is None, record
     assert record.getMessage().startswith("sweep skipped: the database lacks this version's schema ((psycopg.errors"

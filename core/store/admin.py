@@ -19,6 +19,7 @@ from core.store.tables import ApiKey
 app = typer.Typer(help="Operator commands: database migrations and API keys.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
+PLACEHOLDER = "change-me"  # in .env.example's admin key: a key anyone can read, never to be stored
 
 
 def fail(message: str) -> None:
@@ -64,11 +65,16 @@ def migrate() -> None:
 
 @app.command()
 def bootstrap(owner: str = typer.Option("admin", help="Owner name of the first admin key.")) -> None:
-    """Create the first admin key if none exists and print it once (the embedded default's first run)."""
+    """Store EMBEDTRAIN_ADMIN_KEY as an admin key if it is set (Compose's migrate service); else create the first
+    admin key if none exists and print it once (the embedded default's first run)."""
     settings = get_settings()
+    given = settings.admin_key.get_secret_value() if settings.admin_key is not None else None
+    if given is not None and PLACEHOLDER in given:  # anyone who has read .env.example would hold an admin key
+        fail(f"EMBEDTRAIN_ADMIN_KEY is still .env.example's placeholder ({PLACEHOLDER!r}); set a secret one: "
+             "python -c \"import secrets; print('et_' + secrets.token_hex(6) + '_' + secrets.token_urlsafe(32))\"")  # fmt: skip
     with migrated(settings) as session:
-        if settings.admin_key is not None:
-            import_key(session, settings.admin_key.get_secret_value(), owner, is_admin=True)
+        if given is not None:
+            import_key(session, given, owner, is_admin=True)
             typer.echo("admin key taken from EMBEDTRAIN_ADMIN_KEY")
             return
         if has_keys(session):
