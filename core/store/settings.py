@@ -64,10 +64,10 @@ class Settings(BaseSettings):
     )
     embed_precision: Literal["fp32", "bf16"] = Field(
         "fp32",
-        description="The precision of deployments that do not set their own (the deploy body's precision). bf16: "
-        "forward passes under bf16 autocast (products in bf16, norms and softmax in fp32), embeddings within ~1e-3 "
-        "of fp32's; 1.3-1.9x faster where the CPU has bf16 units (AVX512-BF16, AMX), slower where it has none (a "
-        "warning is logged when such a model loads) and for small vector models.",
+        description='The precision of deployments that do not set their own (`"precision"` in the deploy body). '
+        "`bf16`: forward passes under bf16 autocast (products in bf16, norms and softmax in fp32), embeddings within "
+        "~1e-3 of fp32's; 1.3-1.9x faster where the CPU has bf16 units (AVX512-BF16, AMX), slower where it has none "
+        '(a warning is logged when such a model loads) and for small vector models. Figures: "Serving in bf16".',
     )
     model_cache_size: int = Field(4, ge=1, le=256, description="Deployed models kept in memory per API process.")
     auth_cache_s: float = Field(
@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     requeue_after_s: float = Field(120.0, ge=1, description="A queued job not picked up by then is sent again.")
     max_attempts: int = Field(3, ge=1, le=100, description="Deliveries of a job before a stale one is failed.")
     progress_interval_s: float = Field(
-        2.0, ge=0, le=600, description="At most one progress write per this interval; backs off while the DB is away."
+        2.0,
+        ge=0,
+        le=600,
+        description="At most one progress write per this interval; while the database is away, tries back off from "
+        "max(this, 1 s), doubling up to 60 s.",
     )
     job_time_limit_s: int = Field(24 * 3600, ge=10, description="Hard time limit of one training job.")
     worker_metrics_port: int = Field(
@@ -110,7 +114,9 @@ class Settings(BaseSettings):
     otel: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry (request traces, HTTP metrics, error logs) through the globally "
-        "configured providers. Off: /metrics covers requests, and looking for providers costs ~8 us a request.",
+        "configured providers (`opentelemetry-instrument`, or `FASTAPI_OTEL_AUTO_CONFIGURE=true` with `OTEL_*` "
+        "variables). Off: `/metrics` covers requests, and looking for providers costs ~8 us of event-loop CPU a "
+        "request.",
     )
 
     @model_validator(mode="after")
