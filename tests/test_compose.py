@@ -116,6 +116,16 @@ def test_the_image_the_services_build_installs_the_project() -> None:
     assert "USER app" in dockerfile and "api.main:create_app" in dockerfile
 
 
+def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
+    """Before there was no .dockerignore: `docker compose build` sent .env (the database password and the admin key),
+    the .venv (gigabytes) and var/ (make run's datasets and checkpoints) to the builder."""
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".venv/", "var/", ".git/"} <= set(ignored)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {source for line in dockerfile.splitlines() if line.startswith("COPY ") for source in line.split()[1:-1]}
+    assert not copied & {entry.rstrip("/") for entry in ignored}, copied  # what the image needs is not left out
+
+
 def test_the_image_installs_the_project_where_its_migrations_are() -> None:
     """`embedtrain-admin migrate` finds the migrations beside the code it imports (core/store/schema.py). Before, the
     image installed a copy of the code into site-packages, where there are none: the migrate service would have
