@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import typer
 from sqlalchemy import make_url
@@ -22,7 +23,8 @@ app.add_typer(keys, name="keys")
 PLACEHOLDER = "change-me"  # in .env.example's admin key: a key anyone can read, never to be stored
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """End the command with exit code 1 and one line on stderr."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
