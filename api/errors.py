@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from core.config import field_path
 from core.data.readers import DatasetError
 from core.store.schema import is_missing_schema_object
+from core.store.storage import MissingDatasetFile
 from core.train.checkpoint import CheckpointError
 
 log = logging.getLogger("embedtrain.api")
@@ -123,6 +124,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse(error_body(error.status, error.message, error.field), error.status, headers=error.headers)
+
+    @app.exception_handler(MissingDatasetFile)
+    async def _missing_file(_: Request, error: MissingDatasetFile) -> JSONResponse:
+        # not the request's fault nor the file's: the stored state is broken (as for a checkpoint that cannot load)
+        log.error("%s", error)
+        return JSONResponse(error_body(409, str(error), "dataset"), 409)
 
     @app.exception_handler(DatasetError)
     async def _dataset(_: Request, error: DatasetError) -> JSONResponse:

@@ -264,8 +264,9 @@ def projection(session: Session, storage: Storage, settings: Settings, job: Job,
     if dataset is None:
         raise Invalid("the job's dataset was deleted", field="job_id")
     config = RunConfig.model_validate(job.config)
-    picture = _picture(storage.path(chosen.storage_key), storage.path(dataset.storage_key), dataset.modality,
-                       dataset.format, dataset.label_column, settings.read_limits, config.data.val_fraction,
-                       config.train.seed, limit)  # fmt: skip
+    dataset_file = storage.dataset_file(dataset.storage_key, dataset.id)
+    picture = _picture(storage.path(chosen.storage_key), dataset_file, dataset.modality, dataset.format,
+                       dataset.label_column, settings.read_limits, config.data.val_fraction, config.train.seed,
+                       limit)  # fmt: skip
     points = [ProjectionPoint(x=x, y=y, label=label) for x, y, label in picture]
     return Projection(job_id=job.id, checkpoint_id=chosen.id, step=chosen.step, points=points)

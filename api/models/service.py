@@ -201,9 +201,8 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     dataset = session.get(Dataset, job.dataset_id) if job and job.dataset_id else None
     if dataset is None:
         raise Invalid("the model's dataset was deleted", field="name")
-    records = read_records(
-        storage.path(dataset.storage_key), dataset.modality, dataset.format, settings.read_limits, dataset.label_column
-    )
+    file = storage.dataset_file(dataset.storage_key, dataset.id)
+    records = read_records(file, dataset.modality, dataset.format, settings.read_limits, dataset.label_column)
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)
     return records, embed_records(embedder, records), embedder

@@ -7,6 +7,12 @@ import shutil
 import uuid
 from pathlib import Path
 
+from core.data.readers import DatasetError
+
+
+class MissingDatasetFile(DatasetError):
+    """A dataset the database lists whose file this process's storage does not hold."""
+
 
 class Storage:
     """A local directory (the shared volume in Compose) holding every stored object.
@@ -24,6 +30,19 @@ class Storage:
         path = (self.root / key).resolve()
         if self.root not in path.parents:
             raise ValueError(f"storage key {key!r} is outside the storage root")
+        return path
+
+    def dataset_file(self, key: str, dataset_id: str) -> Path:
+        """The path of a stored dataset's file, which must be there: one the database lists but this process's storage
+        lacks (a worker on another host without the shared volume, a file removed by hand) raises
+        :class:`MissingDatasetFile`, which names the dataset rather than a path of this host."""
+        path = self.path(key)
+        if not path.is_file():
+            raise MissingDatasetFile(
+                f"the file of dataset {dataset_id} is missing from storage: the API and every worker must share one "
+                "volume at EMBEDTRAIN_STORAGE_ROOT (a worker on another host needs it too), and nothing may remove "
+                "files there; upload the dataset again"
+            )
         return path
 
     def new_dataset_key(self, suffix: str) -> str:
