@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +16,7 @@ from core.config import field_path
 from core.data.readers import DatasetError
 from core.store.schema import is_missing_schema_object
 from core.store.storage import MissingDatasetFile
-from core.train.checkpoint import CheckpointError
+from core.train.checkpoint import NO_SPACE, NOT_WRITABLE, CheckpointError
 
 log = logging.getLogger("embedtrain.api")
 
@@ -186,15 +186,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(OSError)
-    async def _storage_full(_: Request, error: OSError) -> JSONResponse:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise error
-        # the volume of EMBEDTRAIN_STORAGE_ROOT is full: the operator's to fix, not the caller's request; what the
-        # request was writing (a staged upload) was removed on the way out
-        log.error("storage full: %s", error)
-        body = error_body(507, f"the service's storage is full ({error.strerror}); nothing of this request was kept: "
-                          "an operator must free space or enlarge the volume of EMBEDTRAIN_STORAGE_ROOT")  # fmt: skip
-        return JSONResponse(body, 507)
+    async def _storage_error(request: Request, error: OSError) -> JSONResponse:
+        # the volume of EMBEDTRAIN_STORAGE_ROOT full, or not writable: the operator's to fix, not the caller's request;
+        # what the request was writing (a staged upload) was removed on the way out
+        if error.errno in NO_SPACE:
+            log.error("storage full: %s", error)
+            body = error_body(507, f"the service's storage is full ({error.strerror}); nothing of this request was "
+                              "kept: an operator must free space or enlarge the volume of EMBEDTRAIN_STORAGE_ROOT")  # fmt: skip
+            return JSONResponse(body, 507)
+        root = request.app.state.storage.root
+        if error.errno in NOT_WRITABLE and error.filename and Path(error.filename).is_relative_to(root):
+            log.error("storage not writable: %s", error)
+            body = error_body(503, f"the service cannot write to its storage ({error.strerror}); nothing of this "
+                              "request was kept: an operator must make the volume of EMBEDTRAIN_STORAGE_ROOT writable "
+                              "by the service's user")  # fmt: skip
+            return JSONResponse(body, 503)
+        raise error
 
     @app.exception_handler(DataError)
     async def _unstorable_value(_: Request, error: DataError) -> JSONResponse:

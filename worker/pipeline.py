@@ -133,7 +133,11 @@ def _train(
 ) -> FitResult:  # fmt: skip
     config = job.config
     train, val = job.records.split(config.data.val_fraction, config.train.seed)
-    directory = storage.checkpoint_dir(job_id)
+    try:
+        directory = storage.checkpoint_dir(job_id)
+    except OSError as error:  # the volume read-only, not the worker's, or full: the operator's to fix
+        raise CheckpointError(f"the job's checkpoint directory cannot be made ({error.strerror}): the volume of "
+                              "EMBEDTRAIN_STORAGE_ROOT must be writable by the worker's user, with space") from None  # fmt: skip
     recorder.keep_checkpoints = config.train.keep_checkpoints  # made before the config was read
     if config.train.num_devices > 1:
         return run_distributed(settings, job_id, worker, config, train, val, directory, job.resume_from, heartbeat)

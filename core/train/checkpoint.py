@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -37,15 +38,17 @@ class CheckpointError(ValueError):
     """A checkpoint on disk is missing, truncated or not of this format, or one could not be written."""
 
 
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _no_space(error: BaseException) -> bool:
-    """Whether writing failed for want of space: Python's OSError, or safetensors' error, whose text carries the
-    OS's ("I/O error: No space left on device (os error 28)")."""
+def _os_errno(error: BaseException) -> int | None:
+    """The OS's error number of a failed write: Python's OSError's, or the one in the text of safetensors' error
+    ("I/O error: No space left on device (os error 28)")."""
     if isinstance(error, OSError):
-        return error.errno in _NO_SPACE
-    return any(f"(os error {code})" in str(error) for code in _NO_SPACE)
+        return error.errno
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    return int(found.group(1)) if found else None
 
 
 def _unreadable(path: Path, error: Exception) -> CheckpointError:
@@ -101,8 +104,8 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
     """Write a checkpoint directory at ``path`` atomically and return ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         metadata = {"format": FORMAT, "config": config.model_dump_json(), "spec": json.dumps(asdict(spec))}
         save_file(weights, tmp / WEIGHTS_FILE, metadata=metadata)
@@ -128,11 +131,18 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
         _fsync(path.parent)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _no_space(error):  # the operator's to fix; said so, rather than as an internal error
+        # a full or unwritable volume is the operator's to fix: said so, rather than as an internal error
+        code = _os_errno(error)
+        if code in NO_SPACE:
             raise CheckpointError(
                 f"no space left on the storage volume to write the checkpoint of step {trainer.step}: free space on "
                 "the volume that holds the checkpoints (the service's EMBEDTRAIN_STORAGE_ROOT), or keep fewer "
                 "checkpoints (train.keep_checkpoints); the job's earlier checkpoints are kept"
+            ) from error
+        if code in NOT_WRITABLE:
+            raise CheckpointError(
+                f"the checkpoint of step {trainer.step} cannot be written ({os.strerror(code)}): the volume that holds "
+                "the checkpoints (the service's EMBEDTRAIN_STORAGE_ROOT) must be writable by the worker's user"
             ) from error
         raise
     return path
