@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,32 +40,34 @@ def migrate(url: str, command: str = "upgrade", revision: str = "head") -> None:
                    capture_output=True)  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database with the migrations applied, dropped at the end."""
-    name = f"embedtrain_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL does not answer at {PG} ({error}); run the suite with `make test`")
-    url = PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    yield url
+    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
     # a fresh connection: a test may have restarted PostgreSQL since the database was created
     with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database with the migrations applied, dropped at the end."""
+    with fresh_database("embedtrain_test") as url:
+        migrate(url)
+        yield url
+
+
 @pytest.fixture
 def empty_pg() -> Iterator[str]:
     """A PostgreSQL database the migrations were never run on, dropped at the end."""
-    name = f"embedtrain_empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG, autocommit=True, connect_timeout=30) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("embedtrain_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
