@@ -137,6 +137,24 @@ def test_the_image_installs_the_project_where_its_migrations_are() -> None:
     assert install.rstrip(" \\").endswith(" -e ."), install
 
 
+def _migrate_service_env(database_url: str, admin_key: str) -> dict[str, str]:
+    """The migrate service's environment: this database and admin key, and no other EMBEDTRAIN_ setting."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("EMBEDTRAIN_")}
+    env.update(EMBEDTRAIN_DATABASE_URL=database_url, EMBEDTRAIN_ADMIN_KEY=admin_key,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")  # where embedtrain-admin is  # fmt: skip
+    return env
+
+
+def _run_migrate_service(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The migrate service's command, run as Compose runs it."""
+    return subprocess.run(compose()["services"]["migrate"]["command"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def _new_key() -> str:
+    return f"et_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"  # as .env.example says to make one
+
+
 def test_the_migrate_service_makes_the_env_files_admin_key_work(empty_pg, tmp_path, redis_url) -> None:
     """Its command, run as Compose runs it (twice: each `docker compose up` runs it again), leaves the database
     migrated and EMBEDTRAIN_ADMIN_KEY of .env an admin key. Before, it only migrated and nothing stored the key
@@ -147,20 +165,16 @@ def test_the_migrate_service_makes_the_env_files_admin_key_work(empty_pg, tmp_pa
     from api.main import create_app
     from tests.conftest import make_settings
 
-    key = f"et_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"  # as .env.example says to make one
-    env = {name: value for name, value in os.environ.items() if not name.startswith("EMBEDTRAIN_")}
-    env.update(EMBEDTRAIN_DATABASE_URL=empty_pg, EMBEDTRAIN_ADMIN_KEY=key,
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")  # where embedtrain-admin is  # fmt: skip
+    key = _new_key()
+    env = _migrate_service_env(empty_pg, key)
     for _ in range(2):
-        done = subprocess.run(compose()["services"]["migrate"]["command"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = _run_migrate_service(env)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().splitlines()[-1] == "admin key taken from EMBEDTRAIN_ADMIN_KEY", done.stdout
+        assert done.stdout.strip().splitlines() == ["admin key taken from EMBEDTRAIN_ADMIN_KEY"], done.stdout
     example = next(line for line in (ROOT / ".env.example").read_text().splitlines()
                    if line.startswith("EMBEDTRAIN_ADMIN_KEY="))  # fmt: skip
     env["EMBEDTRAIN_ADMIN_KEY"] = example.split("=", 1)[1]  # .env copied and this line left as it is
-    done = subprocess.run(compose()["services"]["migrate"]["command"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = _run_migrate_service(env)
     assert done.returncode == 1 and done.stderr.splitlines()[-1].startswith(
         "error: EMBEDTRAIN_ADMIN_KEY is still .env.example's placeholder ('change-me'); set a secret one: "
     ), done.stderr
@@ -171,3 +185,45 @@ def test_the_migrate_service_makes_the_env_files_admin_key_work(empty_pg, tmp_pa
         assert keys.status_code == 200, keys.text
         assert [(row["owner"], row["is_admin"], row["revoked_at"]) for row in keys.json()] == [("admin", True, None)]
         assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_a_new_admin_key_in_the_env_file_rotates_the_old_one(empty_pg, tmp_path, redis_url) -> None:
+    """An operator whose admin key leaked puts a new one in .env and runs `docker compose up` again. Before, the
+    old key stayed valid beside the new one until revoked by hand (and .env.example said so). Now the variable's
+    earlier key is revoked; keys made otherwise are left alone; a revoked key put back there stays revoked."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    old, new = _new_key(), _new_key()
+    assert _run_migrate_service(_migrate_service_env(empty_pg, old)).returncode == 0
+    with TestClient(create_app(make_settings(tmp_path, empty_pg, redis_url))) as client:
+
+        def status(key: str) -> int:
+            return client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code
+
+        made = client.post("/v1/keys", headers={"Authorization": f"Bearer {old}"}, json={"owner": "ops", "admin": True})
+        assert made.status_code == 201, made.text
+        other = made.json()["key"]  # an admin key made through the API: no business of the variable's
+        prefix = old.split("_")[1]
+        rotated = _run_migrate_service(_migrate_service_env(empty_pg, new))
+        assert rotated.returncode == 0 and rotated.stdout.splitlines() == [
+            f"revoked the admin key EMBEDTRAIN_ADMIN_KEY held before (prefix {prefix})",
+            "admin key taken from EMBEDTRAIN_ADMIN_KEY",
+        ], rotated.stdout + rotated.stderr
+        again = _run_migrate_service(_migrate_service_env(empty_pg, new))  # the next `up`: nothing more revoked
+        assert again.stdout.splitlines() == ["admin key taken from EMBEDTRAIN_ADMIN_KEY"], again.stdout
+        assert (status(old), status(new), status(other)) == (401, 200, 200)
+        back = _run_migrate_service(_migrate_service_env(empty_pg, old))  # the leaked key put back by mistake
+        assert back.returncode == 0 and back.stdout == "", back.stdout  # the stack still starts
+        warning = back.stderr.splitlines()[-1]  # after Alembic's log of the migrate step
+        assert warning.startswith(f"warning: EMBEDTRAIN_ADMIN_KEY is not an admin key: it was revoked (prefix {prefix}, "
+                                  "at "), back.stderr  # fmt: skip
+        assert warning.endswith(") and stays so; set a new one: python -c \"import secrets; print('et_' + "
+                                "secrets.token_hex(6) + '_' + secrets.token_urlsafe(32))\""), warning  # fmt: skip
+        assert (status(old), status(new), status(other)) == (401, 200, 200)
+        listed = subprocess.run(["embedtrain-admin", "keys", "list"], env=_migrate_service_env(empty_pg, new),
+                                capture_output=True, text=True, timeout=60).stdout.splitlines()  # fmt: skip
+        marked = {line.split("prefix=")[1].split()[0]: line.endswith("from EMBEDTRAIN_ADMIN_KEY") for line in listed}
+        assert marked == {prefix: True, new.split("_")[1]: True, other.split("_")[1]: False}, listed

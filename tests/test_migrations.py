@@ -64,6 +64,28 @@ def test_deployments_made_before_the_precision_column_keep_the_servers_default(t
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_the_admin_key_stored_from_the_environment_before_0003_is_marked_so(engine, tmp_path, empty_pg) -> None:
+    """bootstrap stored EMBEDTRAIN_ADMIN_KEY as an admin key named "bootstrap"; 0003 marks those, so that the
+    variable's next value revokes the key it held before the upgrade too (core/store/keys.py)."""
+    url = empty_pg if engine == "postgresql" else f"sqlite:///{tmp_path / 'keys.db'}"
+    migrate(url, revision="0002")
+    db = create_engine(url)
+    with db.begin() as connection:
+        for id_, name, admin in (("k1", "bootstrap", True), ("k2", "default", True), ("k3", "bootstrap", False)):
+            connection.execute(text("INSERT INTO api_key (id, owner, name, prefix, key_hash, is_admin, created_at) "
+                                    "VALUES (:id, 'admin', :name, :id, 'h', :admin, '2026-12-01')"),
+                               {"id": id_, "name": name, "admin": admin})  # fmt: skip
+    migrate(url, revision="0003")
+    with db.connect() as connection:
+        marked = connection.execute(text("SELECT id, from_environment FROM api_key ORDER BY id")).all()
+    assert [(id_, bool(flag)) for id_, flag in marked] == [("k1", True), ("k2", False), ("k3", False)]
+    migrate(url, "downgrade", "0002")
+    with db.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM api_key")).scalar() == 3
+    db.dispose()
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
 def test_a_database_without_this_versions_schema_answers_503_naming_the_command(
     engine, tmp_path, empty_pg, redis_url
 ) -> None:  # fmt: skip

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core.store.db import transaction
-from core.store.keys import create_key, has_keys, import_key, revoke_key
+from core.store.keys import UnusableKey, create_key, has_keys, import_environment_key, revoke_key
 from core.store.schema import MIGRATIONS, schema_problem
 from core.store.settings import Settings, get_settings
 from core.store.tables import ApiKey
@@ -21,6 +21,7 @@ app = typer.Typer(help="Operator commands: database migrations and API keys.", n
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 PLACEHOLDER = "change-me"  # in .env.example's admin key: a key anyone can read, never to be stored
+NEW_KEY = "python -c \"import secrets; print('et_' + secrets.token_hex(6) + '_' + secrets.token_urlsafe(32))\""
 
 
 def fail(message: str) -> NoReturn:
@@ -67,23 +68,29 @@ def migrate() -> None:
 
 @app.command()
 def bootstrap(owner: str = typer.Option("admin", help="Owner name of the first admin key.")) -> None:
-    """Store EMBEDTRAIN_ADMIN_KEY as an admin key if it is set (Compose's migrate service); else create the first
-    admin key if none exists and print it once (the embedded default's first run)."""
+    """Store EMBEDTRAIN_ADMIN_KEY as an admin key if it is set (Compose's migrate service), revoking the key it held
+    before; else create the first admin key if none exists and print it once (the embedded default's first run)."""
     settings = get_settings()
     given = settings.admin_key.get_secret_value() if settings.admin_key is not None else None
     if given is not None and PLACEHOLDER in given:  # anyone who has read .env.example would hold an admin key
-        fail(f"EMBEDTRAIN_ADMIN_KEY is still .env.example's placeholder ({PLACEHOLDER!r}); set a secret one: "
-             "python -c \"import secrets; print('et_' + secrets.token_hex(6) + '_' + secrets.token_urlsafe(32))\"")  # fmt: skip
-    with migrated(settings) as session:
-        if given is not None:
-            import_key(session, given, owner, is_admin=True)
-            typer.echo("admin key taken from EMBEDTRAIN_ADMIN_KEY")
-            return
-        if has_keys(session):
-            typer.echo("API keys exist already; create more with: embedtrain-admin keys create --owner NAME")
-            return
-        _, key = create_key(session, owner, "admin", is_admin=True)
-    typer.echo(f"Admin API key (shown once, store it now): {key}")
+        fail(f"EMBEDTRAIN_ADMIN_KEY is still .env.example's placeholder ({PLACEHOLDER!r}); set a secret one: {NEW_KEY}")
+    if given is None:
+        with migrated(settings) as session:
+            if has_keys(session):
+                typer.echo("API keys exist already; create more with: embedtrain-admin keys create --owner NAME")
+                return
+            _, key = create_key(session, owner, "admin", is_admin=True)
+        typer.echo(f"Admin API key (shown once, store it now): {key}")
+        return
+    try:
+        with migrated(settings) as session:
+            replaced = [row.prefix for row in import_environment_key(session, given, owner)]
+    except UnusableKey as why:  # the rest of the service runs on; the keys stay as they were
+        typer.echo(f"warning: EMBEDTRAIN_ADMIN_KEY is not an admin key: {why}; set a new one: {NEW_KEY}", err=True)
+        return
+    for prefix in replaced:
+        typer.echo(f"revoked the admin key EMBEDTRAIN_ADMIN_KEY held before (prefix {prefix})")
+    typer.echo("admin key taken from EMBEDTRAIN_ADMIN_KEY")
 
 
 @keys.command("create")
@@ -117,7 +124,8 @@ def keys_list() -> None:
     with migrated(get_settings()) as session:
         for row in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             state = "revoked" if row.revoked_at else "active"
-            typer.echo(f"{row.id}  prefix={row.prefix}  owner={row.owner}  admin={row.is_admin}  {state}")
+            source = "  from EMBEDTRAIN_ADMIN_KEY" if row.from_environment else ""
+            typer.echo(f"{row.id}  prefix={row.prefix}  owner={row.owner}  admin={row.is_admin}  {state}{source}")
 
 
 if __name__ == "__main__":

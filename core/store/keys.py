@@ -38,14 +38,41 @@ def create_key(session: Session, owner: str, name: str = "default", is_admin: bo
     return row, key
 
 
-def import_key(session: Session, key: str, owner: str, is_admin: bool) -> ApiKey:
-    """Store a key given from the environment (bootstrap admin key), if not stored yet."""
-    prefix = _prefix(key) or hashlib.sha256(key.encode()).hexdigest()[:12]
+class UnusableKey(Exception):
+    """The key EMBEDTRAIN_ADMIN_KEY holds cannot be made a working admin key; the message says why."""
+
+
+def import_environment_key(session: Session, key: str, owner: str) -> list[ApiKey]:
+    """Make ``key``, EMBEDTRAIN_ADMIN_KEY's value, an admin key (stored once; ``embedtrain-admin bootstrap`` runs at
+    each ``docker compose up``) and revoke the keys the variable held before, so that a new value there rotates the
+    admin key rather than adding a second one beside the old. The keys revoked now.
+
+    Raises :class:`UnusableKey` for a key that was revoked (it stays so), one stored without admin rights, or one
+    whose prefix another key holds."""
+    prefix = _prefix_of(key)
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
     if row is None:
-        row = ApiKey(owner=owner, name="bootstrap", prefix=prefix, key_hash=_hash(key), is_admin=is_admin)
+        row = ApiKey(owner=owner, name="bootstrap", prefix=prefix, key_hash=_hash(key), is_admin=True)
         session.add(row)
-    return row
+    elif not hmac.compare_digest(row.key_hash, _hash(key)):
+        raise UnusableKey(f"another stored key has its prefix {prefix}")
+    elif row.revoked_at is not None:
+        raise UnusableKey(f"it was revoked (prefix {prefix}, at {row.revoked_at:%Y-%m-%d %H:%M}) and stays so")
+    elif not row.is_admin:
+        raise UnusableKey(f"it is stored as a key of {row.owner!r} without admin rights (prefix {prefix})")
+    row.from_environment = True
+    session.flush()
+    earlier = session.scalars(select(ApiKey).where(ApiKey.from_environment.is_(True), ApiKey.revoked_at.is_(None),
+                                                   ApiKey.id != row.id).order_by(ApiKey.created_at))  # fmt: skip
+    revoked = list(earlier)
+    for old in revoked:
+        old.revoked_at = utcnow()
+    return revoked
+
+
+def _prefix_of(key: str) -> str:
+    """The prefix that finds a key's row: its own, or for a key not in ``et_<prefix>_<secret>`` form, a hash's."""
+    return _prefix(key) or hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _prefix(key: str) -> str | None:
@@ -55,8 +82,7 @@ def _prefix(key: str) -> str | None:
 
 def authenticate(session: Session, key: str) -> Principal | None:
     """The principal of a valid, unrevoked key; None otherwise."""
-    prefix = _prefix(key) or hashlib.sha256(key.encode()).hexdigest()[:12]
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == _prefix_of(key)))
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.key_hash, _hash(key)):

@@ -107,8 +107,8 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None,
         description="An admin key to store, given whole (et_<12 hex>_<secret>): `embedtrain-admin bootstrap` stores "
-        "it if it is not yet (Compose's migrate service runs that at each start); it stays valid until revoked. Unset, "
-        "bootstrap creates one on an empty database and prints it once.",
+        "it if it is not yet (Compose's migrate service runs that at each start) and revokes the key this variable held "
+        "before, so a new value rotates it. Unset, bootstrap creates one on an empty database and prints it once.",
     )
     rate_jobs_per_min: int = Field(60, ge=1, description="Job submissions per key per minute.")
     rate_embeddings_per_min: int = Field(6000, ge=1, description="Embedding requests per key per minute.")
