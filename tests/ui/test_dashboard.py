@@ -31,10 +31,13 @@ def logged_in(app, key: str) -> Iterator[tuple[str, Page]]:  # noqa: ANN001 - th
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            refused: list[str] = []  # what the page's Content-Security-Policy blocked (api/ui/router.py)
+            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
             page.goto(f"{base}/ui")
             page.fill("#key", key)
             page.click("#login-form button[type=submit]")
             yield base, page
+            assert refused == [], refused
         finally:
             browser.close()
 
@@ -284,3 +287,18 @@ def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) 
         page.locator("[data-testid=datasets] tr", has_text="from-the-page").locator("button").click()
         expect(page.locator("[data-testid=datasets]")).not_to_contain_text("from-the-page")
         assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+
+
+def test_the_dashboards_files_forbid_framing_and_other_origins(client) -> None:
+    """The page holds an API key: another site may not frame it (a click on its buttons there would be the key
+    holder's) and it runs, fetches and styles only from its own origin. The browser tests above check that the page
+    works under this policy (nothing refused)."""
+    assert client.get("/ui", follow_redirects=False).headers["location"] == "/ui/index.html"
+    for path in ("/ui/index.html", "/ui/app.js", "/ui/style.css"):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        policy = dict(part.strip().split(" ", 1) for part in answer.headers["content-security-policy"].split(";"))
+        assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'", policy
+        assert "unsafe-inline" not in answer.headers["content-security-policy"]
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"

@@ -27,7 +27,8 @@ function errorText(error) {
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+    // styles through the CSSOM: the page's Content-Security-Policy refuses inline style attributes
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else if (k === "style") node.style.cssText = v; else node.setAttribute(k, v);
   }
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
   return node;
@@ -72,7 +73,7 @@ function lineChart(title, series, testid) {
 function scatter(points, testid) {
   const svgNS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(svgNS, "svg");
-  svg.setAttribute("class", "chart"); svg.setAttribute("viewBox", "0 0 400 300"); svg.setAttribute("style", "height:300px");
+  svg.setAttribute("class", "chart"); svg.setAttribute("viewBox", "0 0 400 300"); svg.style.height = "300px";
   svg.setAttribute("data-testid", testid); svg.setAttribute("data-points", String(points.length));
   if (!points.length) return svg;
   const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
