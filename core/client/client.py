@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import httpx
 import numpy as np
 
-from core.data.readers import IMAGE_SUFFIXES, hidden_entry
+from core.data.readers import image_file
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -35,12 +35,14 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def zip_class_folders(folder: Path, archive: BinaryIO) -> None:
-    """Write ``folder``'s PNG and JPEG files, at their paths under it (``<class>/<image>.png``), as a ZIP into
-    ``archive``; what the readers skip (dot-named files and folders, ``__MACOSX/``) is left out. Stored, not compressed: the images are."""
+    """Write ``folder``'s images, at their paths under it (``<class>/<image>.png``), as a ZIP into ``archive``; what
+    the readers skip (files that are not images, dot-named files and folders, ``__MACOSX/``) is left out, and an
+    image in a format they do not read goes in, for the service to refuse by name. Stored, not compressed: the images
+    are."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
         for file in sorted(folder.rglob("*")):
             name = file.relative_to(folder).as_posix()
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and not hidden_entry(name):
+            if file.is_file() and image_file(name):
                 out.write(file, name)
 
 

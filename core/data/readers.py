@@ -6,12 +6,14 @@ modality   formats
 text       JSONL, a JSON array, CSV or Parquet of ``text`` (or ``anchor`` + ``positive``) and an optional label;
            plain text, one text a line (no labels, no pairs)
 vectors    CSV or Parquet of numeric or boolean columns (in Parquet also lists) and an optional label; NPY, 2-D
-image      ZIP in class-folder layout (``<class>/<file>.png|jpg``); NPZ with ``images`` and optional ``labels``
+image      ZIP in class-folder layout (``<class>/<file>.png``: PNG, JPEG, WebP, AVIF, BMP, GIF, TIFF); NPZ with
+           ``images`` and optional ``labels``
 =========  ===============================================================================================
 
 CSV files may separate fields with ``;`` or tabs (with decimal commas), and a vectors CSV may have no header row
 (:func:`_read_csv_table`). Archives are read entry by entry in memory: no entry name is ever used as a path on
-disk. Entries under ``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped.
+disk. Entries under ``__MACOSX/`` or named with a leading dot (what a Mac adds to a ZIP) are skipped, as are files
+that are not images (notes, Windows' ``Thumbs.db``); an image in a format not read (a phone's HEIC) is refused.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "image": ("zip", "npz"),
 }
 ALIASES = {"ndjson": "jsonl", "pq": "parquet", "tsv": "csv"}  # other file extensions the same formats go by
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# the image files Pillow reads by itself; images in other formats (a phone's HEIC, a camera's raw files) are refused by
+# name, not left out of the dataset unseen, as before anything but .png and .jpg was (a class of WebP images vanished)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff")
+UNREAD_IMAGE_SUFFIXES = (".heic", ".heif", ".jxl", ".svg", ".psd", ".raw", ".dng", ".cr2", ".nef", ".arw", ".orf")
+IMAGE_FORMATS = "PNG, JPEG, WebP, AVIF, BMP, GIF or TIFF"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -481,7 +487,8 @@ def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
 
 
 def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
-    """PNG/JPEG bytes -> (H, W, C) uint8 with C = 1 or 3; refuses corrupt and oversized images."""
+    """Image bytes (:data:`IMAGE_FORMATS`) -> (H, W, C) uint8 with C = 1 or 3; refuses corrupt and oversized
+    images."""
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
@@ -497,7 +504,7 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, DatasetError):
             raise
-        raise DatasetError(f"{where}: not a readable PNG or JPEG image ({type(error).__name__})") from None
+        raise DatasetError(f"{where}: not a readable image ({IMAGE_FORMATS}; {type(error).__name__})") from None
     return array[:, :, None] if array.ndim == 2 else array
 
 
@@ -517,10 +524,12 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
     except (zipfile.BadZipFile, OSError) as error:
         raise DatasetError(f"the ZIP file cannot be read: {error}") from None
     with archive:
-        entries = [e for e in _zip_entries(archive, limits) if e.filename.lower().endswith(IMAGE_SUFFIXES)
-                   and not hidden_entry(e.filename)]  # fmt: skip
+        entries = [e for e in _zip_entries(archive, limits) if image_file(e.filename)]
+        if unread := next((e.filename for e in entries if not e.filename.lower().endswith(IMAGE_SUFFIXES)), None):
+            raise DatasetError(f"entry {unread!r} is an image in a format this service does not read: convert the "
+                               f"images to {IMAGE_FORMATS}")  # fmt: skip
         if not entries:
-            raise DatasetError("the archive holds no .png or .jpg images (expected <class>/<image>.png)")
+            raise DatasetError(f"the archive holds no images ({IMAGE_FORMATS}; expected <class>/<image>.png)")
         if len(entries) > limits.max_records:
             raise DatasetError(f"the archive holds more than {limits.max_records} images")
         images, classes = [], []
@@ -539,6 +548,11 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
     stacked = np.stack([_conform(image, size, colour) for image in images])  # (N, H, W, C)
     labels, names = _labels(classes, "class folder")
     return Records("image", images=stacked.transpose(0, 3, 1, 2).copy(), labels=labels, label_names=names)
+
+
+def image_file(name: str) -> bool:
+    """Whether a file of a class folder is an image, read or refused by its format (a hidden file is neither)."""
+    return name.lower().endswith(IMAGE_SUFFIXES + UNREAD_IMAGE_SUFFIXES) and not hidden_entry(name)
 
 
 def hidden_entry(name: str) -> bool:

@@ -26,6 +26,13 @@ def png(value: int, size: int = 8, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
+def image_file(value: int, fmt: str) -> bytes:
+    """An 8x8 colour image in Pillow's format ``fmt`` (WEBP, AVIF, BMP, GIF, TIFF, ...)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (value, 0, 0)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
 def zipped(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -120,6 +127,28 @@ GOOD = [
         2,
         2,
     ),
+    # every format Pillow reads by itself; before, all but .png and .jpg were left out unseen (the class of WebP
+    # images with them); files that are not images beside them (Windows' Thumbs.db, notes) are left out
+    (
+        "image",
+        "formats.zip",
+        zipped(
+            {
+                "cats/1.webp": image_file(10, "WEBP"),
+                "cats/2.AVIF": image_file(20, "AVIF"),
+                "cats/3.bmp": image_file(30, "BMP"),
+                "cats/Thumbs.db": b"\xd0\xcf\x11\xe0 not an image",
+                "dogs/1.gif": image_file(40, "GIF"),
+                "dogs/2.tif": image_file(50, "TIFF"),
+                "dogs/3.tiff": image_file(60, "TIFF"),
+                "dogs/4.jpeg": image_file(70, "JPEG"),
+                "notes.txt": b"taken in 2026",
+                "webp-only/1.webp": image_file(80, "WEBP"),
+            }
+        ),
+        8,
+        3,
+    ),
     ("image", "digits.npz", digits_npz(), 1797, 10),
     ("image", "sixteen-bit.npz", npz(images=np.full((3, 4, 4), 40000, dtype=np.uint16), labels=[0, 1, 1]), 3, 2),
 ]
@@ -179,6 +208,15 @@ BAD = [
     ("dot-dot entry", "image", "i.zip", zipped({"../evil/1.png": png(1)}), "'..' path"),
     ("absolute entry", "image", "i.zip", zipped({"/etc/1.png": png(1)}), "absolute"),
     ("no class folder", "image", "i.zip", zipped({"1.png": png(1)}), "class folder"),
+    (
+        "a phone's HEIC photo",
+        "image",
+        "i.zip",
+        zipped({"cats/1.png": png(1), "cats/IMG_0001.HEIC": b"\0\0\0\x18ftypheic"}),
+        "entry 'cats/IMG_0001.HEIC' is an image in a format this service does not read: convert the images to PNG, "
+        "JPEG, WebP, AVIF, BMP, GIF or TIFF",
+    ),
+    ("no images", "image", "i.zip", zipped({"cats/notes.txt": b"x"}), "the archive holds no images (PNG, JPEG, WebP"),
     ("not a zip", "image", "i.zip", b"PK\x03\x04 not really", "cannot be read"),
     ("normalised npz", "image", "i.npz", npz(images=np.full((2, 4, 4), -0.5, dtype=np.float32)), "[-0.5, -0.5]"),
     ("raw-unit npz", "image", "i.npz", npz(images=np.full((2, 4, 4), 3000.0)), "[0, 1] or [0, 255]"),

@@ -425,7 +425,9 @@ def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, 
         (folder / kind).mkdir(parents=True)
         for i in range(count):
             Image.new("RGB", (12, 10), (40 * i, 100, 200)).save(folder / kind / f"{i}.{'png' if i else 'JPG'}")
+    Image.new("RGB", (12, 10), (9, 9, 9)).save(folder / "dogs" / "2.webp")  # before, left out of the ZIP unseen
     (folder / "cats" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # what a Mac leaves beside them
+    (folder / "dogs" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")  # and Windows
     (folder / "notes.txt").write_text("not an image")
     runner = CliRunner(env={"COLUMNS": "200"})
     key = auth["Authorization"].removeprefix("Bearer ")
@@ -434,14 +436,19 @@ def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, 
                                      "image"])  # fmt: skip
         assert result.exit_code == 0, result.output
         dataset = json.loads(result.output)
-        assert (dataset["name"], dataset["format"], dataset["num_records"]) == ("pets", "zip", 5), dataset
-        assert dataset["details"]["label_names"] == ["cats", "dogs"] and dataset["details"]["shape"] == [5, 3, 10, 12]
+        assert (dataset["name"], dataset["format"], dataset["num_records"]) == ("pets", "zip", 6), dataset
+        assert dataset["details"]["label_names"] == ["cats", "dogs"] and dataset["details"]["shape"] == [6, 3, 10, 12]
         refused = runner.invoke(app, ["--url", base, "--key", key, "datasets", "upload", str(folder), "--modality",
                                       "text"])  # fmt: skip
         assert refused.exit_code == 2 and "a directory uploads as an image dataset" in refused.output, refused.output
         with Client(base, key) as python_client:
             again = python_client.upload_dataset(folder, "image", name="pets-again")
-            assert (again["name"], again["num_records"], again["num_labels"]) == ("pets-again", 5, 2), again
+            assert (again["name"], again["num_records"], again["num_labels"]) == ("pets-again", 6, 2), again
+        (folder / "cats" / "IMG_0001.heic").write_bytes(b"\0\0\0\x18ftypheic")  # a phone's photo
+        heic = runner.invoke(app, ["--url", base, "--key", key, "datasets", "upload", str(folder), "--modality",
+                                   "image"])  # fmt: skip
+        assert heic.exit_code == 1 and "entry 'cats/IMG_0001.heic' is an image in a format this service does not " \
+            "read" in " ".join(heic.output.split()), heic.output  # fmt: skip
 
 
 def test_a_job_submitted_without_a_modality_takes_its_datasets(client, auth, tmp_path) -> None:
