@@ -24,6 +24,7 @@ import json
 import math
 import re
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -543,7 +544,7 @@ def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
                 raise DatasetError(f"entry {info.filename!r} cannot be read: {error}") from None
             images.append(decode_image(data, limits, f"entry {info.filename!r}"))
             classes.append(parts[-2])
-    size = images[0].shape[:2]
+    size = _common_size([image.shape[:2] for image in images])
     colour = any(image.shape[2] == 3 for image in images)
     stacked = np.stack([_conform(image, size, colour) for image in images])  # (N, H, W, C)
     labels, names = _labels(classes, "class folder")
@@ -563,8 +564,15 @@ def hidden_entry(name: str) -> bool:
     return bool(parts) and (parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts))
 
 
+def _common_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The (H, W) most of the images have (of two as common, the larger): the one every image is resized to. Before,
+    the first image's by file name was taken, so that one thumbnail sorted first shrank every photo to its size."""
+    counts = Counter(sizes)
+    return max(counts, key=lambda size: (counts[size], size[0] * size[1]))
+
+
 def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:
-    """Resize to the first image's size and match its channels, so every record has one shape."""
+    """Resize to the dataset's common size and match its channels, so every record has one shape."""
     from PIL import Image
 
     if colour and image.shape[2] == 1:

@@ -166,6 +166,16 @@ def test_each_format_is_accepted_counted_and_hashed(client, auth, modality, name
     assert client.get(f"/v1/datasets/{body['id']}", headers=auth).json()["id"] == body["id"]
 
 
+def test_images_of_several_sizes_take_the_size_most_of_them_have(client, auth) -> None:
+    """Before, every image was resized to the first's by file name: here a 4x4 thumbnail sorted first would have
+    shrunk the 16x16 images to 4x4."""
+    photos = zipped({"a/0-thumb.png": png(1, 4), "a/1.png": png(2, 16), "b/1.png": png(3, 16), "b/2.png": png(4, 16)})
+    body = post(client, auth, "image", "sizes.zip", photos).json()
+    assert body["details"]["shape"] == [4, 1, 16, 16], body
+    tie = zipped({"a/1.png": png(1, 8), "b/1.png": png(2, 12)})  # as many of each: the larger
+    assert post(client, auth, "image", "tie.zip", tie).json()["details"]["shape"] == [2, 1, 12, 12]
+
+
 BAD = [
     ("empty file", "text", "t.jsonl", b"", "empty"),
     ("wrong columns", "text", "t.jsonl", b'{"sentence": "x"}\n', "no column 'text' (its columns: ['sentence'])"),
