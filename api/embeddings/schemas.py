@@ -17,7 +17,7 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     input: EmbeddingInput = Field(
         description="Text models: a string or a list of strings. Vector models: a list of numeric lists. "
-        "Image models: a list of base64 PNG or JPEG strings."
+        "Image models: a list of base64 images (PNG, JPEG, WebP, AVIF, BMP, GIF or TIFF; data: URLs too)."
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=65536, description="Truncate to this many and re-normalise.")

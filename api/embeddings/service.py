@@ -17,7 +17,7 @@ from api.embeddings.schemas import EmbeddingRequest
 from api.errors import Invalid
 from api.models.service import deployed_version
 from api.ttlcache import TTLCache
-from core.data.readers import DatasetError, ReadLimits, decode_image
+from core.data.readers import IMAGE_FORMATS, DatasetError, ReadLimits, decode_image
 from core.inference import Embedder, Precision, with_channels
 from core.store.db import session_factory
 from core.store.keys import Principal
@@ -58,7 +58,7 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
     if isinstance(raw, str):
         raw = [raw]
     if not raw or not all(isinstance(item, str) for item in raw):
-        raise Invalid("this is an image model: input must be a list of base64 PNG or JPEG strings", field="input")
+        raise Invalid(f"this is an image model: input must be a list of base64 images ({IMAGE_FORMATS})", field="input")
     size = embedder.config.model.image_size
     channels = embedder.spec.channels
     limits = ReadLimits(max_image_pixels=settings.max_image_pixels)
@@ -69,8 +69,8 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
             image = decode_image(data, limits, f"input[{index}]")
         except (binascii.Error, ValueError) as error:
             message = str(error) if isinstance(error, DatasetError) else (
-                f"input[{index}] is not valid base64; this is an image model: input must be base64 PNG or JPEG "
-                "strings (`embedtrain embed --image FILE`)")  # fmt: skip
+                f"input[{index}] is not valid base64; this is an image model: input must be base64 images "
+                f"({IMAGE_FORMATS}; `embedtrain embed --image FILE`)")  # fmt: skip
             raise Invalid(message, field="input") from None
         tensor = with_channels(torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None], channels)
         out[index] = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()

@@ -420,7 +420,11 @@ def embed(
         "uploaded (a label column is left out); one input a row.",
     ),
     images: list[Path] = typer.Option(
-        None, "--image", exists=True, dir_okay=False, help="For an image model: a PNG or JPEG file; repeat for more."
+        None,
+        "--image",
+        exists=True,
+        dir_okay=False,
+        help="For an image model: an image file (PNG, JPEG, ...); repeat for more.",
     ),
     dimensions: int | None = typer.Option(None),
     output: str = typer.Option("json", help="json (to stdout) or npy (to --out, else stdout)."),
