@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import zlib
 from pathlib import Path, PurePath
 from typing import BinaryIO, Literal
 
@@ -12,7 +10,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
-from core.data.readers import FORMATS, DatasetError, LabelColumnError, format_of_name, is_gzip, read_records
+from core.data.readers import (
+    FORMATS,
+    DatasetError,
+    LabelColumnError,
+    UnpacksTooLarge,
+    format_of_name,
+    gunzip,
+    is_gzip,
+    read_records,
+)
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -52,26 +59,15 @@ def _stage(stream: BinaryIO, storage: Storage, limit: int):
 
 def _gunzipped(staged: Path, storage: Storage, limit: int) -> Path:
     """The staged upload decompressed, where it is gzip (``pandas.to_csv("x.csv.gz")``, ``gzip texts.jsonl``), into
-    a new staged file no larger than ``limit``, which a small file of repeated bytes would otherwise defeat; the
-    upload itself where it is not."""
+    a new staged file no larger than ``limit``; the upload itself where it is not."""
     if not is_gzip(staged):
         return staged
-    plain = storage.staging()
     try:
-        with gzip.open(staged, "rb") as source, open(plain, "wb") as out:
-            written = 0
-            while chunk := source.read(CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise TooLarge(f"the upload unpacks to more than the limit of {limit} bytes", field="file")
-                out.write(chunk)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # not OSError: a full disk is not the file's fault
-        plain.unlink(missing_ok=True)
-        raise Invalid(f"the file is not valid gzip: {error}", field="file") from None
-    except BaseException:
-        plain.unlink(missing_ok=True)
-        raise
-    return plain
+        return gunzip(staged, storage.staging(), limit)
+    except UnpacksTooLarge as error:
+        raise TooLarge(str(error), field="file") from None
+    except DatasetError as error:
+        raise Invalid(str(error), field="file") from None
 
 
 def create_dataset(

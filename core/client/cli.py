@@ -7,14 +7,11 @@ The URL and key come from EMBEDTRAIN_URL / EMBEDTRAIN_API_KEY or ``~/.config/emb
 from __future__ import annotations
 
 import base64
-import gzip
 import io
 import json
 import os
-import shutil
 import sys
 import tempfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.client.client import ApiError, Client, default_settings
-from core.data.readers import DatasetError, ReadLimits, format_of_name, is_gzip, read_records
+from core.data.readers import DatasetError, ReadLimits, format_of_name, gunzip, is_gzip, read_records
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
@@ -387,23 +384,14 @@ def vector_rows(path: Path) -> np.ndarray:
         if not is_gzip(path):
             return read_records(path, "vectors", fmt, ReadLimits()).vectors
         with tempfile.TemporaryDirectory() as scratch:
-            return read_records(_gunzipped(path, Path(scratch) / f"rows.{fmt}"), "vectors", fmt, ReadLimits()).vectors
+            return read_records(gunzip(path, Path(scratch) / f"rows.{fmt}"), "vectors", fmt, ReadLimits()).vectors
     except DatasetError as error:
         raise typer.BadParameter(f"{path}: {error}", param_hint="--vectors") from None
 
 
-def _gunzipped(path: Path, target: Path) -> Path:
-    try:
-        with gzip.open(path, "rb") as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # truncated or corrupt
-        raise DatasetError(f"the file is not valid gzip: {error}") from None
-    return target
-
-
 def image_inputs(paths: list[Path]) -> list[str]:
-    """An image model's inputs: each file's bytes in base64 (the service reads PNG and JPEG, and says which input
-    it could not)."""
+    """An image model's inputs: each file's bytes in base64 (the service reads the formats of
+    :data:`~core.data.readers.IMAGE_FORMATS`, and says which input it could not)."""
     return [base64.b64encode(path.read_bytes()).decode() for path in paths]
 
 

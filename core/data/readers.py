@@ -71,6 +71,35 @@ class LabelColumnError(DatasetError):
     """The label column the uploader named is not in the file, or holds no labels."""
 
 
+class UnpacksTooLarge(DatasetError):
+    """A gzip file unpacks to more than its limit."""
+
+
+def gunzip(source: Path, target: Path, limit: int | None = None) -> Path:
+    """``source``, a gzip file, decompressed into ``target``, refusing more than ``limit`` bytes there (else a small
+    file of repeated bytes defeats an upload limit): a corrupt or cut-off file is a :class:`DatasetError`, too much
+    an :class:`UnpacksTooLarge`; a full disk stays an ``OSError``, not the file's fault. ``target`` is left only
+    whole."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(source, "rb") as packed, open(target, "wb") as out:
+            written = 0
+            while chunk := packed.read(1 << 20):
+                written += len(chunk)
+                if limit is not None and written > limit:
+                    raise UnpacksTooLarge(f"the upload unpacks to more than the limit of {limit} bytes")
+                out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        target.unlink(missing_ok=True)
+        raise DatasetError(f"the file is not valid gzip: {error}") from None
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Bounds applied while reading."""
