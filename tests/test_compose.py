@@ -227,3 +227,5 @@ def test_a_new_admin_key_in_the_env_file_rotates_the_old_one(empty_pg, tmp_path,
                                 capture_output=True, text=True, timeout=60).stdout.splitlines()  # fmt: skip
         marked = {line.split("prefix=")[1].split()[0]: line.endswith("from EMBEDTRAIN_ADMIN_KEY") for line in listed}
         assert marked == {prefix: True, new.split("_")[1]: True, other.split("_")[1]: False}, listed
+        rows = client.get("/v1/keys", headers={"Authorization": f"Bearer {new}"}).json()  # and GET /v1/keys
+        assert {row["prefix"]: row["from_environment"] for row in rows} == marked, rows

@@ -23,6 +23,8 @@ class KeyRead(BaseModel):
     name: str
     prefix: str
     is_admin: bool
+    from_environment: bool = Field(description="Stored from EMBEDTRAIN_ADMIN_KEY by `embedtrain-admin bootstrap`: a "
+                                   "new value there revokes it.")  # fmt: skip
     created_at: datetime
     revoked_at: datetime | None
 

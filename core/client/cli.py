@@ -464,8 +464,9 @@ def keys_list() -> None:
     rows = call(lambda: client().list_keys())
     table = _table("id", "prefix", "owner", "name", "admin", "created", "revoked")
     for k in rows:
-        table.add_row(k["id"], k["prefix"], k["owner"], k["name"], "yes" if k["is_admin"] else "",
-                      k["created_at"][:19], (k["revoked_at"] or "")[:19])  # fmt: skip
+        admin = ("yes, EMBEDTRAIN_ADMIN_KEY" if k.get("from_environment") else "yes") if k["is_admin"] else ""
+        table.add_row(k["id"], k["prefix"], k["owner"], k["name"], admin, k["created_at"][:19],
+                      (k["revoked_at"] or "")[:19])  # fmt: skip
     print_table(table)
 
 
