@@ -14,11 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from core.client import ApiError, Client
 from core.client.cli import app
 from core.inference import Embedder
+from core.store.db import transaction
+from core.store.tables import ApiKey
 from tests.api.test_embeddings import LiveServer
 from tests.conftest import free_port
 from tests.worker.test_job_lifecycle import vector_config, vectors_csv
@@ -128,8 +131,12 @@ def test_cli_walks_the_whole_workflow(client, auth, keys, worker, tmp_path) -> N
             runner.invoke(app, ["--url", base, "--key", created["key"], "keys", "revoke", created["id"], "-y"]).output
         )
         assert revoked["revoked_at"] is not None
+        with transaction(keys.settings) as session:  # the admin key as `embedtrain-admin bootstrap` marks one
+            session.execute(update(ApiKey).where(ApiKey.prefix == admin.split("_")[1]).values(from_environment=True))
         listed = runner.invoke(app, ["--url", base, "--key", admin, "keys", "list"])
         assert listed.exit_code == 0 and created["prefix"] in listed.output and created["key"] not in listed.output
+        (row,) = [line for line in listed.output.splitlines() if admin.split("_")[1] in line]
+        assert "yes, EMBEDTRAIN_ADMIN_KEY" in row, listed.output
 
 
 def test_cli_embeds_text_to_json_and_npy(client, auth, settings, tmp_path) -> None:
