@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
+from core.data.readers import IMAGE_FORMATS
+
 # list[int]: one array of token ids, which OpenAI accepts; parsed so that a text model can say it does not.
 # StrictFloat: a vector's values are JSON numbers; true or "0.5" is refused rather than read as 1.0 or 0.5
 EmbeddingInput = str | list[str] | list[int] | list[list[StrictFloat]]
@@ -17,7 +19,7 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     input: EmbeddingInput = Field(
         description="Text models: a string or a list of strings. Vector models: a list of numeric lists. "
-        "Image models: a list of base64 images (PNG, JPEG, WebP, AVIF, BMP, GIF or TIFF; data: URLs too)."
+        f"Image models: a list of base64 images ({IMAGE_FORMATS}; data: URLs too)."
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=65536, description="Truncate to this many and re-normalise.")

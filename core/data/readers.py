@@ -19,11 +19,13 @@ that are not images (notes, Windows' ``Thumbs.db``); an image in a format not re
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
 import re
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -80,9 +82,6 @@ def gunzip(source: Path, target: Path, limit: int | None = None) -> Path:
     file of repeated bytes defeats an upload limit): a corrupt or cut-off file is a :class:`DatasetError`, too much
     an :class:`UnpacksTooLarge`; a full disk stays an ``OSError``, not the file's fault. ``target`` is left only
     whole."""
-    import gzip
-    import zlib
-
     try:
         with gzip.open(source, "rb") as packed, open(target, "wb") as out:
             written = 0
