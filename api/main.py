@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 
 from api.datasets.router import router as datasets_router
 from api.deps import refuse_unknown_form, refuse_unknown_query
+from api.docs import mount_docs
 from api.embeddings.cache import ModelCache
 from api.embeddings.router import router as embeddings_router
 from api.errors import ERROR_RESPONSES, install_error_handlers
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
         title="embedtrain",
         version="0.1.0",
+        docs_url=None,  # served by mount_docs, from local files
+        redoc_url=None,
         description="Train contrastive (NT-Xent) embedding models on your data and serve them through an "
         "OpenAI-compatible /v1/embeddings. Every route but /healthz and /readyz needs `Authorization: Bearer <key>`.",
     )
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs_router, datasets_router, models_router, keys_router):
         app.include_router(router, responses=ERROR_RESPONSES,
                            dependencies=[Depends(refuse_unknown_query), Depends(refuse_unknown_form)])  # fmt: skip
+    mount_docs(app)
     mount_ui(app)
     # Everything imported so far (torch, pydantic, SQLAlchemy: ~300k objects) lives as long as the process; a full
     # garbage collection walks it all, a ~0.2 s pause of every request on a 2-core machine (bench/api.py's p99).
