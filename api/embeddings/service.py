@@ -61,7 +61,7 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
         raise Invalid(f"this is an image model: input must be a list of base64 images ({IMAGE_FORMATS})", field="input")
     size = embedder.config.model.image_size
     channels = embedder.spec.channels
-    limits = ReadLimits(max_image_pixels=settings.max_image_pixels)
+    limits = ReadLimits(max_image_pixels=settings.max_image_pixels, max_image_side=settings.max_image_side)
     out = np.empty((len(raw), channels, size, size), dtype=np.float32)
     for index, item in enumerate(raw):
         try:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest JSON request body.")
     max_records: int = Field(5_000_000, ge=10, description="Most records in one dataset.")
     max_image_pixels: int = Field(4096 * 4096, ge=64, description="Largest decoded image (pixels).")
+    max_image_side: int = Field(512, ge=32, le=8192, description="Images read from a ZIP upload or a /v1/embeddings "
+                                "request are shrunk (aspect kept, antialiased) to at most this many pixels on their "
+                                "longer side; image models see at most 512 (`model.image_size`).")  # fmt: skip
     max_unzipped_bytes: int = Field(4 << 30, ge=1024, description="Largest total uncompressed size of a ZIP upload.")
     embed_max_inputs: int = Field(2048, ge=1, le=100_000, description="Most inputs in one /v1/embeddings request.")
     embed_max_chars: int = Field(32_768, ge=1, description="Longest text input (characters).")
@@ -134,7 +137,8 @@ class Settings(BaseSettings):
     @property
     def read_limits(self) -> ReadLimits:
         """The bounds a dataset is read under, at upload and wherever it is read again."""
-        return ReadLimits(self.max_records, self.max_image_pixels, self.max_unzipped_bytes)
+        return ReadLimits(self.max_records, self.max_image_pixels, self.max_unzipped_bytes,
+                          max_image_side=self.max_image_side)  # fmt: skip
 
 
 @lru_cache

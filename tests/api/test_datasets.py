@@ -176,6 +176,20 @@ def test_images_of_several_sizes_take_the_size_most_of_them_have(client, auth) -
     assert post(client, auth, "image", "tie.zip", tie).json()["details"]["shape"] == [2, 1, 12, 12]
 
 
+def test_photos_are_stored_at_most_512_pixels_a_side(client, auth) -> None:
+    """Phone photos (here 4032x3024 and one portrait) shrink, their aspect kept, to the longer side image models
+    can use (`EMBEDTRAIN_MAX_IMAGE_SIDE`); kept whole, 230 would fill a 24 GiB machine at upload."""
+
+    def photo(width: int, height: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), (200, 100, 50)).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    photos = zipped({"a/1.jpg": photo(4032, 3024), "a/2.jpg": photo(4032, 3024), "b/1.jpg": photo(3024, 4032)})
+    body = post(client, auth, "image", "photos.zip", photos).json()
+    assert body["details"]["shape"] == [3, 3, 384, 512], body  # the portrait is conformed as before
+
+
 BAD = [
     ("empty file", "text", "t.jsonl", b"", "empty"),
     ("wrong columns", "text", "t.jsonl", b'{"sentence": "x"}\n', "no column 'text' (its columns: ['sentence'])"),
