@@ -60,7 +60,8 @@ def bare_loop(config: RunConfig, records: Records, steps: int) -> list[float]:
     torch.manual_seed(0)
     model = build_model(config, records.spec).to(device)
     images = torch.as_tensor(records.images, device=device)
-    model.backbone.fit_normalisation(images.float() / 255)
+    floats = images.float() / 255
+    model.backbone.fit_normalisation(floats.mean(dim=(0, 2, 3), keepdim=True), floats.std(dim=(0, 2, 3), keepdim=True))
     views = build_views(config, None, records.spec.channels, None, device)
     loss_fn = NTXentLoss(config.loss.temperature)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")

@@ -52,10 +52,10 @@ class ResNetEncoder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.output_dim = width
 
-    def fit_normalisation(self, x: Tensor) -> None:
-        """Set per-channel mean and std from (N, C, H, W) training images in [0, 1]."""
-        self.mean.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
-        self.std.copy_(x.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-3))
+    def fit_normalisation(self, mean: Tensor, std: Tensor) -> None:
+        """Set the per-channel standardisation from the training images' (1, C, 1, 1) mean and std, in [0, 1]."""
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp(min=1e-3))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) float images in [0, 1], any size -> (B, output_dim)."""

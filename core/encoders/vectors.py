@@ -34,10 +34,10 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.output_dim = config.output_dim
 
-    def fit_normalisation(self, x: Tensor) -> None:
-        """Set the standardisation from (N, F) training vectors."""
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp(min=1e-6))
+    def fit_normalisation(self, mean: Tensor, std: Tensor) -> None:
+        """Set the standardisation from the training vectors' (F,) mean and std."""
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp(min=1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, F) float vectors -> (B, output_dim)."""

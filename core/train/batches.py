@@ -6,6 +6,7 @@ workers to starve the step); texts stay as strings and are tokenised per batch b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,28 @@ class DeviceData:
         positives = None if self.records.positives is None else [self.records.positives[i] for i in picks]
         return Batch(texts, positives, labels)
 
-    def all_floats(self) -> Tensor:
-        """Every record as floats ((N, F) vectors or (N, C, H, W) images in [0, 1]), for normalisation stats."""
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """The mean and (unbiased) standard deviation of each feature, ``(F,)``, or image channel, ``(1, C, 1, 1)``,
+        over every record as floats (images in [0, 1]): what the encoders standardise their inputs by.
+
+        Two passes over slices of ~4M values in float64, never a float copy of the whole dataset: that copy and
+        ``std``'s temporaries took 7.8x the uint8 images' size (4.6 GB more for 1,000 images of 384x512, 9 s), enough
+        to run a GPU out of memory before the first step of a dataset that fits it."""
         assert self.tensor is not None
-        return self.tensor.float() / 255.0 if self.tensor.dtype == torch.uint8 else self.tensor
+        x = self.tensor
+        axes = [0, *range(2, x.dim())]  # all but the feature (channel) axis
+        scale = 1 / 255.0 if x.dtype == torch.uint8 else 1.0
+        rows = max(1, (1 << 22) // max(1, x[0].numel()))
+
+        def total(of: Callable[[Tensor], Tensor]) -> Tensor:
+            return sum(of(x[i : i + rows].double() * scale).sum(dim=axes, keepdim=True) for i in range(0, len(x), rows))
+
+        count = x.numel() // x.shape[1]
+        mean = total(lambda part: part) / count
+        std = (total(lambda part: (part - mean) ** 2) / max(count - 1, 1)).sqrt()
+        if x.dim() == 2:
+            mean, std = mean[0], std[0]
+        return mean.float(), std.float()
 
     def sample_index(self, limit: int, seed: int) -> Tensor:
         """A seeded subset of at most ``limit`` record indices, for evaluation."""

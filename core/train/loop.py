@@ -126,7 +126,7 @@ def _setup(
     model = build_model(config, train.spec).to(device)
     train_data = DeviceData(train, device)
     if train.modality != "text":
-        model.backbone.fit_normalisation(train_data.all_floats())
+        model.backbone.fit_normalisation(*train_data.moments())
     loss_fn = build_loss(config.loss).to(device)
     optimizer = build_optimizer(config.optim, list(model.parameters()) + list(loss_fn.parameters()))
     scaler = torch.amp.GradScaler(device.type) if config.train.precision == "fp16" else None
