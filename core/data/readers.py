@@ -517,8 +517,8 @@ def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
 
 
 def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
-    """Image bytes (:data:`IMAGE_FORMATS`) -> (H, W, C) uint8 with C = 1 or 3, shrunk to ``max_image_side`` (see
-    :func:`_shrunk`); refuses corrupt and oversized images."""
+    """Image bytes (:data:`IMAGE_FORMATS`) -> (H, W, C) uint8 with C = 1 or 3, upright and shrunk to
+    ``max_image_side`` (see :func:`_pixels`); refuses corrupt and oversized images."""
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
@@ -528,7 +528,7 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
                 raise DatasetError(
                     f"{where}: {image.width}x{image.height} is more than {limits.max_image_pixels} pixels"
                 )
-            array = _shrunk(image, limits.max_image_side)
+            array = _pixels(image, limits.max_image_side)
     except Image.DecompressionBombError:
         raise DatasetError(f"{where}: more than {limits.max_image_pixels} pixels (decompression bomb guard)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -538,19 +538,26 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _shrunk(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, opened and not yet decoded
-    """The image's pixels (:func:`_to_uint8_array`), shrunk with antialiasing, its aspect kept, so that its longer
-    side is at most ``max_side``. Image models see at most 512 pixels a side (``model.image_size``); a phone's 12 MP
-    photo kept whole is 36 MB, so that 40 of them took 4.3 GB to read (230 would fill a 24 GiB machine).
-    A JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 of its size that is still larger (Pillow's ``draft``)."""
-    from PIL import Image
+def _pixels(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, opened and not yet decoded
+    """The image's pixels (:func:`_to_uint8_array`), upright, shrunk with antialiasing, its aspect kept, so that its
+    longer side is at most ``max_side``.
+
+    Upright: a phone stores a portrait photo's pixels sideways with an EXIF Orientation tag that viewers apply; read
+    without it, the model saw such photos lying on their side. Shrunk: image models see at most 512 pixels a side
+    (``model.image_size``); a phone's 12 MP photo kept whole is 36 MB, so that 40 of them took 4.3 GB to read (230
+    would fill a 24 GiB machine). A JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 of its size that is still
+    larger (Pillow's ``draft``)."""
+    from PIL import Image, ImageOps
 
     scale = max_side / max(image.size)
+    if scale < 1:
+        image.draft(None, (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    array = _to_uint8_array(ImageOps.exif_transpose(image))
+    height, width = array.shape[:2]
+    scale = max_side / max(height, width)
     if scale >= 1:
-        return _to_uint8_array(image)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    image.draft(None, size)
-    array = _to_uint8_array(image)
+        return array
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS))
 
 
@@ -617,14 +624,22 @@ def _common_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
 
 
 def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:
-    """Resize to the dataset's common size and match its channels, so every record has one shape."""
+    """Match the dataset's channels and common size, so every record has one shape: an image of another aspect (a
+    portrait among landscapes) loses its edges to a centred crop of the common aspect, then is resized. Before, it
+    was stretched to the common size: a 3:4 portrait among 4:3 landscapes came out 1.78 times wider for its height."""
     from PIL import Image
 
     if colour and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
+    (height, width), (target_h, target_w) = image.shape[:2], size
+    if height * target_w > target_h * width:  # taller than the common aspect
+        keep = max(1, round(width * target_h / target_w))
+        image = image[(height - keep) // 2 :][:keep]
+    elif height * target_w < target_h * width:  # wider
+        keep = max(1, round(height * target_w / target_h))
+        image = image[:, (width - keep) // 2 :][:, :keep]
     if image.shape[:2] != size:
-        mode = "RGB" if image.shape[2] == 3 else "L"
-        pil = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode=mode).resize((size[1], size[0]))
-        image = np.asarray(pil)
+        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        image = np.asarray(pil.resize((target_w, target_h), Image.Resampling.LANCZOS))
         image = image[:, :, None] if image.ndim == 2 else image
     return image

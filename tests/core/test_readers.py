@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -192,3 +193,34 @@ def test_large_images_are_shrunk_to_the_longest_side_with_their_aspect_as_they_a
     small = decode_image(encoded(Image.fromarray(halves[:64, 1968:2032])), ReadLimits(max_image_side=64), "small")
     assert small.shape == (64, 64, 3) and (small[:, :32] == 0).all()  # at the bound: untouched
     assert decode_image(encoded(Image.fromarray(halves)), ReadLimits(max_image_side=100), "x").shape == (75, 100, 3)
+
+
+def test_a_photo_stored_sideways_with_an_exif_orientation_is_read_upright() -> None:
+    """Phones store a portrait's pixels sideways and tag the file with how to turn it (EXIF Orientation 6: a quarter
+    turn clockwise), which every viewer applies; before, the model saw it lying on its side."""
+    stored = np.zeros((30, 40, 3), dtype=np.uint8)
+    stored[:, :8] = 255  # the left edge as stored: the top once turned
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    upright = decode_image(buffer.getvalue(), ReadLimits(), "portrait")
+    assert upright.shape == (40, 30, 3)
+    assert upright[:6].min() > 200 and upright[10:].max() < 60
+
+
+def test_an_image_of_another_aspect_is_cropped_to_the_common_one_not_stretched(tmp_path) -> None:  # noqa: ANN001
+    """Two 4:3 landscapes and a 3:4 portrait holding a disc: the portrait loses its top and bottom to a centred crop,
+    and its disc stays round. Before, it was stretched to 4:3, the disc an ellipse 1.78 times as wide as high."""
+    rows, cols = np.mgrid[0:64, 0:48]
+    disc = ((rows - 32) ** 2 + (cols - 24) ** 2 <= 15**2).astype(np.uint8) * 255  # 48 wide, 64 high
+    with zipfile.ZipFile(tmp_path / "mixed.zip", "w") as archive:
+        for name, array in (("a/1.png", np.zeros((48, 64), np.uint8)), ("a/2.png", np.zeros((48, 64), np.uint8)),
+                            ("b/portrait.png", disc)):  # fmt: skip
+            archive.writestr(name, encoded(Image.fromarray(array)))
+    records = read_records(tmp_path / "mixed.zip", "image", "zip", ReadLimits())
+    assert records.images.shape == (3, 1, 48, 64)
+    bright = np.argwhere(records.images[2, 0] > 127)
+    high, wide = np.ptp(bright, axis=0) + 1
+    assert abs(wide - high) <= 2 and 38 <= high <= 42, (wide, high)  # 31 pixels across, times 64 / 48
