@@ -54,8 +54,11 @@ class JobCreate(BaseModel):
             raise body_invalid(problems, "config") from None
 
 
+EPOCH = "Counted from 0: the first epoch is 0 (the dashboard shows it as 1 of `train.epochs`)."
+
+
 class Progress(BaseModel):
-    epoch: int
+    epoch: int = Field(description=f"The epoch of the latest step. {EPOCH}")
     step: int
     total_steps: int
     fraction: float
@@ -91,7 +94,7 @@ class JobPage(BaseModel):
 
 class MetricPoint(BaseModel):
     step: int
-    epoch: int
+    epoch: int = Field(description=EPOCH)
     value: float
 
 
@@ -105,7 +108,7 @@ class CheckpointRead(BaseModel):
 
     id: str
     step: int
-    epoch: int
+    epoch: int = Field(description=EPOCH)
     metrics: dict[str, float]
     created_at: datetime
     best: bool = Field(False, description="The checkpoint that registering 'best' takes: the highest k-NN accuracy, "

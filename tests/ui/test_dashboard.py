@@ -65,6 +65,8 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
         status = page.locator("[data-testid=job-status]")
         expect(status).to_have_text("succeeded", timeout=120_000)  # the page refreshes itself while running
         page.reload()
+        # the API's epoch 2 of a 3-epoch run, counted from 0; before, the page showed "epoch 2" for a finished run
+        expect(page.locator("[data-testid=job-progress]")).to_contain_text("epoch 3 of 3")
         for chart in ("chart-loss", "chart-lr", "chart-temperature", "chart-geometry", "chart-accuracy",
                       "chart-diagnostics"):  # fmt: skip
             points = int(page.locator(f"[data-testid={chart}]").get_attribute("data-points"))

@@ -124,6 +124,12 @@ async function jobsPage(offset = 0) {
 // for 400 texts with the MiniLM model on 2 cores), which a refresh every 2 s would redo without end.
 let shownJob = null;
 
+// the API counts epochs from 0; people from 1, out of the run's epochs where it names them (not with max_steps)
+function epochShown(job) {
+  const epochs = job.config.train && job.config.train.epochs;
+  return `${job.progress.epoch + 1}${epochs ? ` of ${epochs}` : ""}`;
+}
+
 async function jobPage(id) {
   const [job, metrics, checkpoints, events] = await Promise.all([
     api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics?max_points=500`).then((m) => m.series),  // a chart is 350 px wide
@@ -132,7 +138,7 @@ async function jobPage(id) {
   const page = shownJob;
   page.head.replaceChildren(
     el("h2", {}, `${job.name} `, el("span", { class: `status-${job.status}`, "data-testid": "job-status" }, job.status)),
-    el("p", { "data-testid": "job-progress" }, `step ${job.progress.step} / ${job.progress.total_steps} · epoch ${job.progress.epoch} · attempts ${job.attempts}`,
+    el("p", { "data-testid": "job-progress" }, `step ${job.progress.step} / ${job.progress.total_steps} · epoch ${epochShown(job)} · attempts ${job.attempts}`,
       job.error ? el("span", { class: "error" }, ` · ${job.error}`) : ""));
   if (job.status === "queued" || job.status === "running") {
     page.head.append(el("button", { "data-testid": "cancel", onclick: () => act(async () => {
