@@ -147,12 +147,18 @@ def datasets_upload(
     label_column: str | None = typer.Option(
         None, help="The label column of a text or vectors file; named, it must be in the file (default: label, if any)."
     ),
+    max_image_side: int = typer.Option(
+        512,
+        min=0,
+        help="A directory's images larger than this on their longer side are sent shrunk to it, as the "
+        "service reads them (its EMBEDTRAIN_MAX_IMAGE_SIDE, 512 by default); 0 sends them as they are.",
+    ),
 ) -> None:
     """Upload a dataset file, or a directory of class folders of images (sent as the ZIP the service reads)."""
     if path.is_dir() and modality != "image":
         raise typer.BadParameter(f"{path} is a directory: a directory uploads as an image dataset of class folders "
                                  "(--modality image); a text or vectors dataset is one file", param_hint="PATH")  # fmt: skip
-    show(call(lambda: client().upload_dataset(path, modality, name, format, label_column)))
+    show(call(lambda: client().upload_dataset(path, modality, name, format, label_column, max_image_side or None)))
 
 
 @datasets.command("list")

@@ -13,6 +13,7 @@ vectors = client.embed("digits", [png_base64])       # (n, d) numpy array
 from __future__ import annotations
 
 import base64
+import io
 import os
 import tempfile
 import time
@@ -25,7 +26,7 @@ from typing import Any, BinaryIO
 import httpx
 import numpy as np
 
-from core.data.readers import image_file
+from core.data.readers import DatasetError, ReadLimits, decode_image, image_file
 
 CONFIG_FILE = Path(os.environ.get("EMBEDTRAIN_CONFIG", Path.home() / ".config" / "embedtrain" / "config.toml"))
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -34,16 +35,44 @@ AWAY = (502, 503, 504)  # the service (or a proxy before it) away for a while: i
 WEIGHTS_FILE = "model.safetensors"
 
 
-def zip_class_folders(folder: Path, archive: BinaryIO) -> None:
+def zip_class_folders(folder: Path, archive: BinaryIO, max_image_side: int | None = 512) -> None:
     """Write ``folder``'s images, at their paths under it (``<class>/<image>.png``), as a ZIP into ``archive``; what
     the readers skip (files that are not images, dot-named files and folders, ``__MACOSX/``) is left out, and an
     image in a format they do not read goes in, for the service to refuse by name. Stored, not compressed: the images
-    are."""
+    are.
+
+    An image larger than ``max_image_side`` on its longer side goes in as the service reads it when its own bound
+    (``EMBEDTRAIN_MAX_IMAGE_SIDE``) is that: upright and shrunk, as a lossless PNG under its own name. A phone's photo
+    is then ~0.4 MB instead of ~3 MB, so that a folder of a few thousand fits the upload limit (1 GiB by default),
+    and the service reads the same pixels. ``None`` sends every file as it is."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
         for file in sorted(folder.rglob("*")):
             name = file.relative_to(folder).as_posix()
-            if file.is_file() and image_file(name):
+            if not (file.is_file() and image_file(name)):
+                continue
+            shrunk = _shrunk_as_read(file, name, max_image_side) if max_image_side else None
+            if shrunk is None:
                 out.write(file, name)
+            else:
+                out.writestr(name, shrunk)
+
+
+def _shrunk_as_read(file: Path, name: str, max_side: int) -> bytes | None:
+    """``file``'s pixels as the service reads them under ``max_side`` (:func:`core.data.readers.decode_image`), as a
+    PNG; None where it is no larger, or where it cannot be read here: it goes as it is, and the service names what
+    is wrong with it (a format it does not read, a corrupt or oversized image)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            if max(image.size) <= max_side:
+                return None
+        pixels = decode_image(file.read_bytes(), ReadLimits(max_image_side=max_side), name)
+    except (OSError, DatasetError, Image.DecompressionBombError):
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class ApiError(RuntimeError):
@@ -120,10 +149,11 @@ class Client:
     # datasets
     def upload_dataset(
         self, path: str | Path, modality: str, name: str | None = None, format: str | None = None,
-        label_column: str | None = None,
+        label_column: str | None = None, max_image_side: int | None = 512,
     ) -> dict:  # fmt: skip
         """Upload a dataset file; a directory of class folders (``DIR/<class>/<image>.png``) is sent as the ZIP an
-        image dataset is, made on the fly, and named after the directory unless ``name`` is given."""
+        image dataset is, made on the fly (its images larger than ``max_image_side`` shrunk as the service reads
+        them: :func:`zip_class_folders`), and named after the directory unless ``name`` is given."""
         path = Path(path)
         optional = {"name": name or (path.name if path.is_dir() else None), "format": format,
                     "label_column": label_column}  # fmt: skip
@@ -133,7 +163,7 @@ class Client:
                 raise ValueError(f"{path} is a directory: a directory uploads as an image dataset of class folders "
                                  "(modality image); a text or vectors dataset is one file")  # fmt: skip
             with tempfile.TemporaryFile() as archive:
-                zip_class_folders(path, archive)
+                zip_class_folders(path, archive, max_image_side)
                 archive.seek(0)
                 return self._call("POST", "/v1/datasets", data=data, files={"file": (f"{path.name}.zip", archive)})
         with open(path, "rb") as handle:

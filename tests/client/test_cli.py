@@ -7,6 +7,7 @@ import gzip
 import json
 import threading
 import time
+import zipfile
 
 import httpx
 import numpy as np
@@ -456,6 +457,54 @@ def test_a_directory_of_class_folders_uploads_as_an_image_dataset(client, auth, 
                                    "image"])  # fmt: skip
         assert heic.exit_code == 1 and "entry 'cats/IMG_0001.heic' is an image in a format this service does not " \
             "read" in " ".join(heic.output.split()), heic.output  # fmt: skip
+
+
+def test_a_folders_large_photos_are_sent_shrunk_as_the_service_reads_them(tmp_path) -> None:  # noqa: ANN001
+    """A phone's photos are ~3 MB each, so that a folder of a few hundred passed the upload limit although the
+    service keeps them at 512 pixels a side. The client now sends such images as the service reads them (upright,
+    shrunk, a lossless PNG): the service reads exactly the pixels it would have read from the originals."""
+    import io
+
+    from PIL import Image
+
+    from core.client.client import zip_class_folders
+    from core.data.readers import ReadLimits, read_records
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    for kind in ("cats", "dogs"):
+        (folder / kind).mkdir(parents=True)
+        for i in range(2):  # noisy photos, as large as a phone's, the second of each stored sideways (EXIF 6)
+            image = Image.fromarray(rng.integers(0, 256, size=(1512, 2016, 3), dtype=np.uint8))
+            exif = image.getexif()
+            exif[0x0112] = 6 if i else 1
+            image.save(folder / kind / f"IMG_{i}.jpg", quality=90, exif=exif.tobytes())
+    Image.new("L", (40, 30), 77).save(folder / "dogs" / "small.png")  # no larger than the bound: sent as it is
+    (folder / "cats" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # sent as it is, for the service to name
+
+    archives = {}
+    for side in (None, 512):
+        buffer = io.BytesIO()
+        zip_class_folders(folder, buffer, max_image_side=side)
+        archives[side] = buffer.getvalue()
+        with zipfile.ZipFile(io.BytesIO(archives[side])) as archive:
+            assert sorted(archive.namelist()) == ["cats/IMG_0.jpg", "cats/IMG_1.jpg", "cats/broken.jpg",
+                                                  "dogs/IMG_0.jpg", "dogs/IMG_1.jpg", "dogs/small.png"]  # fmt: skip
+            assert archive.read("dogs/small.png") == (folder / "dogs" / "small.png").read_bytes()
+            assert archive.read("cats/broken.jpg") == b"\xff\xd8 not a jpeg"
+            if side:
+                with Image.open(io.BytesIO(archive.read("cats/IMG_1.jpg"))) as sent:
+                    assert (sent.format, sent.size) == ("PNG", (384, 512))  # upright: the portrait it shows
+    assert len(archives[512]) < len(archives[None]) / 3
+    (folder / "cats" / "broken.jpg").unlink()
+    read = {}
+    for side in (None, 512):
+        buffer = io.BytesIO()
+        zip_class_folders(folder, buffer, max_image_side=side)
+        (tmp_path / f"{side}.zip").write_bytes(buffer.getvalue())
+        read[side] = read_records(tmp_path / f"{side}.zip", "image", "zip", ReadLimits(max_image_side=512))
+    assert read[512].images.shape == read[None].images.shape == (5, 3, 384, 512)
+    assert np.array_equal(read[512].images, read[None].images) and read[512].labels.tolist() == [0, 0, 1, 1, 1]
 
 
 def test_a_job_submitted_without_a_modality_takes_its_datasets(client, auth, tmp_path) -> None:
