@@ -65,8 +65,8 @@ class DeviceData:
         over every record as floats (images in [0, 1]): what the encoders standardise their inputs by.
 
         Two passes over slices of ~4M values in float64, never a float copy of the whole dataset: that copy and
-        ``std``'s temporaries took 7.8x the uint8 images' size (4.6 GB more for 1,000 images of 384x512, 9 s), enough
-        to run a GPU out of memory before the first step of a dataset that fits it."""
+        ``std``'s temporaries took 7.8x the uint8 images' size (4.6 GB more for 1,000 images of 384x512, 9 s), so
+        that a GPU holding the dataset needed that much free again before the first step."""
         assert self.tensor is not None
         x = self.tensor
         axes = [0, *range(2, x.dim())]  # all but the feature (channel) axis
