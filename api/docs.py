@@ -1,7 +1,7 @@
 """The API's reference pages, /docs (Swagger UI) and /redoc (ReDoc), served with their scripts from this process.
 
-FastAPI's own pages load Swagger UI and ReDoc from a CDN, so on a network that cannot reach it (the air-gapped cluster
-this service is often deployed in) they are blank. ``fastapi-offline`` packages those scripts (Swagger UI 5, which
+FastAPI's own pages load Swagger UI and ReDoc from a CDN, so where the browser cannot reach it (an air-gapped
+cluster, a laptop offline) they are blank. ``fastapi-offline`` packages those scripts (Swagger UI 5, which
 reads the app's OpenAPI 3.1, and ReDoc 2); only its files are used here."""
 
 from __future__ import annotations
