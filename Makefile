@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/text_lr.py
+	$(BIN)/python bench/photos.py
 	$(BIN)/python bench/report.py
 
 lint: install-dev

@@ -2,7 +2,7 @@
 
 python bench/report.py                     # bench/results: the CPU loss and serving tables, the API run
 python bench/report.py bench/results/gpu   # a folder of bench/gpu.sh: its loss tables and training figures
-python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json / api*.json
+python bench/report.py bench/results/xeon-amx   # any folder of loss*.json / train*.json / serve*.json / api*.json / photos*.json
                                                 # / text-lr*.json
 python bench/report.py --serving-across bench/results   # every serving run under a folder, one row each, oldest first
 """
@@ -74,6 +74,22 @@ def text_lr_table(path: Path) -> str:
                          f"{e['alignment']} | {e['uniformity']} |")  # fmt: skip
     lines.append(f"\n{data['texts']} docstrings of {data['modules']} modules (Python {data['python']}), "
                  f"{data['backbone']}, batch {data['batch']}. Machine: {data['machine']}.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def photos_table(path: Path) -> str:
+    """bench/photos.py: a job on 384x512 images against the same images shrunk beforehand."""
+    data = json.loads(path.read_text())
+    lines = [
+        "| images | steps | wall s | samples/s | peak MB above start | k-NN top-1 by epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in data["runs"]:
+        shape = "x".join(str(side) for side in run["image_shape"][1:])
+        knn = ", ".join(str(value) for value in run["knn_top1_by_epoch"])
+        lines.append(f"| {run['variant']} ({shape}) | {run['steps']} | {run['wall_s']} | {run['samples_per_s_median']} | "
+                     f"{run['peak_mb_above_start']} | {knn} |")  # fmt: skip
+    lines.append(f"\nMachine: {data['machine']}.")
     return "\n".join(lines)
 
 
@@ -252,6 +268,8 @@ if __name__ == "__main__":
             print(f"\n{found.name}\n{serve_table(found)}")
         for found in sorted(folder.glob("text-lr*.json")):
             print(f"\n{found.name}\n{text_lr_table(found)}")
+        for found in sorted(folder.glob("photos*.json")):
+            print(f"\n{found.name}\n{photos_table(found)}")
     else:
         print(loss_table())
         print()

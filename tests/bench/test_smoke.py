@@ -74,6 +74,17 @@ def test_text_lr_bench_fine_tunes_at_each_rate_on_the_standard_librarys_docstrin
     assert "| untrained | - |" in table and "| 0.001 (default) | 1 |" in table and "| 3e-05 | 1 |" in table
 
 
+def test_photos_bench_trains_on_full_size_and_shrunk_images(tmp_path) -> None:
+    data = run_bench("photos.py", tmp_path / "photos.json", "--records", "300", "--epochs", "1")
+    runs = {run["variant"]: run for run in data["runs"]}
+    assert runs["full"]["image_shape"] == [3, 384, 512] and runs["shrunk"]["image_shape"] == [3, 48, 64]
+    for run in runs.values():
+        assert run["steps"] == 1 and len(run["knn_top1_by_epoch"]) == 1 and run["peak_mb_above_start"] > 0, run
+    table = subprocess.run([sys.executable, "bench/report.py", str(tmp_path)], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert "| full (384x512) | 1 |" in table and "| shrunk (48x64) | 1 |" in table
+
+
 def test_serve_bench_drives_both_models_and_measures_the_raw_limit(tmp_path) -> None:
     data = run_bench("serve.py", tmp_path / "serve.json", "--seconds", "1", "--clients", "1", "6", "--no-peer",
                      "--raw-seconds", "0.2", "--raw-sizes", "1", "2", "8", "--latency-rounds", "1", "--rounds", "1")  # fmt: skip
