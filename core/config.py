@@ -48,7 +48,13 @@ class ResNetConfig(_Strict):
     kind: Literal["resnet"] = "resnet"
     width: int = Field(32, ge=4, le=256, description="Channels of the first stage; doubled at each later stage.")
     blocks: tuple[int, ...] = Field((1, 1, 1), min_length=1, max_length=4, description="Basic blocks per stage.")
-    image_size: int = Field(32, ge=8, le=512, description="Images are resized to this square size.")
+    image_size: int = Field(
+        32,
+        ge=8,
+        le=512,
+        description="Images are resized to this square size, antialiased; a training run holds them at most twice "
+        "this on their shorter side.",
+    )
 
     @model_validator(mode="after")
     def _blocks_in_range(self) -> ResNetConfig:

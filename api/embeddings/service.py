@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
-import torch.nn.functional as F
 from starlette.concurrency import run_in_threadpool
 
 from api.embeddings.cache import ModelCache
@@ -18,6 +17,7 @@ from api.errors import Invalid
 from api.models.service import deployed_version
 from api.ttlcache import TTLCache
 from core.data.readers import IMAGE_FORMATS, DatasetError, ReadLimits, decode_image
+from core.encoders.image import squared
 from core.inference import Embedder, Precision, with_channels
 from core.store.db import session_factory
 from core.store.keys import Principal
@@ -73,7 +73,7 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
                 f"({IMAGE_FORMATS}; `embedtrain embed --image FILE`)")  # fmt: skip
             raise Invalid(message, field="input") from None
         tensor = with_channels(torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None], channels)
-        out[index] = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+        out[index] = squared(tensor, size)[0].numpy()
     return out
 
 

@@ -9,6 +9,17 @@ from torch import Tensor, nn
 from core.config import ResNetConfig
 
 
+def squared(images: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) images as the model sees them, (B, C, size, size): stretched to the square, each pixel shrunk to
+    the average of the area it covers (an antialiased filter). Before, bilinear sampling read 4 pixels of that
+    area, so that a 384x512 photo's noise and fine texture came out as coarse noise."""
+    if images.shape[-2:] == (size, size):
+        return images
+    wide = images if images.dtype in (torch.float32, torch.float64) else images.float()  # the filter has no bf16 on CPU
+    out = F.interpolate(wide, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.to(images.dtype)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (projection shortcut when the shape changes)."""
 
@@ -59,7 +70,5 @@ class ResNetEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) float images in [0, 1], any size -> (B, output_dim)."""
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        out = self.stages(self.stem((x - self.mean) / self.std))
+        out = self.stages(self.stem((squared(x, self.image_size) - self.mean) / self.std))
         return out.mean(dim=(2, 3))

@@ -1,7 +1,8 @@
 """Records held on the training device, sliced into batches by index without a DataLoader.
 
 Vectors and images are small enough to live on the device whole (no host-to-device copy per step, no loader
-workers to starve the step); texts stay as strings and are tokenised per batch by the views.
+workers to starve the step); texts stay as strings and are tokenised per batch by the views. Images larger than
+the model needs are shrunk, antialiased, as they are placed (:func:`working_size`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,42 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.records import Records
+
+# Images are held at most this many times the model's input side, on their shorter side. A random crop (of at
+# least crop_scale_min = 0.2 of the area by default) is then resized by a factor of 0.9 to 2, where bilinear
+# sampling does not alias; ImageNet's SimCLR crops 224 from images of about 1.6 times that.
+WORKING_SCALE = 2
+
+
+def working_size(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """The (H, W) a training run holds images of ``height`` x ``width`` at, for a model of ``image_size`` inputs:
+    their own, or shrunk, aspect kept, to ``WORKING_SCALE * image_size`` on the shorter side."""
+    scale = min(1.0, WORKING_SCALE * image_size / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _placed_images(images: np.ndarray, image_size: int | None, device: torch.device) -> Tensor:
+    """(N, C, H, W) images on ``device``, shrunk to :func:`working_size` with an antialiased filter, a slice of
+    ~4M values at a time (the full-size images never on the device whole).
+
+    Before, a 384x512 photo stayed that size: every step turned its batch to floats at full size (2.4 MB an image)
+    and cut its views from it by bilinear sampling, which reads 4 pixels of the 12 by 16 each view pixel covers;
+    sensor noise and fine texture came out as coarse noise, differently in each view."""
+    height, width = images.shape[2:]
+    size = (height, width) if image_size is None else working_size(height, width, image_size)
+    if size == (height, width):
+        return torch.as_tensor(images, device=device)  # uint8, 4x smaller than float
+    out = torch.empty((len(images), images.shape[1], *size), dtype=torch.from_numpy(images[:0]).dtype, device=device)
+    rows = max(1, (1 << 22) // max(1, images[0].size))
+    for start in range(0, len(images), rows):
+        part = torch.as_tensor(images[start : start + rows], device=device).float()
+        part = F.interpolate(part, size=size, mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + rows] = part.round_().clamp_(0, 255) if out.dtype == torch.uint8 else part
+    return out
 
 
 @dataclass
@@ -32,16 +66,17 @@ class DeviceData:
     Args:
         records: the records.
         device: the training device.
+        image_size: the model's input side, for images: those larger are held at :func:`working_size`.
     """
 
-    def __init__(self, records: Records, device: torch.device) -> None:
+    def __init__(self, records: Records, device: torch.device, image_size: int | None = None) -> None:
         self.records = records
         self.device = device
         self.tensor: Tensor | None = None
         if records.vectors is not None:
             self.tensor = torch.as_tensor(records.vectors, dtype=torch.float32, device=device)
         elif records.images is not None:
-            self.tensor = torch.as_tensor(records.images, device=device)  # uint8, 4x smaller than float
+            self.tensor = _placed_images(records.images, image_size, device)
         self.labels = None if records.labels is None else torch.as_tensor(records.labels, device=device)
 
     def __len__(self) -> int:

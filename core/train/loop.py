@@ -124,7 +124,8 @@ def _setup(
     per_epoch, total = plan_steps(config, len(train), world)
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every attempt
     model = build_model(config, train.spec).to(device)
-    train_data = DeviceData(train, device)
+    image_size = config.model.image_size if train.modality == "image" else None
+    train_data = DeviceData(train, device, image_size)
     if train.modality != "text":
         model.backbone.fit_normalisation(*train_data.moments())
     loss_fn = build_loss(config.loss).to(device)
@@ -139,7 +140,7 @@ def _setup(
     net: nn.Module = model
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    val_data = DeviceData(val, device) if val is not None and len(val) >= MIN_HELD_OUT else None
+    val_data = DeviceData(val, device, image_size) if val is not None and len(val) >= MIN_HELD_OUT else None
     run = _Run(config, device, model, net, loss_fn, optimizer, scaler, views, train_data, val_data, rank, world,
                per_epoch, total)  # fmt: skip
     return run, resumed

@@ -267,6 +267,45 @@ def test_text_pairs_train_on_their_pairs_unless_the_mode_is_given(tmp_path) -> N
         assert read_config(result.last_checkpoint)[0].augment.mode == mode
 
 
+def test_large_images_are_held_at_twice_the_models_side_each_pixel_the_average_of_its_area() -> None:
+    """A 384x512 photo for a model of 32x32 inputs is held at 64x85: each pixel then stands for the area it covers,
+    as Pillow's antialiased shrink makes it. Before, it was held at full size and sampled by bilinear views (4 of
+    the 12x16 pixels a view pixel covers), so that its noise came out as coarse noise, different in each view."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 3, 384, 512), dtype=np.uint8)  # noise: a shrink that skips pixels shows
+    held = DeviceData(Records("image", images=images), torch.device("cpu"), image_size=32).tensor
+    assert held.shape == (5, 3, 64, 85) and held.dtype == torch.uint8
+    shrunk = np.stack([[np.asarray(Image.fromarray(c).resize((85, 64), Image.Resampling.BILINEAR)) for c in image]
+                       for image in images])  # fmt: skip
+    assert np.abs(held.numpy().astype(int) - shrunk).max() <= 1  # the same filter as Pillow's, to rounding
+    assert float(held.float().std()) < 0.2 * float(images.std())  # averaged; 4 pixels sampled would keep 0.5 of it
+
+    for small in (rng.integers(0, 256, size=(3, 1, 64, 40), dtype=np.uint8),  # at most twice 32 on its shorter side
+                  rng.integers(0, 256, size=(3, 1, 8, 8), dtype=np.uint8)):  # smaller than the model's inputs  # fmt: skip
+        kept = DeviceData(Records("image", images=small), torch.device("cpu"), image_size=32).tensor
+        assert torch.equal(kept, torch.as_tensor(small))
+
+
+def test_the_image_encoder_shrinks_each_pixel_to_the_average_of_its_area() -> None:
+    """What evaluation and serving see of a large image: before, bilinear sampling read 4 pixels of the 16x16 that
+    each of the model's pixels covers here, keeping half the noise's spread; now its average, as Pillow's shrink."""
+    from PIL import Image
+
+    from core.encoders.image import squared
+
+    noise = torch.rand(4, 3, 128, 128)
+    seen = squared(noise, 8)
+    assert seen.shape == (4, 3, 8, 8)
+    assert float(seen.std()) < 0.1 * float(noise.std())
+    pixels = (noise[0, 0] * 255).round().to(torch.uint8).numpy()
+    pillow = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.Resampling.BILINEAR)) / 255
+    assert np.abs(squared(torch.as_tensor(pixels / 255)[None, None], 8)[0, 0].numpy() - pillow).max() < 1 / 255
+    half = squared(noise.to(torch.bfloat16), 8)  # as a model held in bf16 would be given them
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), seen, atol=1e-2)
+
+
 def test_the_standardisation_is_computed_in_slices_and_equals_the_whole_datasets() -> None:
     """The encoders' mean and std, from slices of ~4M values in float64. Before, a float copy of the whole dataset
     and std's temporaries took 7.8x the uint8 images' size; they still equal torch's over the whole tensor."""
