@@ -518,15 +518,27 @@ def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _
 
 def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
     """Image bytes (:data:`IMAGE_FORMATS`) -> (H, W, C) uint8 with C = 1 or 3, upright and shrunk to
-    ``max_image_side`` (see :func:`_pixels`); refuses corrupt and oversized images."""
+    ``max_image_side`` (see :func:`_pixels`); refuses corrupt images, and images that would decode to more than
+    ``max_image_pixels``.
+
+    A JPEG decodes at 1/2, 1/4 or 1/8 of its size where that still covers ``max_image_side`` (Pillow's ``draft``),
+    and the bound is on what it decodes to: a camera's 24 or 45 MP JPEG decodes to under 1 MP. Before, the bound was
+    on the stored size, so that every photo of more than 16.8 MP (the default bound), as cameras and phones of 24,
+    48 or 50 MP take them, was refused, though what was decoded of it was a 64th of that."""
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
+    # Pillow's own guard, at open: a header may claim up to 64 times the bound (a 1/8 draft), ours is checked below
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels * 64
     try:
         with Image.open(io.BytesIO(data)) as image:
+            stored = image.size
+            scale = limits.max_image_side / max(image.size)
+            if scale < 1:  # a JPEG's size is now what it decodes to; other formats keep theirs
+                image.draft(None, (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
             if image.width * image.height > limits.max_image_pixels:
+                decoded = "" if image.size == stored else f" (decoded at {image.width}x{image.height})"
                 raise DatasetError(
-                    f"{where}: {image.width}x{image.height} is more than {limits.max_image_pixels} pixels"
+                    f"{where}: {stored[0]}x{stored[1]}{decoded} is more than {limits.max_image_pixels} pixels"
                 )
             array = _pixels(image, limits.max_image_side)
     except Image.DecompressionBombError:
@@ -538,7 +550,7 @@ def decode_image(data: bytes, limits: ReadLimits, where: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _pixels(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, opened and not yet decoded
+def _pixels(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, opened (a JPEG drafted), not decoded
     """The image's pixels (:func:`_to_uint8_array`), upright, shrunk with antialiasing, its aspect kept, so that its
     longer side is at most ``max_side``.
 
@@ -546,12 +558,9 @@ def _pixels(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, 
     without it, the model saw such photos lying on their side. Shrunk: image models see at most 512 pixels a side
     (``model.image_size``); a phone's 12 MP photo kept whole is 36 MB, so that 40 of them took 4.3 GB to read (230
     would fill a 24 GiB machine). A JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 of its size that is still
-    larger (Pillow's ``draft``)."""
+    larger (Pillow's ``draft``, set by :func:`decode_image`)."""
     from PIL import Image, ImageOps
 
-    scale = max_side / max(image.size)
-    if scale < 1:
-        image.draft(None, (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     array = _to_uint8_array(ImageOps.exif_transpose(image))
     height, width = array.shape[:2]
     scale = max_side / max(height, width)

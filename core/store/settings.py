@@ -37,7 +37,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest JSON request body.")
     max_records: int = Field(5_000_000, ge=10, description="Most records in one dataset.")
-    max_image_pixels: int = Field(4096 * 4096, ge=64, description="Largest decoded image (pixels).")
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=64,
+        description="Largest decoded image (pixels): a JPEG as it decodes, at 1/2 to 1/8 of its size where that "
+        "still covers `EMBEDTRAIN_MAX_IMAGE_SIDE` (a camera's 45 MP photo decodes to 0.7 MP), other formats at their "
+        "own size. Before, the bound was on the stored size, so that every photo of more than 16.8 MP (24, 48 and 50 "
+        "MP cameras and phones) was refused.",
+    )
     max_image_side: int = Field(512, ge=32, le=8192, description="Images read from a ZIP upload or a /v1/embeddings "
                                 "request are shrunk (aspect kept, antialiased) to at most this many pixels on their "
                                 "longer side; image models see at most 512 (`model.image_size`).")  # fmt: skip

@@ -195,6 +195,21 @@ def test_large_images_are_shrunk_to_the_longest_side_with_their_aspect_as_they_a
     assert decode_image(encoded(Image.fromarray(halves)), ReadLimits(max_image_side=100), "x").shape == (75, 100, 3)
 
 
+def test_a_cameras_photo_is_bounded_by_what_it_decodes_to() -> None:
+    """A 24 MP JPEG (6000x4000, as cameras and phones of 24 MP and more take them) decodes at 1/8 of its size, 0.4
+    MP, under the 16.8 MP bound; before, the bound was on the stored size, so that it was refused. What would decode
+    to more than the bound still is: a PNG of that size (no reduced decoding), a JPEG whose 1/8 is too large."""
+    photo = np.zeros((4000, 6000, 3), dtype=np.uint8)
+    photo[:, 3000:] = 255
+    read = decode_image(encoded(Image.fromarray(photo), "JPEG"), ReadLimits(), "camera.jpg")
+    assert read.shape == (341, 512, 3) and read[:, :240].max() < 40 and read[:, 272:].min() > 215
+    with pytest.raises(DatasetError, match=r"camera.png: 6000x4000 is more than 16777216 pixels"):
+        decode_image(encoded(Image.fromarray(photo)), ReadLimits(), "camera.png")
+    odd = encoded(Image.new("RGB", (6001, 4001)), "JPEG")  # its 1/8 rounds up: 376,251 pixels
+    with pytest.raises(DatasetError, match=r"odd.jpg: 6001x4001 \(decoded at 751x501\) is more than 376000 pixels"):
+        decode_image(odd, ReadLimits(max_image_pixels=376_000), "odd.jpg")
+
+
 def test_a_photo_stored_sideways_with_an_exif_orientation_is_read_upright() -> None:
     """Phones store a portrait's pixels sideways and tag the file with how to turn it (EXIF Orientation 6: a quarter
     turn clockwise), which every viewer applies; before, the model saw it lying on its side."""
