@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import tempfile
 import time
 import tomllib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,14 +51,14 @@ def zip_class_folders(folder: Path, archive: BinaryIO, max_image_side: int | Non
             name = file.relative_to(folder).as_posix()
             if not (file.is_file() and image_file(name)):
                 continue
-            shrunk = _shrunk_as_read(file, name, max_image_side) if max_image_side else None
+            shrunk = shrunk_as_read(file, name, max_image_side) if max_image_side else None
             if shrunk is None:
                 out.write(file, name)
             else:
                 out.writestr(name, shrunk)
 
 
-def _shrunk_as_read(file: Path, name: str, max_side: int) -> bytes | None:
+def shrunk_as_read(file: Path, name: str, max_side: int) -> bytes | None:
     """``file``'s pixels as the service reads them under ``max_side`` (:func:`core.data.readers.decode_image`), as a
     PNG; None where it is no larger, or where it cannot be read here: it goes as it is, and the service names what
     is wrong with it (a format it does not read, a corrupt or oversized image)."""
@@ -73,6 +74,19 @@ def _shrunk_as_read(file: Path, name: str, max_side: int) -> bytes | None:
     buffer = io.BytesIO()
     Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _batches(inputs: list[Any], most: int, max_bytes: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of ``inputs`` of at most ``most`` inputs and ``max_bytes`` of JSON
+    (an input larger than that alone)."""
+    start, size = 0, 0
+    for index, item in enumerate(inputs):
+        length = len(item) + 3 if isinstance(item, str) else len(json.dumps(item))  # its quotes (or digits) and comma
+        if index > start and (index - start == most or size + length > max_bytes):
+            yield start, index
+            start, size = index, 0
+        size += length
+    yield start, len(inputs)
 
 
 class ApiError(RuntimeError):
@@ -290,24 +304,28 @@ class Client:
 
     # embeddings
     def embed(self, model: str, inputs: list[Any] | str | np.ndarray, dimensions: int | None = None,
-              batch_size: int = 256) -> np.ndarray:  # fmt: skip
+              batch_size: int = 256, max_request_bytes: int = 8 << 20) -> np.ndarray:  # fmt: skip
         """(n, d) float32 embeddings, one row per input in order (sent as base64 float32, as OpenAI's client does).
 
         ``inputs``: texts, base64 images, or a vector model's rows (lists, or an (n, features) array). They go
-        ``batch_size`` to a request: the service takes at most ``EMBEDTRAIN_EMBED_MAX_INPUTS`` (2048 by default)
-        in one. An error answer for a later request names the inputs it held.
+        at most ``batch_size`` to a request (the service takes at most ``EMBEDTRAIN_EMBED_MAX_INPUTS``, 2048 by
+        default, in one) and at most ``max_request_bytes`` of them, an input larger than that alone: the service's
+        bodies are at most ``EMBEDTRAIN_MAX_BODY_BYTES`` (16 MiB by default), which a dozen photos in base64 fill.
+        An error answer for a later request names the inputs it held.
         """
         if isinstance(inputs, np.ndarray):  # JSON has no arrays of its own: sent as nested lists
             inputs = inputs.tolist()
-        if isinstance(inputs, str) or len(inputs) <= batch_size:
+        if isinstance(inputs, str):
+            return self._embed(model, inputs, dimensions)
+        batches = list(_batches(inputs, batch_size, max_request_bytes))
+        if len(batches) == 1:
             return self._embed(model, inputs, dimensions)
         parts = []
-        for start in range(0, len(inputs), batch_size):
-            batch = inputs[start : start + batch_size]
+        for start, stop in batches:
             try:
-                parts.append(self._embed(model, batch, dimensions))
+                parts.append(self._embed(model, inputs[start:stop], dimensions))
             except ApiError as error:
-                where = f" (in the request of inputs {start}-{start + len(batch) - 1}, counted from 0 there)"
+                where = f" (in the request of inputs {start}-{stop - 1}, counted from 0 there)"
                 raise ApiError(error.status, error.message + where, error.field, details=error.details) from None
         return np.concatenate(parts)
 

@@ -256,6 +256,46 @@ def test_cli_embeds_vectors_and_images_from_files(client, auth, settings, tmp_pa
         assert "this is an image model" in text and "--image" in text, text
 
 
+def test_photos_too_many_for_one_request_are_embedded(client, auth, settings, tmp_path) -> None:
+    """24 photo-sized JPEGs (1600x1200, 1.7 MB each) hold 55 MB of base64: before, the CLI and the Python client
+    sent them in one request, which the service refused (413: its bodies are at most 16 MiB), and a photo of more
+    than 12 MB (4800x3600, 15.5 MB) could not be sent at all. Now the CLI sends each image as the service reads it
+    (shrunk to 512 pixels a side, a PNG), and the client splits its inputs into requests of at most 8 MB."""
+    from PIL import Image
+
+    from core.data.readers import ReadLimits, decode_image
+    from tests.api.test_embeddings import trained_model
+
+    model, embedder = trained_model(settings, client, auth, "image", name="image-photos")
+    photos = []
+    for i in range(24):
+        pixels = np.random.default_rng(i).integers(0, 256, size=(1200, 1600, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"photo{i}.jpg", quality=90)
+        photos.append(tmp_path / f"photo{i}.jpg")
+    sent = [base64.b64encode(path.read_bytes()).decode() for path in photos]
+    assert sum(map(len, sent)) > 3 * settings.max_body_bytes
+    runner = CliRunner(env={"COLUMNS": "200"})
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+        one_by_one = np.concatenate([python_client.embed(model, [photo]) for photo in sent])
+        assert np.allclose(python_client.embed(model, sent), one_by_one, atol=1e-6)
+        result = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", model,
+                                     *[f"--image={path}" for path in photos], "--output", "npy", "--out",
+                                     str(tmp_path / "photos.npy")])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert np.allclose(np.load(tmp_path / "photos.npy"), one_by_one, atol=1e-6)
+
+        large = tmp_path / "large.jpg"
+        pixels = np.random.default_rng(99).integers(0, 256, size=(3600, 4800, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(large, quality=90)
+        with pytest.raises(ApiError, match="413: request body larger than"):  # sent as it is, alone
+            python_client.embed(model, [base64.b64encode(large.read_bytes()).decode()])
+        result = runner.invoke(app, ["--url", base, "--key", key, "embed", "--model", model, f"--image={large}"])
+        assert result.exit_code == 0, result.output
+        as_read = decode_image(large.read_bytes(), ReadLimits(max_image_side=settings.max_image_side), "large.jpg")
+        assert np.allclose(json.loads(result.output), embedder.embed(as_read[None]).numpy(), atol=1e-5)
+
+
 def test_cli_says_when_nothing_answers_at_the_url() -> None:
     import socket
 
