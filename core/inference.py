@@ -12,6 +12,7 @@ from torch import Tensor
 
 from core.data.readers import nchw, to_uint8_nchw
 from core.encoders import EmbeddingModel, build_model
+from core.encoders.image import squared
 from core.tracing import trace_checked
 from core.train.checkpoint import load_weights, read_config
 
@@ -124,9 +125,9 @@ class Embedder:
         Args:
             inputs: B strings (a string alone is one text); (B, F) vectors; or images as an array or tensor of
                 (B, H, W), (B, H, W, C) or (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are,
-                or floats in [0, 1]; a grey image given to a colour model is repeated on its three channels, a colour
-                one given to a grey model averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1],
-                they would embed as noise.
+                or floats in [0, 1], or a list of B images (arrays, tensors or PIL images) of any sizes; a grey image
+                given to a colour model is repeated on its three channels, a colour one given to a grey model
+                averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
             batch_size: inputs a pass.
         """
         if self.modality == "text" and isinstance(inputs, str):  # one text, as /v1/embeddings reads a string, not
@@ -150,10 +151,18 @@ class Embedder:
         return self.forward(batch).cpu()
 
     def _images(self, inputs: Any) -> Tensor:
-        """(B, C, H, W) floats in [0, 1] with the model's channels, from images as :meth:`embed` takes them."""
+        """(B, C, H, W) floats in [0, 1] with the model's channels, from images as :meth:`embed` takes them; a list
+        of images of different sizes each brought to the model's square first, as ``/v1/embeddings`` brings each
+        of its inputs (before: numpy's "inhomogeneous shape" error)."""
+        if isinstance(inputs, list | tuple):
+            arrays = [item.detach().cpu().numpy() if isinstance(item, Tensor) else np.asarray(item) for item in inputs]
+            if len({array.shape for array in arrays}) > 1:
+                size = self.config.model.image_size
+                return torch.cat([squared(self._images(array[None]), size) for array in arrays])
+            inputs = np.stack(arrays) if arrays else np.asarray(inputs)
         array = inputs.detach().cpu().numpy() if isinstance(inputs, Tensor) else np.asarray(inputs)
         if np.issubdtype(array.dtype, np.integer):
-            images = torch.from_numpy(to_uint8_nchw(array)).float().div_(255.0)
+            images = torch.from_numpy(to_uint8_nchw(array).astype(np.float32)).div_(255.0)  # a PIL image's: read-only
         else:
             images = torch.as_tensor(nchw(array), dtype=torch.float32)
             low, high = (float(v) for v in torch.aminmax(images)) if images.numel() else (0.0, 0.0)

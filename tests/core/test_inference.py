@@ -39,6 +39,23 @@ def test_an_image_model_embeds_pixels_in_each_layout_an_npz_takes(tmp_path: Path
         embedder.embed(np.zeros((2, 8, 8, 5), dtype=np.uint8))
 
 
+def test_photos_of_different_sizes_embed_in_one_call_as_each_alone(tmp_path: Path) -> None:
+    """A folder of photos comes in several sizes; before, a list of them failed in numpy ("inhomogeneous shape").
+    Each is brought to the model's square as /v1/embeddings brings its inputs, so each embeds as it does alone."""
+    from PIL import Image
+
+    config = {"data": {"modality": "image"}, "model": {"kind": "resnet", "image_size": 8, "width": 8, "blocks": [1]}}
+    embedder = Embedder(checkpoint(tmp_path, config, InputSpec("image", channels=3)))
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8), rng.integers(0, 256, size=(30, 20, 3),
+              dtype=np.uint8), rng.integers(0, 256, size=(16, 16), dtype=np.uint8)]  # fmt: skip
+    alone = torch.cat([embedder.embed(photo[None]) for photo in photos])
+    torch.testing.assert_close(embedder.embed(photos), alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(embedder.embed([Image.fromarray(photo) for photo in photos]), alone, atol=1e-5,
+                               rtol=1e-4)  # fmt: skip
+    torch.testing.assert_close(embedder.embed(photos, batch_size=2), alone, atol=1e-5, rtol=1e-4)
+
+
 def test_a_string_alone_is_one_text_and_vectors_of_another_width_are_refused(tmp_path: Path) -> None:
     config = {"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": "tiny-random-bert"}}
     text = Embedder(checkpoint(tmp_path / "t", config, InputSpec("text")))
