@@ -6,11 +6,15 @@ ran.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from core.data import Records
+from core.encoders.image import squared
 from core.inference import Embedder
 from core.losses import NTXentLoss
+from core.train.batches import DeviceData
 from core.train.checkpoint import is_complete
 from core.train.loop import fit
 from tests.core.test_ntxent import CASES, _build
@@ -108,3 +112,15 @@ def test_a_bf16_training_run_on_cuda_learns_and_its_checkpoint_serves_on_the_cpu
     on_cpu = Embedder(result.last_checkpoint).embed(images)
     # one checkpoint serves on either device; cuDNN's convolutions may round through TF32, hence not 1e-6
     assert (on_gpu * on_cpu).sum(1).min() > 0.999
+
+
+def test_large_images_are_held_and_squared_on_cuda_as_on_the_cpu() -> None:
+    """The antialiased shrink of images larger than the model needs (core.train.batches, core.encoders.image) runs
+    on the training device: on a GPU it must give the CPU's pixels, to rounding."""
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 3, 384, 512), dtype=np.uint8)
+    on_gpu = DeviceData(Records("image", images=images), CUDA, image_size=32).tensor
+    on_cpu = DeviceData(Records("image", images=images), torch.device("cpu"), image_size=32).tensor
+    assert on_gpu.device.type == "cuda" and on_gpu.shape == on_cpu.shape == (6, 3, 64, 85)
+    assert (on_gpu.cpu().int() - on_cpu.int()).abs().max() <= 1
+    floats = torch.as_tensor(images[:2]).float() / 255
+    torch.testing.assert_close(squared(floats.to(CUDA), 32).cpu(), squared(floats, 32), atol=1e-4, rtol=0)
