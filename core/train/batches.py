@@ -43,7 +43,7 @@ def _placed_images(images: np.ndarray, image_size: int | None, device: torch.dev
     if size == (height, width):
         return torch.as_tensor(images, device=device)  # uint8, 4x smaller than float
     out = torch.empty((len(images), images.shape[1], *size), dtype=torch.from_numpy(images[:0]).dtype, device=device)
-    rows = max(1, (1 << 22) // max(1, images[0].size))
+    rows = max(1, (1 << 22) // max(1, images[0:1].size))
     for start in range(0, len(images), rows):
         part = torch.as_tensor(images[start : start + rows], device=device).float()
         part = F.interpolate(part, size=size, mode="bilinear", antialias=True, align_corners=False)
