@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.data.readers import nchw, to_uint8_nchw
+from core.data.readers import aspect_box, nchw, to_uint8_nchw
+from core.data.records import InputSpec
 from core.encoders import EmbeddingModel, build_model
 from core.encoders.image import squared
 from core.tracing import trace_checked
@@ -29,6 +30,18 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def model_view(images: Tensor, spec: InputSpec, size: int) -> Tensor:
+    """(B, C, H, W) images as an image model of ``spec`` and ``size`` inputs sees them when it embeds them: cropped
+    around the centre to its training images' aspect (:func:`core.data.readers.aspect_box`, as the dataset cropped
+    an image of another aspect), then brought to the square (:func:`core.encoders.image.squared`). Before, an image
+    of another aspect was stretched to the square whole: a 3:4 portrait, for a model trained on 4:3 landscapes,
+    came out 1.78 times wider for its height than the landscapes did."""
+    if spec.height and spec.width:
+        rows, cols = aspect_box(*images.shape[-2:], spec.height, spec.width)
+        images = images[..., rows, cols]
+    return squared(images, size)
 
 
 def with_channels(images: Tensor, channels: int) -> Tensor:
@@ -125,9 +138,9 @@ class Embedder:
         Args:
             inputs: B strings (a string alone is one text); (B, F) vectors; or images as an array or tensor of
                 (B, H, W), (B, H, W, C) or (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are,
-                or floats in [0, 1], or a list of B images (arrays, tensors or PIL images) of any sizes; a grey image
-                given to a colour model is repeated on its three channels, a colour one given to a grey model
-                averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
+                or floats in [0, 1], or a list of B images (arrays, tensors or PIL images) of any sizes, each
+                cropped to the training images' aspect (:func:`model_view`); a grey image given to a colour model
+                is repeated on its three channels, a colour one given to a grey model averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
             batch_size: inputs a pass.
         """
         if self.modality == "text" and isinstance(inputs, str):  # one text, as /v1/embeddings reads a string, not
@@ -153,12 +166,12 @@ class Embedder:
     def _images(self, inputs: Any) -> Tensor:
         """(B, C, H, W) floats in [0, 1] with the model's channels, from images as :meth:`embed` takes them; a list
         of images of different sizes each brought to the model's square first, as ``/v1/embeddings`` brings each
-        of its inputs (before: numpy's "inhomogeneous shape" error)."""
+        of its inputs (before: numpy's "inhomogeneous shape" error); all seen as the model sees them
+        (:func:`model_view`)."""
         if isinstance(inputs, list | tuple):
             arrays = [item.detach().cpu().numpy() if isinstance(item, Tensor) else np.asarray(item) for item in inputs]
             if len({array.shape for array in arrays}) > 1:
-                size = self.config.model.image_size
-                return torch.cat([squared(self._images(array[None]), size) for array in arrays])
+                return torch.cat([self._images(array[None]) for array in arrays])
             inputs = np.stack(arrays) if arrays else np.asarray(inputs)
         array = inputs.detach().cpu().numpy() if isinstance(inputs, Tensor) else np.asarray(inputs)
         if np.issubdtype(array.dtype, np.integer):
@@ -169,4 +182,6 @@ class Embedder:
             if low < -1e-3 or high > 1 + 1e-3:  # the slack of a resize's float arithmetic
                 raise ValueError(f"image values range over [{low:g}, {high:g}]; give floats in [0, 1], or the "
                                  "pixels as uint8")  # fmt: skip
-        return with_channels(images, self.spec.channels).to(self.device)
+        return model_view(with_channels(images, self.spec.channels), self.spec, self.config.model.image_size).to(
+            self.device
+        )

@@ -17,8 +17,7 @@ from api.errors import Invalid
 from api.models.service import deployed_version
 from api.ttlcache import TTLCache
 from core.data.readers import IMAGE_FORMATS, DatasetError, ReadLimits, decode_image
-from core.encoders.image import squared
-from core.inference import Embedder, Precision, with_channels
+from core.inference import Embedder, Precision, model_view, with_channels
 from core.store.db import session_factory
 from core.store.keys import Principal
 from core.store.settings import Settings
@@ -73,7 +72,7 @@ def _images(raw, embedder: Embedder, settings: Settings) -> np.ndarray:  # noqa:
                 f"({IMAGE_FORMATS}; `embedtrain embed --image FILE`)")  # fmt: skip
             raise Invalid(message, field="input") from None
         tensor = with_channels(torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None], channels)
-        out[index] = squared(tensor, size)[0].numpy()
+        out[index] = model_view(tensor, embedder.spec, size)[0].numpy()
     return out
 
 

@@ -669,6 +669,19 @@ def _common_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
     return max(counts, key=lambda size: (counts[size], size[0] * size[1]))
 
 
+def aspect_box(height: int, width: int, target_h: int, target_w: int) -> tuple[slice, slice]:
+    """The rows and columns of a ``height`` x ``width`` image that a crop around its centre to the aspect of
+    ``target_h`` x ``target_w`` keeps: what an image of another aspect than a dataset's keeps, in the dataset and
+    when embedded by a model trained on it."""
+    if height * target_w > target_h * width:  # taller than the target's aspect
+        keep = max(1, round(width * target_h / target_w))
+        return slice((height - keep) // 2, (height - keep) // 2 + keep), slice(0, width)
+    if height * target_w < target_h * width:  # wider
+        keep = max(1, round(height * target_w / target_h))
+        return slice(0, height), slice((width - keep) // 2, (width - keep) // 2 + keep)
+    return slice(0, height), slice(0, width)
+
+
 def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:
     """Match the dataset's channels and common size, so every record has one shape: an image of another aspect (a
     portrait among landscapes) loses its edges to a centred crop of the common aspect, then is resized. Before, it
@@ -677,13 +690,9 @@ def _conform(image: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarr
 
     if colour and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    (height, width), (target_h, target_w) = image.shape[:2], size
-    if height * target_w > target_h * width:  # taller than the common aspect
-        keep = max(1, round(width * target_h / target_w))
-        image = image[(height - keep) // 2 :][:keep]
-    elif height * target_w < target_h * width:  # wider
-        keep = max(1, round(height * target_w / target_h))
-        image = image[:, (width - keep) // 2 :][:, :keep]
+    target_h, target_w = size
+    rows, cols = aspect_box(*image.shape[:2], target_h, target_w)
+    image = image[rows, cols]
     if image.shape[:2] != size:
         pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         image = np.asarray(pil.resize((target_w, target_h), Image.Resampling.LANCZOS))

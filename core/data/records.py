@@ -30,6 +30,8 @@ class InputSpec:
     modality: str
     features: int = 0  # vectors: number of features
     channels: int = 0  # image: channels (1 or 3)
+    height: int = 0  # image: the training images' common size, whose aspect an image embedded is cropped to
+    width: int = 0  # (0: not recorded, as in checkpoints written before it was; such images are stretched)
 
 
 @dataclass
@@ -67,7 +69,8 @@ class Records:
         if self.modality == "vectors":
             return InputSpec("vectors", features=int(self.vectors.shape[1]))
         if self.modality == "image":
-            return InputSpec("image", channels=int(self.images.shape[1]))
+            _, channels, height, width = self.images.shape
+            return InputSpec("image", channels=int(channels), height=int(height), width=int(width))
         return InputSpec("text")
 
     def take(self, index: np.ndarray) -> Records:

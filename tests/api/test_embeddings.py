@@ -169,7 +169,7 @@ def test_vector_inputs_are_checked(client, auth, settings) -> None:
                                                                         "Text models: a string"), response.text  # fmt: skip
 
 
-def test_a_large_image_embeds_as_its_copy_shrunk_beforehand(client, auth, settings) -> None:
+def test_a_large_image_embeds_as_its_shrunk_copy_and_a_wide_one_as_its_centre(client, auth, settings) -> None:
     """An image larger than the model's inputs (128x128 for 8x8) is shrunk to the average of the area each model
     pixel covers, as Pillow shrinks it, by /v1/embeddings and by Embedder alike. Before, bilinear sampling read 4 of
     those 16x16 pixels, so that a photo's sensor noise came out as coarse noise in what the model saw."""
@@ -191,6 +191,15 @@ def test_a_large_image_embeds_as_its_copy_shrunk_beforehand(client, auth, settin
     served = np.array([item["embedding"] for item in response.json()["data"]])
     assert np.linalg.norm(served[0] - served[1]) < 0.01  # 0.0012; before, 0.065
     assert np.allclose(embedder.embed(large[None]).numpy()[0], served[0], atol=1e-4)
+
+    # of another aspect than the training images' (8x8): its centre square, as the dataset would have held it;
+    # before, stretched to the square whole
+    wide = np.concatenate([rng.integers(0, 256, size=(8, 4)), shrunk, rng.integers(0, 256, size=(8, 4))], axis=1)
+    response = client.post("/v1/embeddings", headers=auth,
+                           json={"model": name, "input": [png(wide.astype(np.uint8)), png(shrunk)]})  # fmt: skip
+    served = np.array([item["embedding"] for item in response.json()["data"]])
+    assert np.allclose(served[0], served[1], atol=1e-5)
+    assert np.allclose(embedder.embed(wide.astype(np.uint8)[None]).numpy()[0], served[0], atol=1e-5)
 
 
 def test_concurrent_requests_share_forward_passes(tmp_path, pg_url, redis_url, keys) -> None:

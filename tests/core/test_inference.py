@@ -56,6 +56,22 @@ def test_photos_of_different_sizes_embed_in_one_call_as_each_alone(tmp_path: Pat
     torch.testing.assert_close(embedder.embed(photos, batch_size=2), alone, atol=1e-5, rtol=1e-4)
 
 
+def test_an_image_of_another_aspect_is_cropped_to_the_training_images_aspect(tmp_path: Path) -> None:
+    """A model trained on 12x16 landscapes (4:3) embeds a 16x12 portrait as its centre 9x12, as the dataset would
+    have held it, and a 12x32 panorama as its centre 12x16. Before, both were stretched to the square whole; a
+    checkpoint that does not record its images' size (written before it did) still stretches them."""
+    config = {"data": {"modality": "image"}, "model": {"kind": "resnet", "image_size": 8, "width": 8, "blocks": [1]}}
+    embedder = Embedder(checkpoint(tmp_path / "new", config, InputSpec("image", channels=3, height=12, width=16)))
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, size=(16, 12, 3), dtype=np.uint8)
+    wide = rng.integers(0, 256, size=(12, 32, 3), dtype=np.uint8)
+    torch.testing.assert_close(embedder.embed(portrait[None]), embedder.embed(portrait[3:12][None]))
+    torch.testing.assert_close(embedder.embed(wide[None]), embedder.embed(wide[:, 8:24][None]))
+    torch.testing.assert_close(embedder.embed([portrait, wide]), embedder.embed([portrait[3:12], wide[:, 8:24]]))
+    older = Embedder(checkpoint(tmp_path / "old", config, InputSpec("image", channels=3)))
+    assert (older.embed(portrait[None]) - older.embed(portrait[3:12][None])).abs().max() > 1e-3
+
+
 def test_a_string_alone_is_one_text_and_vectors_of_another_width_are_refused(tmp_path: Path) -> None:
     config = {"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": "tiny-random-bert"}}
     text = Embedder(checkpoint(tmp_path / "t", config, InputSpec("text")))
