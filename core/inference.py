@@ -138,9 +138,11 @@ class Embedder:
         Args:
             inputs: B strings (a string alone is one text); (B, F) vectors; or images as an array or tensor of
                 (B, H, W), (B, H, W, C) or (B, C, H, W), of uint8 (or uint16) pixels, read as an NPZ dataset's are,
-                or floats in [0, 1], or a list of B images (arrays, tensors or PIL images) of any sizes, each
-                cropped to the training images' aspect (:func:`model_view`); a grey image given to a colour model
-                is repeated on its three channels, a colour one given to a grey model averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they would embed as noise.
+                or floats in [0, 1], or a list of B images (arrays, tensors or PIL images) of any sizes; each is
+                seen as the model sees it (:func:`model_view`: cropped to the training images' aspect, then
+                squared). A grey image given to a colour model is repeated on its three channels, a colour one
+                given to a grey model averaged. Floats outside [0, 1] are refused: read as pixels in [0, 1], they
+                would embed as noise.
             batch_size: inputs a pass.
         """
         if self.modality == "text" and isinstance(inputs, str):  # one text, as /v1/embeddings reads a string, not
@@ -182,6 +184,5 @@ class Embedder:
             if low < -1e-3 or high > 1 + 1e-3:  # the slack of a resize's float arithmetic
                 raise ValueError(f"image values range over [{low:g}, {high:g}]; give floats in [0, 1], or the "
                                  "pixels as uint8")  # fmt: skip
-        return model_view(with_channels(images, self.spec.channels), self.spec, self.config.model.image_size).to(
-            self.device
-        )
+        images = with_channels(images, self.spec.channels).to(self.device)  # the resize where the model runs
+        return model_view(images, self.spec, self.config.model.image_size)
