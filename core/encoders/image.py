@@ -9,15 +9,20 @@ from torch import Tensor, nn
 from core.config import ResNetConfig
 
 
-def squared(images: Tensor, size: int) -> Tensor:
-    """(B, C, H, W) images as the model sees them, (B, C, size, size): stretched to the square, each pixel shrunk to
-    the average of the area it covers (an antialiased filter). Before, bilinear sampling read 4 pixels of that
-    area, so that a 384x512 photo's noise and fine texture came out as coarse noise."""
-    if images.shape[-2:] == (size, size):
+def resized(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, H, W) float images resized to ``size`` (H, W), each pixel, where they shrink, the average of the area
+    it covers (an antialiased filter, as Pillow's). Before, bilinear sampling read 4 pixels of that area, so that a
+    384x512 photo's noise and fine texture came out as coarse noise."""
+    if tuple(images.shape[-2:]) == size:
         return images
     wide = images if images.dtype in (torch.float32, torch.float64) else images.float()  # the filter has no bf16 on CPU
-    out = F.interpolate(wide, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = F.interpolate(wide, size=size, mode="bilinear", antialias=True, align_corners=False)
     return out.to(images.dtype)
+
+
+def squared(images: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) images as the model sees them, (B, C, size, size): stretched to the square (:func:`resized`)."""
+    return resized(images, (size, size))
 
 
 class BasicBlock(nn.Module):

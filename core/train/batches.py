@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.records import Records
+from core.encoders.image import resized
 
 # Images are held at most this many times the model's input side, on their shorter side. A random crop (of at
 # least crop_scale_min = 0.2 of the area by default) is then resized by a factor of 0.9 to 2, where bilinear
@@ -46,7 +46,7 @@ def _placed_images(images: np.ndarray, image_size: int | None, device: torch.dev
     rows = max(1, (1 << 22) // max(1, images[0:1].size))
     for start in range(0, len(images), rows):
         part = torch.as_tensor(images[start : start + rows], device=device).float()
-        part = F.interpolate(part, size=size, mode="bilinear", antialias=True, align_corners=False)
+        part = resized(part, size)
         out[start : start + rows] = part.round_().clamp_(0, 255) if out.dtype == torch.uint8 else part
     return out
 
