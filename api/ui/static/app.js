@@ -5,6 +5,11 @@ const view = document.getElementById("view");
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#a16207", "#475569"];
 let timer = null;
 
+// Each draw of a page is numbered. An answer that comes after a later draw began (the user moved on, or a page was
+// drawn again) is dropped: it neither replaces what is shown nor leaves a refresh timer behind.
+let draws = 0;
+function newDraw() { const mine = ++draws; return () => mine !== draws; }
+
 function key() { return sessionStorage.getItem("embedtrain-key"); }
 
 async function api(path, options = {}) {
@@ -102,8 +107,9 @@ function pager(page, offset, perPage, list) {
     offset + page.items.length < page.total ? el("a", { href: `#/${list}?offset=${offset + perPage}` }, "older") : "");
 }
 
-async function jobsPage(offset = 0) {
+async function jobsPage(offset = 0, stale = newDraw()) {
   const page = await api(`/v1/jobs?limit=${JOBS_PER_PAGE}&offset=${offset}`);
+  if (stale()) return;
   const table = el("table", { "data-testid": "jobs" },
     el("tr", {}, ...["name", "status", "dataset", "progress", "samples/s", "ETA", "created"].map((h) => el("th", {}, h))));
   for (const j of page.items) {
@@ -130,10 +136,11 @@ function epochShown(job) {
   return `${job.progress.epoch + 1}${epochs ? ` of ${epochs}` : ""}`;
 }
 
-async function jobPage(id) {
+async function jobPage(id, stale = newDraw()) {
   const [job, metrics, checkpoints, events] = await Promise.all([
     api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/metrics?max_points=500`).then((m) => m.series),  // a chart is 350 px wide
     api(`/v1/jobs/${id}/checkpoints`), api(`/v1/jobs/${id}/events`)]);
+  if (stale()) return;
   if (!shownJob || shownJob.id !== id || !view.contains(shownJob.root)) shownJob = buildJobPage(id);
   const page = shownJob;
   page.head.replaceChildren(
@@ -227,8 +234,9 @@ async function act(action) { try { await action(); } catch (e) { alertText(e.mes
 const DATASETS_PER_PAGE = 100;
 
 // Upload a file (the same form fields as POST /v1/datasets), list what is there, start a job on one, delete one.
-async function datasetsPage(offset = 0) {
+async function datasetsPage(offset = 0, stale = newDraw()) {
   const page = await api(`/v1/datasets?limit=${DATASETS_PER_PAGE}&offset=${offset}`);
+  if (stale()) return;
   const file = el("input", { type: "file", "data-testid": "upload-file" });
   const modality = el("select", { "data-testid": "upload-modality" }, ...["text", "vectors", "image"].map((m) => el("option", { value: m }, m)));
   const name = el("input", { size: "20", placeholder: "name (default: the file's)", "data-testid": "upload-name" });
@@ -270,8 +278,9 @@ async function datasetsPage(offset = 0) {
 
 const DATASETS_LISTED = 200;
 
-async function newJobPage(chosen = "") {
+async function newJobPage(chosen = "", stale = newDraw()) {
   const datasets = await api(`/v1/datasets?limit=${DATASETS_LISTED}`);
+  if (stale()) return;
   const select = el("select", { id: "dataset", "data-testid": "dataset" }, ...datasets.items.map((d) => el("option", { value: d.id, "data-modality": d.modality }, `${d.name} (${d.modality}, ${d.num_records})`)));
   // beyond the newest listed, a dataset is named by id (the CLI's `datasets list --offset` pages through them all)
   const byId = el("input", { id: "dataset-id", size: "34", placeholder: "dataset id", "data-testid": "dataset-id" });
@@ -309,8 +318,9 @@ async function newJobPage(chosen = "") {
     el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
 }
 
-async function modelsPage() {
+async function modelsPage(stale = newDraw()) {
   const models = (await api("/v1/models")).data.flatMap((entry) => entry.versions);
+  if (stale()) return;
   const table = el("table", { "data-testid": "models" }, el("tr", {}, ...["name", "version", "modality", "dims", "deployed", ""].map((h) => el("th", {}, h))));
   for (const m of models) {
     const weights = el("button", { onclick: () => act(async () => {
@@ -345,6 +355,8 @@ async function modelsPage() {
 
 // ---- routing and login ----------------------------------------------------------------------------------
 function showLogin(message = "") {
+  clearTimeout(timer);
+  newDraw();  // a page's answer still on its way is not drawn over the login
   document.getElementById("login").hidden = false;
   document.getElementById("logout").hidden = true;
   document.getElementById("login-error").textContent = message;
@@ -357,16 +369,17 @@ async function route() {
   document.getElementById("login").hidden = true;
   document.getElementById("logout").hidden = false;
   const hash = location.hash || "#/jobs";
+  const stale = newDraw();
   try {
     const params = new URLSearchParams(hash.split("?")[1]);
     const offset = Math.max(0, parseInt(params.get("offset"), 10) || 0);
-    if (hash.startsWith("#/jobs/")) await jobPage(hash.slice(7));
-    else if (hash.startsWith("#/new")) await newJobPage(params.get("dataset") || "");
-    else if (hash.startsWith("#/datasets")) await datasetsPage(offset);
-    else if (hash === "#/models") await modelsPage();
-    else await jobsPage(offset);
+    if (hash.startsWith("#/jobs/")) await jobPage(hash.slice(7), stale);
+    else if (hash.startsWith("#/new")) await newJobPage(params.get("dataset") || "", stale);
+    else if (hash.startsWith("#/datasets")) await datasetsPage(offset, stale);
+    else if (hash === "#/models") await modelsPage(stale);
+    else await jobsPage(offset, stale);
   } catch (e) {
-    if (e.message !== "401") view.replaceChildren(el("p", { class: "error" }, e.message));
+    if (e.message !== "401" && !stale()) view.replaceChildren(el("p", { class: "error" }, e.message));
   }
 }
 
