@@ -73,7 +73,8 @@ def list_jobs(
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
 def cancel_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> JobRead:
     """Cancel a job: a queued one at once; a running one at its worker's next heartbeat (``EMBEDTRAIN_HEARTBEAT_S``,
-    2 s by default), keeping its last checkpoint."""
+    2 s by default), keeping its last checkpoint. A cancelled job is returned as it is; one that has succeeded or
+    failed is refused with a 409."""
     return service.to_read(service.cancel_job(session, principal, job_id))
 
 

@@ -145,8 +145,13 @@ def list_jobs(
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
-    """Cancel a queued job, or ask a running one to stop."""
-    job = owned_job(session, principal, job_id)
+    """Cancel a queued job, or ask a running one to stop; a cancelled one is returned as it is.
+
+    A job that has succeeded or failed is refused: it has nothing left to stop. The row is locked, so that a job
+    its worker is finishing is seen finished, not given a cancel request after its end."""
+    job = owned_job(session, principal, job_id, lock=True)
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job {job_id} has already {job.status}; there is nothing to cancel", field="job_id")
     request_cancel(session, job)
     session.commit()
     return job

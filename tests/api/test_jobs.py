@@ -170,6 +170,20 @@ def test_status_filter_pagination_and_cancel_of_a_queued_job(client, auth) -> No
     assert [e["kind"] for e in events] == ["queued", "cancelled"]
 
 
+@pytest.mark.parametrize("ended", ["succeeded", "failed"])
+def test_a_job_that_has_ended_is_not_cancelled(client, auth, settings, ended) -> None:
+    """Before, cancelling a job that had succeeded answered 202 with ``cancel_requested`` false and nothing done, as
+    if the cancel had been taken. A cancelled job is still returned as it is (a cancel sent twice)."""
+    job_id = client.post("/v1/jobs", headers=auth, json=body(dataset(client, auth)["id"])).json()["id"]
+    with transaction(settings) as session:
+        session.get(Job, job_id).status = ended
+    refused = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["message"] == f"job {job_id} has already {ended}; there is nothing to cancel"
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["cancel_requested"] is False
+    assert [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()] == ["queued"]
+
+
 def thinned_by_rule(points: list, max_points: int) -> list:
     """Every k-th of ``points`` from the first, and the last, for the least k whose points number at most
     ``max_points``."""
