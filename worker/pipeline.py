@@ -61,13 +61,13 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
             select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
         ).all()
         raw_config, modality, fmt, key = job.config, dataset.modality, dataset.format, dataset.storage_key
-        label_column, dataset_id = dataset.label_column, dataset.id
+        columns, dataset_id = dataset.columns, dataset.id
         keys = [c.storage_key for c in checkpoints]
     try:
         config = RunConfig.model_validate(raw_config)
     except ValidationError as error:
         raise TrainingError(f"the stored config is no longer valid: {error}") from None
-    records = read_records(storage.dataset_file(key, dataset_id), modality, fmt, settings.read_limits, label_column)
+    records = read_records(storage.dataset_file(key, dataset_id), modality, fmt, settings.read_limits, columns)
     if config.data.use_labels and records.labels is None:
         raise TrainingError("data.use_labels is true but the dataset has no labels; upload labels or set it false")
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:

@@ -32,10 +32,19 @@ def upload_dataset(
             "a column named 'label' is read where there is one.",
         ),
     ] = None,
-) -> DatasetRead:
+    text_column: Annotated[str | None, Form(min_length=1, max_length=128, description="A text dataset's column of "
+                           "texts, where it is not named 'text' (a 'sentence' or 'body' column).")] = None,
+    anchor_column: Annotated[str | None, Form(min_length=1, max_length=128, description="A text dataset of pairs: the "
+                             "column of anchors, where it is not named 'anchor' (a 'query' or 'question' column); "
+                             "named with positive_column.")] = None,
+    positive_column: Annotated[str | None, Form(min_length=1, max_length=128, description="A text dataset of pairs: "
+                               "the column of positives, where it is not named 'positive' (a 'passage' or 'answer' "
+                               "column); named with anchor_column.")] = None,
+) -> DatasetRead:  # fmt: skip
     """Upload, validate and count a dataset."""
+    columns = service.named_columns(modality, label_column, text_column, anchor_column, positive_column)
     dataset = service.create_dataset(session, storage, settings, principal, file.file, file.filename, name, modality,
-                                     format, label_column)  # fmt: skip
+                                     format, columns)  # fmt: skip
     return DatasetRead.model_validate(dataset)
 
 

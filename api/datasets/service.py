@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, Invalid, NotFound, TooLarge
 from core.data.readers import (
     FORMATS,
+    ColumnError,
+    Columns,
     DatasetError,
     LabelColumnError,
     UnpacksTooLarge,
@@ -70,19 +72,49 @@ def _gunzipped(staged: Path, storage: Storage, limit: int) -> Path:
         raise Invalid(str(error), field="file") from None
 
 
+def _field_of(error: DatasetError, columns: Columns) -> str:
+    """The form field a reader's error is about: a named column's, else the file."""
+    if isinstance(error, LabelColumnError):
+        return "label_column"
+    if isinstance(error, ColumnError):
+        return "text_column" if "text" in columns.named else "anchor_column" if "pairs" in columns.named else "file"
+    return "file"
+
+
+def named_columns(modality: str, label: str | None, text: str | None, anchor: str | None,
+                  positive: str | None) -> Columns:  # fmt: skip
+    """The columns an upload names (each None where it names none), checked against the modality and each other."""
+    if label is not None and modality == "image":
+        raise Invalid("label_column is for text and vectors files; an image dataset's labels are its ZIP's class "
+                      "folders or its NPZ's 'labels' array", field="label_column")  # fmt: skip
+    given = {"text_column": text, "anchor_column": anchor, "positive_column": positive}
+    for field, value in given.items():
+        if value is not None and modality != "text":
+            raise Invalid(f"{field} is for text datasets; this upload's modality is {modality!r}", field=field)
+    if text is not None and (anchor is not None or positive is not None):
+        raise Invalid("name text_column for a dataset of texts, or anchor_column and positive_column for one of "
+                      "pairs, not both", field="text_column")  # fmt: skip
+    if (anchor is None) != (positive is None):
+        missing = "positive_column" if positive is None else "anchor_column"
+        raise Invalid(f"a dataset of pairs names both anchor_column and positive_column; {missing} is missing",
+                      field=missing)  # fmt: skip
+    if anchor is not None and anchor == positive:
+        raise Invalid("anchor_column and positive_column name the same column", field="positive_column")
+    named = {"label": label is not None, "text": text is not None, "pairs": anchor is not None}
+    return Columns(label=label or "label", text=text or "text", anchor=anchor or "anchor",
+                   positive=positive or "positive", named=frozenset(role for role, on in named.items() if on))  # fmt: skip
+
+
 def create_dataset(
     session: Session, storage: Storage, settings: Settings, principal: Principal, stream: BinaryIO,
-    filename: str | None, name: str | None, modality: str, fmt: str | None, label_column: str | None,
+    filename: str | None, name: str | None, modality: str, fmt: str | None, columns: Columns = Columns(),
 ) -> Dataset:  # fmt: skip
     """Store and validate an upload; the row appears only once the file is complete and valid.
 
-    ``label_column``: None reads the labels from a column named "label" where the file has one; a named column must
-    be in the file."""
+    ``columns``: by default, the labels are read from a column named "label" where the file has one, and a text
+    dataset's texts or pairs from "text", or "anchor" and "positive"; a column the upload named must be in the file
+    (:func:`named_columns`)."""
     fmt = _format_of(filename, fmt, modality)
-    if label_column is not None and modality == "image":
-        raise Invalid("label_column is for text and vectors files; an image dataset's labels are its ZIP's class "
-                      "folders or its NPZ's 'labels' array", field="label_column")  # fmt: skip
-    named, label_column = label_column is not None, label_column or "label"
     staged, size, sha256 = _stage(stream, storage, settings.max_upload_bytes)
     plain = staged
     try:
@@ -90,12 +122,16 @@ def create_dataset(
             raise Invalid("the uploaded file is empty", field="file")
         plain = _gunzipped(staged, storage, settings.max_upload_bytes)  # stored and read decompressed
         try:
-            records = read_records(plain, modality, fmt, settings.read_limits, label_column, require_label=named)
+            records = read_records(plain, modality, fmt, settings.read_limits, columns)
         except DatasetError as error:
-            raise Invalid(str(error), field="label_column" if isinstance(error, LabelColumnError) else "file") from None
+            raise Invalid(str(error), field=_field_of(error, columns)) from None
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
                    "label_names": (records.label_names or [])[:1000],
-                   "label_column": None if modality == "image" else label_column}  # fmt: skip
+                   "label_column": None if modality == "image" else columns.label}  # fmt: skip
+        if "text" in columns.named:
+            details["text_column"] = columns.text
+        if "pairs" in columns.named:
+            details["anchor_column"], details["positive_column"] = columns.anchor, columns.positive
         key = storage.new_dataset_key(fmt)
         storage.commit(plain, key)
     finally:

@@ -16,7 +16,7 @@ from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from core.config import MAX_VAL_FRACTION, RunConfig
-from core.data.readers import ReadLimits, read_records
+from core.data.readers import Columns, ReadLimits, read_records
 from core.data.records import MIN_HELD_OUT, held_out, short_of_a_batch
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
@@ -236,7 +236,7 @@ def to_read(job: Job | Row) -> JobRead:
 
 
 @lru_cache(maxsize=32)
-def _picture(checkpoint: Path, dataset: Path, modality: str, fmt: str, label_column: str, limits: ReadLimits,
+def _picture(checkpoint: Path, dataset: Path, modality: str, fmt: str, columns: Columns, limits: ReadLimits,
              val_fraction: float, seed: int, limit: int) -> tuple[tuple[float, float, str | None], ...]:  # fmt: skip
     """(x, y, label) of the first ``limit`` held-out records (all records without a split) in a 2-D PCA of their
     embeddings at ``checkpoint``.
@@ -246,7 +246,7 @@ def _picture(checkpoint: Path, dataset: Path, modality: str, fmt: str, label_col
     texts with the MiniLM backbone on the 2-core VM, 4.7 s the first time and 1.2 s after), so that the dashboard
     showing a checkpoint again answers at once. A failure is not kept.
     """
-    records = read_records(dataset, modality, fmt, limits, label_column)
+    records = read_records(dataset, modality, fmt, limits, columns)
     _, held_out = records.split(val_fraction, seed)
     sample = held_out if held_out is not None else records
     sample = sample.take(np.arange(min(limit, len(sample))))
@@ -271,7 +271,7 @@ def projection(session: Session, storage: Storage, settings: Settings, job: Job,
     config = RunConfig.model_validate(job.config)
     dataset_file = storage.dataset_file(dataset.storage_key, dataset.id)
     picture = _picture(storage.path(chosen.storage_key), dataset_file, dataset.modality, dataset.format,
-                       dataset.label_column, settings.read_limits, config.data.val_fraction, config.train.seed,
+                       dataset.columns, settings.read_limits, config.data.val_fraction, config.train.seed,
                        limit)  # fmt: skip
     points = [ProjectionPoint(x=x, y=y, label=label) for x, y, label in picture]
     return Projection(job_id=job.id, checkpoint_id=chosen.id, step=chosen.step, points=points)

@@ -202,7 +202,7 @@ def _neighbor_bank(session: Session, storage: Storage, settings: Settings, versi
     if dataset is None:
         raise Invalid("the model's dataset was deleted", field="name")
     file = storage.dataset_file(dataset.storage_key, dataset.id)
-    records = read_records(file, dataset.modality, dataset.format, settings.read_limits, dataset.label_column)
+    records = read_records(file, dataset.modality, dataset.format, settings.read_limits, dataset.columns)
     records = records.take(np.arange(min(2000, len(records))))
     embedder = Embedder(checkpoint, precision=precision)
     return records, embed_records(embedder, records), embedder

@@ -153,12 +153,21 @@ def datasets_upload(
         help="A directory's images larger than this on their longer side are sent shrunk to it, as the "
         "service reads them (its EMBEDTRAIN_MAX_IMAGE_SIDE, 512 by default); 0 sends them as they are.",
     ),
+    text_column: str | None = typer.Option(None, help="A text file's column of texts, where it is not 'text'."),
+    anchor_column: str | None = typer.Option(
+        None, help="A text file of pairs: its column of anchors (a query), where it is not 'anchor'."
+    ),
+    positive_column: str | None = typer.Option(
+        None, help="A text file of pairs: its column of positives (a passage), where it is not 'positive'."
+    ),
 ) -> None:
     """Upload a dataset file, or a directory of class folders of images (sent as the ZIP the service reads)."""
     if path.is_dir() and modality != "image":
         raise typer.BadParameter(f"{path} is a directory: a directory uploads as an image dataset of class folders "
                                  "(--modality image); a text or vectors dataset is one file", param_hint="PATH")  # fmt: skip
-    show(call(lambda: client().upload_dataset(path, modality, name, format, label_column, max_image_side or None)))
+    show(call(lambda: client().upload_dataset(path, modality, name, format, label_column, max_image_side or None,
+                                              text_column=text_column, anchor_column=anchor_column,
+                                              positive_column=positive_column)))  # fmt: skip
 
 
 @datasets.command("list")

@@ -163,14 +163,18 @@ class Client:
     # datasets
     def upload_dataset(
         self, path: str | Path, modality: str, name: str | None = None, format: str | None = None,
-        label_column: str | None = None, max_image_side: int | None = 512,
+        label_column: str | None = None, max_image_side: int | None = 512, *, text_column: str | None = None,
+        anchor_column: str | None = None, positive_column: str | None = None,
     ) -> dict:  # fmt: skip
         """Upload a dataset file; a directory of class folders (``DIR/<class>/<image>.png``) is sent as the ZIP an
         image dataset is, made on the fly (its images larger than ``max_image_side`` shrunk as the service reads
-        them: :func:`zip_class_folders`), and named after the directory unless ``name`` is given."""
+        them: :func:`zip_class_folders`), and named after the directory unless ``name`` is given. A text file's
+        columns of texts, or of anchors and positives, are named where they are not "text", or "anchor" and
+        "positive"."""
         path = Path(path)
         optional = {"name": name or (path.name if path.is_dir() else None), "format": format,
-                    "label_column": label_column}  # fmt: skip
+                    "label_column": label_column, "text_column": text_column, "anchor_column": anchor_column,
+                    "positive_column": positive_column}  # fmt: skip
         data = {"modality": modality, **{key: value for key, value in optional.items() if value}}
         if path.is_dir():
             if modality != "image":

@@ -3,8 +3,8 @@
 =========  ===============================================================================================
 modality   formats
 =========  ===============================================================================================
-text       JSONL, a JSON array, CSV or Parquet of ``text`` (or ``anchor`` + ``positive``) and an optional label;
-           plain text, one text a line (no labels, no pairs)
+text       JSONL, a JSON array, CSV or Parquet of ``text`` (or ``anchor`` + ``positive``: or the columns named at
+           upload, :class:`Columns`) and an optional label; plain text, one text a line (no labels, no pairs)
 vectors    CSV or Parquet of numeric or boolean columns (in Parquet also lists) and an optional label; NPY, 2-D
 image      ZIP in class-folder layout (``<class>/<file>.png``: PNG, JPEG, WebP, AVIF, BMP, GIF, TIFF); NPZ with
            ``images`` and optional ``labels``
@@ -73,7 +73,11 @@ class DatasetError(ValueError):
     """The file cannot be used; the message says what is wrong and where."""
 
 
-class LabelColumnError(DatasetError):
+class ColumnError(DatasetError):
+    """A column the uploader named is not in the file, or the file has no columns to name."""
+
+
+class LabelColumnError(ColumnError):
     """The label column the uploader named is not in the file, or holds no labels."""
 
 
@@ -114,13 +118,24 @@ class ReadLimits:
     max_image_side: int = 512
 
 
-def read_records(
-    path: Path, modality: str, fmt: str, limits: ReadLimits, label_column: str = "label", require_label: bool = False
-) -> Records:
-    """Parse and validate a dataset file.
+@dataclass(frozen=True)
+class Columns:
+    """What a text or vectors file's columns hold: the labels (``label``), and a text dataset's texts (``text``) or
+    pairs (``anchor`` and ``positive``), by default the columns of those names.
 
-    ``require_label``: the uploader named ``label_column``, so a file without it (a typo) is refused with the file's
-    columns rather than read as unlabelled; the default column is optional.
+    ``named``: the roles the uploader named a column for (``"label"``, ``"text"``, ``"pairs"``). A named column must be
+    in the file (a typo is refused with the file's columns rather than read as absent), and a text dataset is read as
+    texts or as pairs as named; unnamed, it is pairs where its first record has an anchor or a positive column."""
+
+    label: str = "label"
+    text: str = "text"
+    anchor: str = "anchor"
+    positive: str = "positive"
+    named: frozenset[str] = frozenset()
+
+
+def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, columns: Columns = Columns()) -> Records:
+    """Parse and validate a dataset file, its columns read as ``columns`` says.
 
     Raises:
         DatasetError: with a message naming the problem (and the line, column or entry where it is).
@@ -141,9 +156,9 @@ def read_records(
         ("image", "npz"): _images_npz,
         ("image", "zip"): _images_zip,
     }[(modality, fmt)]
-    records = reader(Path(path), fmt, limits, label_column, require_label)  # each says where a named column is absent
-    if require_label and records.labels is None:
-        raise LabelColumnError(f"label column {label_column!r} holds no labels: every value is empty")
+    records = reader(Path(path), fmt, limits, columns)  # each says where a named column is absent
+    if "label" in columns.named and records.labels is None:
+        raise LabelColumnError(f"label column {columns.label!r} holds no labels: every value is empty")
     if len(records) == 0:
         raise DatasetError("the file holds no records")
     if len(records) > limits.max_records:
@@ -178,17 +193,22 @@ def _label_name(value: object) -> str:
     return str(value)
 
 
-def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_rows(rows: list[dict], where: str, limits: ReadLimits, columns: Columns) -> Records:
     if not rows:
         raise DatasetError("the file holds no records")
     first = rows[0]
-    paired = "anchor" in first or "positive" in first
-    needed = ("anchor", "positive") if paired else ("text",)
+    if "pairs" in columns.named or "text" in columns.named:
+        paired = "pairs" in columns.named
+    else:
+        paired = columns.anchor in first or columns.positive in first
+    needed = (columns.anchor, columns.positive) if paired else (columns.text,)
     absent = [column for column in needed if column not in first]
     if absent:
-        raise DatasetError(
-            f"the first record has no column {absent[0]!r} (its columns: {list(first)}); "
-            f"text datasets need 'text', or 'anchor' and 'positive'"
+        named = "pairs" in columns.named if paired else "text" in columns.named
+        raise (ColumnError if named else DatasetError)(
+            f"the first record has no column {absent[0]!r} (its columns: {list(first)}); text datasets need 'text', "
+            "or 'anchor' and 'positive', or the columns that hold them named at upload (text_column, or "
+            "anchor_column and positive_column)"
         )
     texts: list[str] = []
     positives: list[str] = []
@@ -196,22 +216,19 @@ def _text_rows(rows: list[dict], where: str, limits: ReadLimits, label_column: s
         for column in needed:
             value = row.get(column)
             if not isinstance(value, str) or not value.strip():
-                raise DatasetError(
-                    f"{where} {number}: column {column!r} must be a non-empty string "
-                    f"(text datasets need 'text', or 'anchor' and 'positive')"
-                )
+                raise DatasetError(f"{where} {number}: column {column!r} must be a non-empty string")
             if len(value) > limits.max_text_chars:
                 raise DatasetError(
                     f"{where} {number}: column {column!r} is longer than {limits.max_text_chars} characters"
                 )
-        texts.append(row["anchor" if paired else "text"])
+        texts.append(row[needed[0]])
         if paired:
-            positives.append(row["positive"])
+            positives.append(row[needed[1]])
     # a label of 0 (or false) is a label; only a missing, null or empty one is none
-    values = [row.get(label_column) for row in rows]
-    if require_label and not any(label_column in row for row in rows):
-        raise _no_label_column(label_column, list(first))
-    labels, names = _labels(values, label_column)
+    values = [row.get(columns.label) for row in rows]
+    if "label" in columns.named and not any(columns.label in row for row in rows):
+        raise _no_label_column(columns.label, list(first))
+    labels, names = _labels(values, columns.label)
     return Records("text", texts=texts, positives=positives or None, labels=labels, label_names=names)
 
 
@@ -223,7 +240,7 @@ def _open_text(path: Path) -> str:
         raise DatasetError(f"the file is not valid UTF-8 (byte {error.start})") from None
 
 
-def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     rows = []
     for number, line in enumerate(_open_text(path).splitlines(), start=1):
         if not line.strip():
@@ -237,18 +254,21 @@ def _text_jsonl(path: Path, _fmt: str, limits: ReadLimits, label_column: str, re
         rows.append(row)
         if len(rows) > limits.max_records:
             raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "line", limits, label_column, require_label)
+    return _text_rows(rows, "line", limits, columns)
 
 
-def _text_lines(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_lines(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     """Plain text, one text a line, as ``embedtrain embed`` reads it; blank lines are skipped."""
-    rows = [{"text": line} for line in _open_text(path).splitlines() if line.strip()]
+    if columns.named:
+        raise ColumnError("a plain-text file is one text a line, with no columns to name; give named columns as "
+                          "JSONL, JSON, CSV or Parquet")  # fmt: skip
+    rows = [{columns.text: line} for line in _open_text(path).splitlines() if line.strip()]
     if len(rows) > limits.max_records:
         raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "non-blank line", limits, label_column, require_label)
+    return _text_rows(rows, "non-blank line", limits, columns)
 
 
-def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_json(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     """One JSON array of objects (what ``json.dump(records)`` and pandas' ``to_json(orient="records")`` write)."""
     try:
         rows = json.loads(_open_text(path))
@@ -262,7 +282,7 @@ def _text_json(path: Path, _fmt: str, limits: ReadLimits, label_column: str, req
             raise DatasetError(f"record {number}: each record must be a JSON object")
     if len(rows) > limits.max_records:
         raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(rows, "record", limits, label_column, require_label)
+    return _text_rows(rows, "record", limits, columns)
 
 
 def _csv_dialect(path: Path) -> tuple[str, str]:
@@ -282,7 +302,7 @@ def _csv_dialect(path: Path) -> tuple[str, str]:
     return delimiter, "," if decimal_comma else "."
 
 
-def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_csv(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     reader = csv.DictReader(io.StringIO(_open_text(path)), delimiter=_csv_dialect(path)[0])
     rows = []
     for row in reader:
@@ -291,10 +311,10 @@ def _text_csv(path: Path, _fmt: str, limits: ReadLimits, label_column: str, requ
         rows.append(row)
     if reader.fieldnames is None:
         raise DatasetError("the file is empty")
-    return _text_rows(rows, "row", limits, label_column, require_label)
+    return _text_rows(rows, "row", limits, columns)
 
 
-def _text_parquet(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _text_parquet(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     """A Parquet table of texts, as Hugging Face datasets and pandas write them; its rows are read as JSONL's."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -305,7 +325,7 @@ def _text_parquet(path: Path, _fmt: str, limits: ReadLimits, label_column: str, 
         raise DatasetError(f"the PARQUET file cannot be read: {str(error).splitlines()[0]}") from None
     if table.num_rows > limits.max_records:
         raise DatasetError(f"more than the limit of {limits.max_records} records")
-    return _text_rows(table.to_pylist(), "row", limits, label_column, require_label)
+    return _text_rows(table.to_pylist(), "row", limits, columns)
 
 
 def _no_label_column(label_column: str, columns: list[str]) -> DatasetError:
@@ -329,23 +349,23 @@ def _finite_matrix(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _vectors_table(path: Path, fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _vectors_table(path: Path, fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         if fmt == "csv":
-            table = _read_csv_table(path, label_column, require_label)
+            table = _read_csv_table(path, columns.label, "label" in columns.named)
         else:
             table = _without_pandas_index(pq.read_table(path))
     except (pa.ArrowInvalid, OSError) as error:
         raise DatasetError(f"the {fmt.upper()} file cannot be read: {str(error).splitlines()[0]}") from None
     labels = names = None
-    if require_label and label_column not in table.column_names:
-        raise _no_label_column(label_column, table.column_names)
-    if label_column in table.column_names:
-        labels, names = _labels(table.column(label_column).to_pylist(), label_column)
-        table = table.drop([label_column])
+    if "label" in columns.named and columns.label not in table.column_names:
+        raise _no_label_column(columns.label, table.column_names)
+    if columns.label in table.column_names:
+        labels, names = _labels(table.column(columns.label).to_pylist(), columns.label)
+        table = table.drop([columns.label])
     if table.num_columns == 0:
         raise DatasetError("no feature columns besides the label")
     blocks = [_feature_block(name, column) for name, column in zip(table.column_names, table.columns, strict=True)]
@@ -436,14 +456,14 @@ def _feature_block(name: str, column) -> np.ndarray:  # noqa: ANN001 - a pyarrow
     return values.to_numpy().reshape(len(lists), int(lengths[0]))
 
 
-def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, label_column: str, require_label: bool) -> Records:
+def _vectors_npy(path: Path, _fmt: str, limits: ReadLimits, columns: Columns) -> Records:
     try:
         x = np.load(path, allow_pickle=False)  # never unpickle user data
     except (ValueError, OSError, EOFError) as error:
         raise DatasetError(f"the NPY file cannot be read: {error}") from None
-    if require_label:
-        raise LabelColumnError(f"an NPY file holds one array and no columns, so no label column {label_column!r}; give "
-                           "labelled vectors as CSV or Parquet")  # fmt: skip
+    if "label" in columns.named:
+        raise LabelColumnError(f"an NPY file holds one array and no columns, so no label column {columns.label!r}; "
+                               "give labelled vectors as CSV or Parquet")  # fmt: skip
     return Records("vectors", vectors=_finite_matrix(np.asarray(x), "the array"))
 
 
@@ -495,7 +515,7 @@ def to_uint8_nchw(images: np.ndarray) -> np.ndarray:
     return np.round(images / top * 255.0).astype(np.uint8)
 
 
-def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _require: bool) -> Records:
+def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _columns: Columns) -> Records:
     try:
         with zipfile.ZipFile(path) as archive:
             _zip_entries(archive, limits)  # an NPZ is a ZIP: refuse bombs before numpy inflates them
@@ -608,7 +628,7 @@ def _grey(mode: str) -> bool:
     return mode.startswith("I;16") or mode in ("1", "L", "LA", "La", "I", "F")
 
 
-def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _label_column: str, _require: bool) -> Records:
+def _images_zip(path: Path, _fmt: str, limits: ReadLimits, _columns: Columns) -> Records:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:

@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core.data.readers import Columns
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, in UTC."""
@@ -92,11 +94,17 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
-    def label_column(self) -> str:
-        """The column the upload took as the label, which every later read of the file takes too (in ``details``;
-        datasets uploaded before it was kept there used the default; an image dataset's is null, its labels being its
-        class folders or its NPZ's array, and the readers of images take none)."""
-        return self.details.get("label_column") or "label"
+    def columns(self) -> Columns:
+        """The columns the upload read the file with, which every later read takes too (in ``details``: the label
+        column, null for images, whose labels are their class folders or their NPZ's array; the text or pair columns
+        where the uploader named them; a dataset uploaded before one was kept there took the default)."""
+        details = self.details
+        named = frozenset(
+            role for role, key in (("text", "text_column"), ("pairs", "anchor_column")) if details.get(key)
+        )
+        return Columns(label=details.get("label_column") or "label", text=details.get("text_column") or "text",
+                       anchor=details.get("anchor_column") or "anchor",
+                       positive=details.get("positive_column") or "positive", named=named)  # fmt: skip
 
 
 class Job(Base):

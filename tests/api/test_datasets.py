@@ -387,6 +387,45 @@ def test_a_named_label_column_without_a_value_is_refused_and_images_take_none(cl
     assert stored.json()["details"]["label_column"] is None  # before: "label", which no image file has
 
 
+QUERIES = b"query,passage,topic\nwhere is paris,paris is in france,geo\nwho wrote hamlet,shakespeare did,books\n"
+
+
+def test_text_columns_named_at_upload_are_kept_for_every_later_read(client, auth) -> None:
+    """A retrieval set's query and passage columns are read as pairs where the upload names them; before, every such
+    file was refused for having no 'text' column and had to be rewritten. The names are kept with the dataset."""
+    refused = post(client, auth, "text", "q.csv", QUERIES)
+    assert refused.status_code == 422 and "anchor_column and positive_column" in refused.text, refused.text
+    pairs = post(client, auth, "text", "q.csv", QUERIES, anchor_column="query", positive_column="passage",
+                 label_column="topic")  # fmt: skip
+    assert pairs.status_code == 201, pairs.text
+    details = pairs.json()["details"]
+    assert (details["paired"], details["anchor_column"], details["positive_column"]) == (True, "query", "passage")
+    assert pairs.json()["num_labels"] == 2
+    texts = post(client, auth, "text", "q.csv", QUERIES, text_column="passage")
+    assert texts.status_code == 201 and texts.json()["details"]["paired"] is False, texts.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "modality", "param", "message"),
+    [
+        ({"anchor_column": "query"}, "text", "positive_column", "positive_column is missing"),
+        ({"text_column": "query", "anchor_column": "query", "positive_column": "passage"}, "text", "text_column",
+         "not both"),
+        ({"anchor_column": "query", "positive_column": "query"}, "text", "positive_column", "the same column"),
+        ({"anchor_column": "querry", "positive_column": "passage"}, "text", "anchor_column",
+         "no column 'querry' (its columns: ['query', 'passage', 'topic'])"),
+        ({"text_column": "body"}, "text", "text_column", "no column 'body'"),
+        ({"text_column": "query"}, "vectors", "text_column", "for text datasets"),
+    ],
+)  # fmt: skip
+def test_text_columns_that_cannot_be_read_as_named_are_refused(client, auth, fields, modality, param, message) -> None:
+    answer = post(client, auth, modality, "q.csv", QUERIES, **fields)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param and message in error["message"], error
+    assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
+
+
 def test_an_upload_form_field_the_route_does_not_read_or_a_second_file_is_refused(client, auth) -> None:
     """Like a query parameter, a form field the upload does not read was ignored: ``lable_column=category`` stored the
     file without its labels, and a second ``file`` part was dropped, one of the two files stored."""
@@ -395,8 +434,8 @@ def test_an_upload_form_field_the_route_does_not_read_or_a_second_file_is_refuse
     assert misspelt.status_code == 422, misspelt.text
     error = misspelt.json()["error"]
     assert error["param"] == "lable_column", error
-    assert error["message"] == ("unknown form field 'lable_column'; POST /v1/datasets takes: file, format, "
-                                "label_column, modality, name"), error  # fmt: skip
+    assert error["message"] == ("unknown form field 'lable_column'; POST /v1/datasets takes: anchor_column, file, "
+                                "format, label_column, modality, name, positive_column, text_column"), error  # fmt: skip
     two = client.post("/v1/datasets", headers=auth, data={"modality": "text"},
                       files=[("file", ("a.csv", rows)), ("file", ("b.csv", b"text\nanother\n"))])  # fmt: skip
     assert two.status_code == 422, two.text

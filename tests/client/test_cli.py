@@ -572,3 +572,21 @@ def test_a_job_submitted_without_a_modality_takes_its_datasets(client, auth, tmp
         with pytest.raises(ApiError) as missing:
             python_client.submit_job("no-such-dataset")
         assert missing.value.status == 404 and "dataset no-such-dataset not found" in missing.value.message
+
+
+def test_the_cli_and_the_client_name_a_text_files_columns(client, auth, tmp_path) -> None:
+    """A retrieval set's query and passage columns, named at upload from the CLI and from Python."""
+    path = tmp_path / "q.csv"
+    path.write_text("question,answer,sentence\nwhere is paris,in france,paris is a city\nwho wrote it,she did,a b\n")
+    key = auth["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+        cli = ["--url", base, "--key", key, "datasets", "upload", str(path), "--modality", "text"]
+        pairs = runner.invoke(app, [*cli, "--anchor-column", "question", "--positive-column", "answer"])
+        assert pairs.exit_code == 0, pairs.output
+        details = json.loads(pairs.output)["details"]
+        assert (details["paired"], details["anchor_column"], details["positive_column"]) == (True, "question", "answer")
+        texts = python_client.upload_dataset(path, "text", text_column="sentence")
+        assert texts["details"]["paired"] is False and texts["details"]["text_column"] == "sentence"
+        half = runner.invoke(app, [*cli, "--anchor-column", "question"])
+        assert half.exit_code != 0 and "positive_column is missing" in half.output, half.output

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.readers import DatasetError, ReadLimits, decode_image, image_shape, read_records
+from core.data.readers import ColumnError, Columns, DatasetError, ReadLimits, decode_image, image_shape, read_records
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -103,7 +103,7 @@ def test_a_vectors_csv_without_a_header_keeps_its_first_row(tmp_path) -> None:  
     records = read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits())
     assert len(records) == 5 and np.allclose(records.vectors, x)  # before: 4 records, the first one lost
     with pytest.raises(DatasetError, match=r"no header row .* no column is named 'label'"):
-        read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits(), "label", require_label=True)
+        read_records(tmp_path / "x.csv", "vectors", "csv", ReadLimits(), Columns(named=frozenset({"label"})))
     (tmp_path / "named.csv").write_text("0,1,2,label\n0.5,1,2,a\n0.25,3,4,b\n")  # pandas' default column names
     records = read_records(tmp_path / "named.csv", "vectors", "csv", ReadLimits())
     assert len(records) == 2 and records.label_names == ["a", "b"]
@@ -156,6 +156,41 @@ def test_a_spreadsheets_csv_with_decimal_commas_is_read_as_it_means(tmp_path, se
     (tmp_path / "t.csv").write_text(f"text{separator}label\nhello, world{separator}a\nbye{separator}b\n")
     records = read_records(tmp_path / "t.csv", "text", "csv", ReadLimits())
     assert records.texts == ["hello, world", "bye"] and records.label_names == ["a", "b"]  # before: no column 'text'
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_text_columns_named_at_upload_are_read_as_texts_or_pairs(tmp_path, fmt: str) -> None:  # noqa: ANN001
+    """Query and passage columns (as MS MARCO, Natural Questions and most retrieval sets name them) are read as pairs
+    where the upload names them. Before, a file without 'anchor' and 'positive' columns had to be rewritten."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"query": ["q1", "q2"], "passage": ["p1", "p2"], "sentence": ["s1", "s2"],
+                          "topic": ["a", "b"]})  # fmt: skip
+    path = tmp_path / f"t.{fmt}"
+    {"csv": lambda: frame.to_csv(path, index=False), "parquet": lambda: frame.to_parquet(path),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[fmt]()  # fmt: skip
+    pairs = Columns(label="topic", anchor="query", positive="passage", named=frozenset({"label", "pairs"}))
+    records = read_records(path, "text", fmt, ReadLimits(), pairs)
+    assert records.texts == ["q1", "q2"] and records.positives == ["p1", "p2"] and records.label_names == ["a", "b"]
+    texts = read_records(path, "text", fmt, ReadLimits(), Columns(text="sentence", named=frozenset({"text"})))
+    assert texts.texts == ["s1", "s2"] and texts.positives is None and texts.labels is None
+    with pytest.raises(DatasetError, match="no column 'text'"):  # unnamed: the default columns, as before
+        read_records(path, "text", fmt, ReadLimits())
+    misspelt = Columns(anchor="querry", positive="passage", named=frozenset({"pairs"}))
+    with pytest.raises(ColumnError, match=r"no column 'querry' \(its columns: \['query', 'passage', 'sentence'"):
+        read_records(path, "text", fmt, ReadLimits(), misspelt)
+
+
+def test_a_named_text_column_read_as_texts_even_beside_anchor_and_positive_columns(tmp_path) -> None:
+    """Named, the text column decides: a file with 'anchor' and 'positive' columns too is read as its texts."""
+    (tmp_path / "t.csv").write_text("body,anchor,positive\nb1,a1,p1\n")
+    records = read_records(
+        tmp_path / "t.csv", "text", "csv", ReadLimits(), Columns(text="body", named=frozenset({"text"}))
+    )
+    assert records.texts == ["b1"] and records.positives is None
+    (tmp_path / "t.txt").write_text("one line\n")
+    with pytest.raises(ColumnError, match="no columns to name"):
+        read_records(tmp_path / "t.txt", "text", "txt", ReadLimits(), Columns(text="body", named=frozenset({"text"})))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "npy"])
@@ -247,7 +282,7 @@ def test_an_image_zip_is_read_into_one_array_without_copies(tmp_path) -> None:  
             archive.writestr(f"c{index % 2}/{index}.png", encoded(Image.fromarray(pixels)))  # 384x512
     tracemalloc.start()
     try:
-        records = read_records(tmp_path / "photos.zip", "image", "zip", ReadLimits(), None)
+        records = read_records(tmp_path / "photos.zip", "image", "zip", ReadLimits())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -263,7 +298,7 @@ def test_an_image_zip_is_read_into_one_array_without_copies(tmp_path) -> None:  
             portrait.save(buffer, format="JPEG", exif=exif.tobytes())
             archive.writestr(f"a/{index}.jpg", buffer.getvalue())
         archive.writestr("b/landscape.png", encoded(Image.new("RGB", (40, 30))))
-    turned = read_records(tmp_path / "turned.zip", "image", "zip", ReadLimits(), None)
+    turned = read_records(tmp_path / "turned.zip", "image", "zip", ReadLimits())
     assert turned.images.shape == (4, 3, 40, 30)  # the three upright portraits' size, the landscape cropped to it
 
 

@@ -290,6 +290,17 @@ def test_the_datasets_page_uploads_lists_starts_a_job_and_deletes(client, auth) 
         expect(page.locator("[data-testid=datasets]")).not_to_contain_text("from-the-page")
         assert client.get("/v1/datasets", headers=auth).json()["total"] == 0
 
+        pairs = {"name": "q.csv", "mimeType": "text/csv", "buffer": b"query,passage\nwhere,there\nwho,them\n"}
+        page.set_input_files("[data-testid=upload-file]", files=[pairs])
+        page.select_option("[data-testid=upload-modality]", "text")
+        page.fill("[data-testid=upload-name]", "")
+        page.fill("[data-testid=upload-anchor-column]", "query")
+        page.fill("[data-testid=upload-positive-column]", "passage")
+        page.click("[data-testid=upload]")
+        expect(page.locator("#notice")).to_have_text("uploaded q: 2 records")
+        (stored,) = client.get("/v1/datasets", headers=auth).json()["items"]
+        assert (stored["details"]["anchor_column"], stored["details"]["positive_column"]) == ("query", "passage")
+
 
 @pytest.mark.slow
 def test_a_page_left_before_its_answer_came_does_not_replace_the_next(client, auth) -> None:

@@ -126,7 +126,7 @@ def test_a_training_process_that_raises_names_its_error_in_the_job(settings, tmp
 
     path = tmp_path / "v.csv"
     path.write_bytes(vectors_csv(n=64))
-    records = read_records(path, "vectors", "csv", settings.read_limits, "label")
+    records = read_records(path, "vectors", "csv", settings.read_limits)
 
     class NeverStops:  # the heartbeat's one method run_distributed calls; no lease to renew here
         def should_stop(self) -> bool:
@@ -217,6 +217,26 @@ def test_a_label_column_named_at_upload_is_the_label_everywhere_the_dataset_is_r
     assert client.post(f"/v1/models/{name}/deploy", headers=auth).status_code == 200
     embedded = client.post("/v1/embeddings", headers=auth, json={"model": name, "input": [[0.5] * 8]})
     assert embedded.status_code == 200, embedded.text  # the model takes the dataset's 8 features
+
+
+@pytest.mark.slow
+def test_pairs_in_columns_named_at_upload_train_and_are_read_so_again(client, auth, worker) -> None:
+    """A query/passage file uploaded with ``anchor_column`` and ``positive_column``: the worker trains on its pairs,
+    and the projection reads the stored file with the same columns (before the names were kept, both would find no
+    'text' column)."""
+    rows = "".join(f"question {i} on topic {i % 4},answer {i} about topic {i % 4},t{i % 4}\n" for i in range(48))
+    response = client.post("/v1/datasets", headers=auth, files={"file": ("q.csv", f"query,passage,topic\n{rows}")},
+                           data={"modality": "text", "anchor_column": "query", "positive_column": "passage",
+                                 "label_column": "topic"})  # fmt: skip
+    assert response.status_code == 201, response.text
+    config = {"data": {"modality": "text", "val_fraction": 0.25}, "model": {"max_length": 16},
+              "eval": {"knn_k": 3, "linear_probe": False}, "train": {"epochs": 1, "batch_size": 8}}  # fmt: skip
+    job = wait_end(client, auth, submit(client, auth, response.json()["id"], config)["id"], timeout=240)
+    assert job["status"] == "succeeded", (job, worker.output()[-3000:])
+    assert job["config"]["augment"]["mode"] == "pairs" and "knn_top1" in job["metrics"]
+    projection = client.get(f"/v1/jobs/{job['id']}/projection", headers=auth)
+    assert projection.status_code == 200, projection.text
+    assert {p["label"] for p in projection.json()["points"]} == {"t0", "t1", "t2", "t3"}
 
 
 @pytest.mark.slow

@@ -240,14 +240,17 @@ async function datasetsPage(offset = 0, stale = newDraw()) {
   const file = el("input", { type: "file", "data-testid": "upload-file" });
   const modality = el("select", { "data-testid": "upload-modality" }, ...["text", "vectors", "image"].map((m) => el("option", { value: m }, m)));
   const name = el("input", { size: "20", placeholder: "name (default: the file's)", "data-testid": "upload-name" });
-  const labels = el("input", { size: "14", placeholder: "label column", "data-testid": "upload-label-column" });
+  // the columns a text or vectors file's labels, texts or pairs are in, where not "label", "text", "anchor", "positive"
+  const columns = [["label_column", "label column"], ["text_column", "text column"], ["anchor_column", "anchor column"],
+    ["positive_column", "positive column"]].map(([field, hint]) =>
+    [field, el("input", { size: "14", placeholder: hint, "data-testid": `upload-${field.replace("_", "-")}` })]);
   const upload = el("button", { "data-testid": "upload", onclick: () => act(async () => {
     if (!file.files.length) throw new Error("choose a file to upload");
     const form = new FormData();
     form.append("file", file.files[0]);
     form.append("modality", modality.value);
     if (name.value.trim()) form.append("name", name.value.trim());
-    if (labels.value.trim()) form.append("label_column", labels.value.trim());
+    for (const [field, input] of columns) if (input.value.trim()) form.append(field, input.value.trim());
     upload.disabled = true;
     try {
       const d = await api("/v1/datasets", { method: "POST", body: form });
@@ -268,9 +271,9 @@ async function datasetsPage(offset = 0, stale = newDraw()) {
         }) }, "Delete"))));
   }
   view.replaceChildren(el("h2", {}, `Datasets (${page.total})`),
-    el("div", { class: "card" }, el("h3", {}, "Upload"), file, " ", modality, " ", name, " ", labels, " ", upload,
+    el("div", { class: "card" }, el("h3", {}, "Upload"), file, " ", modality, " ", name, " ", ...columns.flatMap(([, input]) => [input, " "]), upload,
       el("p", { "data-testid": "upload-formats" },
-        "Text: JSONL, JSON, CSV, Parquet (text, or anchor and positive; an optional label column) or plain text. ",
+        "Text: JSONL, JSON, CSV, Parquet (text, or anchor and positive, or the columns named above; an optional label column) or plain text. ",
         "Vectors: CSV, Parquet or NPY. Images: a ZIP of class folders or an NPZ of images and labels. ",
         "Any of them may be gzipped (.gz).")),
     el("p", { id: "notice" }), table, pager(page, offset, DATASETS_PER_PAGE, "datasets"));
