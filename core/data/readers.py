@@ -532,6 +532,7 @@ def _images_npz(path: Path, _fmt: str, limits: ReadLimits, _columns: Columns) ->
         raise DatasetError(
             f"images of {images.shape[2]}x{images.shape[3]} exceed the limit of {limits.max_image_pixels} pixels"
         )
+    images = _shrunk_stack(images, limits.max_image_side)  # as a ZIP's images are
     labels = names = None
     if raw_labels is not None:
         if raw_labels.shape != (len(images),):
@@ -555,10 +556,7 @@ def image_shape(data: bytes, limits: ReadLimits, where: str) -> tuple[int, int, 
         width, height = image.size
         if image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter by ImageOps.exif_transpose
             width, height = height, width
-        scale = limits.max_image_side / max(height, width)
-        if scale < 1:
-            height, width = max(1, round(height * scale)), max(1, round(width * scale))
-        return height, width, 1 if _grey(image.mode) else 3
+        return *_shrunk_size(height, width, limits.max_image_side), 1 if _grey(image.mode) else 3
 
 
 @contextmanager
@@ -603,15 +601,42 @@ def _pixels(image, max_side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image, 
     (``model.image_size``); a phone's 12 MP photo kept whole is 36 MB, so that 40 of them took 4.3 GB to read (230
     would fill a 24 GiB machine). A JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 of its size that is still
     larger (Pillow's ``draft``, set by :func:`decode_image`)."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    array = _to_uint8_array(ImageOps.exif_transpose(image))
-    height, width = array.shape[:2]
+    return _shrunk(_to_uint8_array(ImageOps.exif_transpose(image)), max_side)
+
+
+def _shrunk_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) scaled, the aspect kept, so that the longer side is at most ``max_side``."""
     scale = max_side / max(height, width)
     if scale >= 1:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _shrunk(array: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 pixels shrunk with Pillow's Lanczos filter to :func:`_shrunk_size`; an image within
+    ``max_side`` is returned as it is."""
+    from PIL import Image
+
+    height, width = _shrunk_size(*array.shape[:2], max_side)
+    if (height, width) == array.shape[:2]:
         return array
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def _shrunk_stack(images: np.ndarray, max_side: int) -> np.ndarray:
+    """(N, C, H, W) uint8 images, each shrunk as a ZIP's are (:func:`_shrunk`), into one new array; the same array
+    where they are within ``max_side``."""
+    height, width = _shrunk_size(*images.shape[2:], max_side)
+    if (height, width) == images.shape[2:]:
+        return images
+    out = np.empty((len(images), images.shape[1], height, width), dtype=np.uint8)
+    for index, image in enumerate(images):
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)  # as Pillow takes them: (H, W[, 3])
+        shrunk = _shrunk(pixels, max_side)
+        out[index] = shrunk[None] if shrunk.ndim == 2 else shrunk.transpose(2, 0, 1)
+    return out
 
 
 def _to_uint8_array(image) -> np.ndarray:  # noqa: ANN001 - a PIL image
