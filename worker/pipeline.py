@@ -40,10 +40,12 @@ def _is_cpu_oom(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class JobInput:
-    """What a job trains on, read from its rows."""
+    """What a job trains on, read from its rows: its dataset split into the records trained on and those held out
+    (the file as read is not kept beside them: the split copies the records, and both would be held to the end)."""
 
     config: RunConfig
-    records: Records
+    train: Records
+    val: Records | None
     resume_from: Path | None
 
 
@@ -73,7 +75,7 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:
         raise TrainingError("augment.mode is 'pairs' but the dataset has no anchor/positive columns")
     resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
-    return JobInput(config, records, resume)
+    return JobInput(config, *records.split(config.data.val_fraction, config.train.seed), resume)
 
 
 def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> None:
@@ -131,8 +133,7 @@ def _train(
     settings: Settings, storage: Storage, job_id: str, worker: str, job: JobInput, recorder: DatabaseRecorder,
     heartbeat: Heartbeat,
 ) -> FitResult:  # fmt: skip
-    config = job.config
-    train, val = job.records.split(config.data.val_fraction, config.train.seed)
+    config, train, val = job.config, job.train, job.val
     try:
         directory = storage.checkpoint_dir(job_id)
     except OSError as error:  # the volume read-only, not the worker's, or full: the operator's to fix
