@@ -29,7 +29,7 @@ from core.data.readers import DatasetError, ReadLimits, format_of_name, gunzip, 
 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
-datasets = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
+datasets = typer.Typer(help="Upload, list, show and delete datasets.", no_args_is_help=True)
 jobs = typer.Typer(help="Submit, list, show, watch, cancel and delete training jobs; their checkpoints, events and "
                    "metrics.", no_args_is_help=True)  # fmt: skip
 models = typer.Typer(help="Register, deploy, undeploy, list, download and delete models.", no_args_is_help=True)
@@ -180,6 +180,12 @@ def datasets_list(limit: int = LIMIT, offset: int = OFFSET) -> None:
             d["id"], d["name"], d["modality"], str(d["num_records"]), str(d["num_labels"] or ""), d["created_at"][:19]
         )
     print_page(table, page)
+
+
+@datasets.command("show")
+def datasets_show(dataset_id: str) -> None:
+    """Show a dataset: its records, labels, shape and the columns it was read with."""
+    show(call(lambda: client().get_dataset(dataset_id)))
 
 
 @datasets.command("delete")

@@ -588,5 +588,7 @@ def test_the_cli_and_the_client_name_a_text_files_columns(client, auth, tmp_path
         assert (details["paired"], details["anchor_column"], details["positive_column"]) == (True, "question", "answer")
         texts = python_client.upload_dataset(path, "text", text_column="sentence")
         assert texts["details"]["paired"] is False and texts["details"]["text_column"] == "sentence"
+        shown = runner.invoke(app, ["--url", base, "--key", key, "datasets", "show", texts["id"]])
+        assert shown.exit_code == 0 and json.loads(shown.output)["details"]["text_column"] == "sentence", shown.output
         half = runner.invoke(app, [*cli, "--anchor-column", "question"])
         assert half.exit_code != 0 and "positive_column is missing" in half.output, half.output
