@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from core.train.batches import Batch, DeviceData
 from core.train.callbacks import CheckpointInfo, EvalReport, NullCallback, StepReport, TrainCallback, checkpoint_score
 from core.train.checkpoint import TrainerState, load_trainer_state, load_weights, save_checkpoint
 from core.train.optim import build_optimizer, lr_at
+from core.train.order import epoch_order, text_keys
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -68,6 +70,7 @@ class _Run:
     world: int
     steps_per_epoch: int
     total_steps: int
+    text_keys: np.ndarray | None  # each record's texts as ids, where a text recurs (core.train.order)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,10 +115,6 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step + 1) % (2**63 - 1)
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_step_seed(seed, 10**9 + epoch)))
-
-
 def _setup(
     config: RunConfig, train: Records, val: Records | None, resume_from: Path | None
 ) -> tuple[_Run, TrainerState | None]:  # fmt: skip
@@ -142,7 +141,7 @@ def _setup(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     val_data = DeviceData(val, device, image_size) if val is not None and len(val) >= MIN_HELD_OUT else None
     run = _Run(config, device, model, net, loss_fn, optimizer, scaler, views, train_data, val_data, rank, world,
-               per_epoch, total)  # fmt: skip
+               per_epoch, total, text_keys(train))  # fmt: skip
     return run, resumed
 
 
@@ -347,7 +346,8 @@ def fit(
             return FitResult("stopped", step, run.total_steps, last_path, metrics)
         epoch, index = divmod(step, run.steps_per_epoch)
         if epoch != order_epoch:  # same order on every rank; each takes its slice of the global batch
-            order, order_epoch = _epoch_order(seed, epoch, len(run.train)), epoch
+            epoch_seed = _step_seed(seed, 10**9 + epoch)
+            order, order_epoch = epoch_order(epoch_seed, len(run.train), batch_size, run.text_keys), epoch
         rows = order[index * batch_size + run.rank * local : index * batch_size + (run.rank + 1) * local]
         # lr: set by hand from the step, so a resumed run needs no scheduler state
         lr = lr_at(step, run.total_steps, config.optim)
