@@ -77,7 +77,8 @@ def _field_of(error: DatasetError, columns: Columns) -> str:
     if isinstance(error, LabelColumnError):
         return "label_column"
     if isinstance(error, ColumnError):
-        return "text_column" if "text" in columns.named else "anchor_column" if "pairs" in columns.named else "file"
+        fields = {"text": "text_column", "pairs": "anchor_column", "label": "label_column"}
+        return next((field for role, field in fields.items() if role in columns.named), "file")
     return "file"
 
 

@@ -416,10 +416,12 @@ def test_text_columns_named_at_upload_are_kept_for_every_later_read(client, auth
          "no column 'querry' (its columns: ['query', 'passage', 'topic'])"),
         ({"text_column": "body"}, "text", "text_column", "no column 'body'"),
         ({"text_column": "query"}, "vectors", "text_column", "for text datasets"),
+        ({"label_column": "topic"}, "text", "label_column", "no columns to name"),  # sent as plain text
     ],
 )  # fmt: skip
 def test_text_columns_that_cannot_be_read_as_named_are_refused(client, auth, fields, modality, param, message) -> None:
-    answer = post(client, auth, modality, "q.csv", QUERIES, **fields)
+    name = "q.txt" if message == "no columns to name" else "q.csv"
+    answer = post(client, auth, modality, name, QUERIES, **fields)
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
     assert error["param"] == param and message in error["message"], error
