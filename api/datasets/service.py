@@ -101,9 +101,7 @@ def named_columns(modality: str, label: str | None, text: str | None, anchor: st
                       field=missing)  # fmt: skip
     if anchor is not None and anchor == positive:
         raise Invalid("anchor_column and positive_column name the same column", field="positive_column")
-    named = {"label": label is not None, "text": text is not None, "pairs": anchor is not None}
-    return Columns(label=label or "label", text=text or "text", anchor=anchor or "anchor",
-                   positive=positive or "positive", named=frozenset(role for role, on in named.items() if on))  # fmt: skip
+    return Columns.named_as(label, text, anchor, positive)
 
 
 def create_dataset(
@@ -129,10 +127,7 @@ def create_dataset(
         details = {"shape": list(_shape(records)), "paired": records.positives is not None,
                    "label_names": (records.label_names or [])[:1000],
                    "label_column": None if modality == "image" else columns.label}  # fmt: skip
-        if "text" in columns.named:
-            details["text_column"] = columns.text
-        if "pairs" in columns.named:
-            details["anchor_column"], details["positive_column"] = columns.anchor, columns.positive
+        details.update(columns.text_fields())
         key = storage.new_dataset_key(fmt)
         storage.commit(plain, key)
     finally:

@@ -133,6 +133,23 @@ class Columns:
     positive: str = "positive"
     named: frozenset[str] = frozenset()
 
+    @classmethod
+    def named_as(cls, label: str | None = None, text: str | None = None, anchor: str | None = None,
+                 positive: str | None = None) -> Columns:  # fmt: skip
+        """The columns an upload names, each None where it names none (that one keeps its default name)."""
+        roles = {"label": label, "text": text, "pairs": anchor}
+        return cls(label=label or "label", text=text or "text", anchor=anchor or "anchor",
+                   positive=positive or "positive",
+                   named=frozenset(role for role, name in roles.items() if name is not None))  # fmt: skip
+
+    def text_fields(self) -> dict[str, str]:
+        """The text or pair columns named, under the upload's field names (as a dataset's details keep them)."""
+        if "text" in self.named:
+            return {"text_column": self.text}
+        if "pairs" in self.named:
+            return {"anchor_column": self.anchor, "positive_column": self.positive}
+        return {}
+
 
 def read_records(path: Path, modality: str, fmt: str, limits: ReadLimits, columns: Columns = Columns()) -> Records:
     """Parse and validate a dataset file, its columns read as ``columns`` says.

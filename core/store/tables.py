@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,12 +100,9 @@ class Dataset(Base):
         column, null for images, whose labels are their class folders or their NPZ's array; the text or pair columns
         where the uploader named them; a dataset uploaded before one was kept there took the default)."""
         details = self.details
-        named = frozenset(
-            role for role, key in (("text", "text_column"), ("pairs", "anchor_column")) if details.get(key)
-        )
-        return Columns(label=details.get("label_column") or "label", text=details.get("text_column") or "text",
-                       anchor=details.get("anchor_column") or "anchor",
-                       positive=details.get("positive_column") or "positive", named=named)  # fmt: skip
+        named = Columns.named_as(text=details.get("text_column"), anchor=details.get("anchor_column"),
+                                 positive=details.get("positive_column"))  # fmt: skip
+        return replace(named, label=details.get("label_column") or "label")  # read where present, never required
 
 
 class Job(Base):
