@@ -34,7 +34,8 @@ def _free_port() -> int:
 
 def _rank_main(
     rank: int, world: int, port: int, settings_json: str, job_id: str, worker: str, config_json: str,
-    train: Records, val: Records | None, directory: str, resume: str | None, stop, results,  # noqa: ANN001
+    train: Records, val: Records | None, directory: str, resume: str | None, start: str | None, stop,  # noqa: ANN001
+    results,  # noqa: ANN001
 ) -> None:  # fmt: skip
     from worker.recorder import DatabaseRecorder
 
@@ -50,7 +51,8 @@ def _rank_main(
         recorder = (DatabaseRecorder(settings, job_id, worker, Storage(settings.storage_root),
                                      keep_checkpoints=config.train.keep_checkpoints) if rank == 0 else None)  # fmt: skip
         result = fit(config, train, val, checkpoint_dir=Path(directory), callback=recorder,
-                     should_stop=stop.is_set, resume_from=Path(resume) if resume else None)  # fmt: skip
+                     should_stop=stop.is_set, resume_from=Path(resume) if resume else None,
+                     start_from=Path(start) if start else None)  # fmt: skip
         if recorder is not None:
             recorder.flush(must=True)
         if rank == 0:
@@ -79,7 +81,7 @@ def _rank_main(
 
 def run_distributed(
     settings: Settings, job_id: str, worker: str, config: RunConfig, train: Records, val: Records | None,
-    directory: Path, resume: Path | None, heartbeat,  # noqa: ANN001 - worker.heartbeat.Heartbeat
+    directory: Path, resume: Path | None, start: Path | None, heartbeat,  # noqa: ANN001 - worker.heartbeat.Heartbeat
 ) -> FitResult:  # fmt: skip
     """Train with ``config.train.num_devices`` processes and return rank 0's result."""
     world = config.train.num_devices
@@ -89,7 +91,7 @@ def run_distributed(
     stop, results = ctx.Event(), ctx.Queue()
     port = _free_port()
     args = (world, port, settings.model_dump_json(), job_id, worker, config.model_dump_json(), train, val,
-            str(directory), str(resume) if resume else None, stop, results)  # fmt: skip
+            str(directory), str(resume) if resume else None, str(start) if start else None, stop, results)  # fmt: skip
     procs = [ctx.Process(target=_rank_main, args=(rank, *args), daemon=False) for rank in range(world)]
     for proc in procs:
         proc.start()

@@ -47,6 +47,7 @@ class JobInput:
     train: Records
     val: Records | None
     resume_from: Path | None
+    start_from: Path | None  # the checkpoint of the registered model its weights start from
 
 
 def worker_name() -> str:
@@ -55,7 +56,8 @@ def worker_name() -> str:
 
 
 def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
-    """Parse the config, read the dataset, and find the last complete checkpoint to resume from."""
+    """Parse the config, read the dataset, and find the last complete checkpoint to resume from, and the checkpoint
+    of the model the job starts from."""
     with transaction(settings) as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
@@ -65,6 +67,11 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         raw_config, modality, fmt, key = job.config, dataset.modality, dataset.format, dataset.storage_key
         columns, dataset_id = dataset.columns, dataset.id
         keys = [c.storage_key for c in checkpoints]
+        start = session.get(Checkpoint, job.start_checkpoint_id) if job.start_checkpoint_id else None
+        start_key = start.storage_key if start is not None else None
+        if job.start_from and start is None and not keys:  # its job deleted: refused while this one could need it
+            raise CheckpointError(f"the checkpoint this job starts from ({job.start_from['checkpoint_id']}, of model "
+                                  f"{job.start_from['model']!r}) was deleted; submit the job again")  # fmt: skip
     try:
         config = RunConfig.model_validate(raw_config)
     except ValidationError as error:
@@ -75,7 +82,11 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:
         raise TrainingError("augment.mode is 'pairs' but the dataset has no anchor/positive columns")
     resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
-    return JobInput(config, *records.split(config.data.val_fraction, config.train.seed), resume)
+    start_path = storage.path(start_key) if start_key else None
+    if resume is None and start_path is not None and not is_complete(start_path):
+        raise CheckpointError(f"the checkpoint this job starts from ({start_key}) is missing from storage or "
+                              "incomplete; register another checkpoint and submit the job again")  # fmt: skip
+    return JobInput(config, *records.split(config.data.val_fraction, config.train.seed), resume, start_path)
 
 
 def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> None:
@@ -95,6 +106,8 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
         job = load_input(settings, storage, job_id)
         if job.resume_from is not None:
             recorder.event("resumed", f"resuming from checkpoint {storage.key_of(job.resume_from)}")
+        elif job.start_from is not None:
+            recorder.event("started_from", f"starting from the weights of checkpoint {storage.key_of(job.start_from)}")
         result = _train(settings, storage, job_id, worker, job, recorder, heartbeat)
         recorder.flush(must=True)
         if result.status == "completed":
@@ -141,6 +154,7 @@ def _train(
                               "EMBEDTRAIN_STORAGE_ROOT must be writable by the worker's user, with space") from None  # fmt: skip
     recorder.keep_checkpoints = config.train.keep_checkpoints  # made before the config was read
     if config.train.num_devices > 1:
-        return run_distributed(settings, job_id, worker, config, train, val, directory, job.resume_from, heartbeat)
+        return run_distributed(settings, job_id, worker, config, train, val, directory, job.resume_from,
+                               job.start_from, heartbeat)  # fmt: skip
     return fit(config, train, val, checkpoint_dir=directory, callback=recorder, should_stop=heartbeat.should_stop,
-               resume_from=job.resume_from)  # fmt: skip
+               resume_from=job.resume_from, start_from=job.start_from)  # fmt: skip

@@ -43,13 +43,14 @@ def submit_job(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
+    storage: StorageDep,
     principal: PrincipalDep,
     body: JobCreate,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JobRead:
     """Queue a training job."""
     request.app.state.job_limiter.check(principal.key_id, "job submissions")
-    job, created = service.submit_job(session, settings, principal, body, idempotency_key,
+    job, created = service.submit_job(session, settings, storage, principal, body, idempotency_key,
                                       getattr(request.state, "request_id", None))  # fmt: skip
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:

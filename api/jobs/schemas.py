@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from api.errors import body_invalid
@@ -22,12 +30,31 @@ def _names_no_modality(config: Any) -> bool:
     return data is None or (isinstance(data, dict) and data.get("modality") is None)
 
 
-def _complete_later(config: Any, handler: ValidatorFunctionWrapHandler) -> RunConfig | dict[str, Any]:
-    """A config that names no modality is kept as given, to be validated once the dataset's is known
-    (:meth:`JobCreate.run_config`); any other is validated as a ``RunConfig`` now."""
-    if _names_no_modality(config):
+def _complete_later(
+    config: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+) -> RunConfig | dict[str, Any]:  # fmt: skip
+    """A config that names no modality, or whose model and head sections default to those of the model it starts
+    from, is kept as given, to be validated once the dataset and the model are known (:meth:`JobCreate.run_config`);
+    any other is validated as a ``RunConfig`` now."""
+    if isinstance(config, dict) and (_names_no_modality(config) or info.data.get("start_from") is not None):
         return dict(config)
     return RunConfig.model_validate(config)
+
+
+class StartFrom(BaseModel):
+    """A registered model whose weights a job starts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, description="The name of one of the caller's models.")
+    version: int | None = Field(None, ge=1, description="Defaults to the newest version.")
+
+
+def _merged(base: dict[str, Any], given: Any) -> Any:
+    """A config section: the given one's fields over the base's, where both build the same kind of thing."""
+    if not isinstance(given, dict) or given.get("kind", base.get("kind")) != base.get("kind"):
+        return given  # another kind (or not a section at all): validated, then refused, as given
+    return {**base, **given}
 
 
 class JobCreate(BaseModel):
@@ -35,20 +62,30 @@ class JobCreate(BaseModel):
 
     dataset_id: str = Field(min_length=1, max_length=64)
     name: str = Field("job", min_length=1, max_length=256)
+    start_from: StartFrom | None = Field(
+        None,
+        description="Start from the weights of a registered model (fine-tune it on this dataset) rather than from "
+        "new ones. Its model and head sections are the config's defaults; the optimiser, schedule and steps start "
+        "anew.",
+    )
     config: Annotated[RunConfig | SkipJsonSchema[dict[str, Any]], WrapValidator(_complete_later)] = Field(
         default_factory=dict,
         description="The run config. Every field has a default: data.modality is the dataset's, and the model and "
         "augment sections are the modality's.",
     )
 
-    def run_config(self, modality: str) -> RunConfig:
-        """The config with ``data.modality`` the dataset's where the body named none; a field it gets wrong answers
-        422 as if FastAPI had validated it."""
+    def run_config(self, modality: str, base: dict[str, Any] | None = None) -> RunConfig:
+        """The config with ``data.modality`` the dataset's where the body named none, and the ``model`` and ``head``
+        sections of ``base`` (the config of the model it starts from) under the body's; a field it gets wrong
+        answers 422 as if FastAPI had validated it."""
         if isinstance(self.config, RunConfig):
             return self.config
         data = self.config.get("data") or {}
+        raw = {**self.config, "data": {**data, "modality": data.get("modality") or modality}}
+        for section in ("model", "head") if base else ():
+            raw[section] = _merged(base[section], raw.get(section, {}))
         try:
-            return RunConfig.model_validate({**self.config, "data": {**data, "modality": modality}})
+            return RunConfig.model_validate(raw)
         except ValidationError as error:
             problems = error.errors(include_url=False, include_context=True, include_input=False)
             raise body_invalid(problems, "config") from None
@@ -72,6 +109,10 @@ class JobRead(BaseModel):
     dataset_id: str | None
     status: JobStatus
     config: dict[str, Any]
+    start_from: dict[str, Any] | None = Field(
+        description="The registered model its weights started from: model, version and checkpoint_id; null: new "
+        "weights."
+    )
     queue: str
     progress: Progress
     metrics: dict[str, float]

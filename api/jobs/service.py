@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,19 +15,29 @@ from sqlalchemy.orm import Session
 
 from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
-from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
+from api.jobs.schemas import (
+    CheckpointRead,
+    JobCreate,
+    JobRead,
+    MetricPoint,
+    Progress,
+    Projection,
+    ProjectionPoint,
+    StartFrom,
+)
 from core.config import MAX_VAL_FRACTION, RunConfig
 from core.data.readers import Columns, ReadLimits, read_records
-from core.data.records import MIN_HELD_OUT, held_out, short_of_a_batch
+from core.data.records import MIN_HELD_OUT, InputSpec, held_out, short_of_a_batch
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
 from core.store.db import read_first
-from core.store.jobs import TERMINAL, add_event, best_checkpoint, mark_dispatched, request_cancel
+from core.store.jobs import TERMINAL, add_event, best_checkpoint, jobs_starting_from, mark_dispatched, request_cancel
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelVersion
+from core.train.checkpoint import CheckpointError, read_config
 
 log = logging.getLogger("embedtrain.api")
 
@@ -54,9 +65,77 @@ def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset
                       field="config.augment.mode")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Start:
+    """The registered model a job starts from: its version, checkpoint, and the config and input it trained with."""
+
+    version: ModelVersion
+    checkpoint: Checkpoint
+    config: RunConfig
+    spec: InputSpec
+
+    @property
+    def name(self) -> str:
+        return f"model {self.version.name!r} version {self.version.version}"
+
+    def record(self) -> dict:
+        """What the job row keeps of it."""
+        return {"model": self.version.name, "version": self.version.version, "checkpoint_id": self.checkpoint.id}
+
+
+def _start_point(session: Session, storage: Storage, principal: Principal, ref: StartFrom, modality: str) -> _Start:
+    """The caller's model version ``ref`` names, which must embed ``modality`` (the dataset's), its checkpoint read
+    ``FOR SHARE`` until the job commits (so that the pruning of its job's checkpoints and the deletion of its job
+    wait, then see the job that starts from it)."""
+    query = select(ModelVersion).where(ModelVersion.owner == principal.owner, ModelVersion.name == ref.model)
+    if ref.version is not None:
+        query = query.where(ModelVersion.version == ref.version)
+    version = session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
+    if version is None:
+        if ref.version is None or session.scalar(select(ModelVersion.id).where(
+                ModelVersion.owner == principal.owner, ModelVersion.name == ref.model).limit(1)) is None:  # fmt: skip
+            raise NotFound(f"model {ref.model!r} not found", field="start_from.model")
+        raise NotFound(f"model {ref.model!r} has no version {ref.version}", field="start_from.version")
+    if version.modality != modality:
+        raise Invalid(f"model {ref.model!r} version {version.version} embeds {version.modality}; the dataset holds "
+                      f"{modality}", field="start_from.model")  # fmt: skip
+    checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.id == version.checkpoint_id)
+                                .with_for_update(read=True))  # fmt: skip
+    try:
+        config, spec = read_config(storage.path(checkpoint.storage_key))
+    except CheckpointError as error:
+        raise Conflict(f"model {ref.model!r} version {version.version}: {error}", field="start_from.model") from None
+    return _Start(version, checkpoint, config, spec)
+
+
+def _differences(given: dict, theirs: dict) -> str:
+    return ", ".join(f"{key} {given.get(key)!r} (the model's {theirs.get(key)!r})"
+                     for key in sorted(given.keys() | theirs.keys()) if given.get(key) != theirs.get(key))  # fmt: skip
+
+
+def _check_start(config: RunConfig, start: _Start, dataset) -> None:  # noqa: ANN001 - a Dataset row
+    """The job must build the model it starts from, for the dataset's input."""
+    keep = "; leave it out of the config to take the model's own"
+    if config.model != start.config.model:
+        raise Invalid(f"config.model must build the model the job starts from, {start.name}: "
+                      f"{_differences(config.model.model_dump(), start.config.model.model_dump())}{keep}",
+                      field="config.model")  # fmt: skip
+    shape = ("projection_dim", "hidden_dim")
+    head, theirs = config.head.model_dump(include=set(shape)), start.config.head.model_dump(include=set(shape))
+    if head != theirs:
+        raise Invalid(f"config.head must build the head of {start.name}: {_differences(head, theirs)}{keep}",
+                      field="config.head")  # fmt: skip
+    width = dataset.details.get("shape", [0, 0])[1] if dataset.modality in ("vectors", "image") else None
+    expected = {"vectors": start.spec.features, "image": start.spec.channels}.get(dataset.modality)
+    if width is not None and width != expected:
+        unit = "features" if dataset.modality == "vectors" else "channels"
+        raise Invalid(f"{start.name} takes {expected} {unit}; the dataset's records have {width}",
+                      field="start_from.model")  # fmt: skip
+
+
 def submit_job(
-    session: Session, settings: Settings, principal: Principal, body: JobCreate, idempotency_key: str | None,
-    request_id: str | None,
+    session: Session, settings: Settings, storage: Storage, principal: Principal, body: JobCreate,
+    idempotency_key: str | None, request_id: str | None,
 ) -> tuple[Job, bool]:  # fmt: skip
     """Create the job and send it to its queue; a repeated Idempotency-Key returns the first job (422 if the
     request differs from the one the key was first used with)."""
@@ -67,15 +146,21 @@ def submit_job(
         if existing is not None:
             return _replayed(session, existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
-    config = body.run_config(dataset.modality).for_data(bool(dataset.details.get("paired")))
+    start = _start_point(session, storage, principal, body.start_from, dataset.modality) if body.start_from else None
+    base = start.config.model_dump(mode="json") if start else None
+    config = body.run_config(dataset.modality, base).for_data(bool(dataset.details.get("paired")))
     _check_fits(config, dataset)
+    if start is not None:
+        _check_start(config, start, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
               queue=queue_for(settings, config.train.device), idempotency_key=idempotency_key,
-              request_id=request_id)  # fmt: skip
+              request_id=request_id, start_checkpoint_id=start.checkpoint.id if start else None,
+              start_from=start.record() if start else None)  # fmt: skip
     session.add(job)
     try:
         session.flush()
-        add_event(session, job.id, "queued", f"queued on {job.queue}")
+        add_event(session, job.id, "queued", f"queued on {job.queue}"
+                  + (f", to start from {start.name} (checkpoint {start.checkpoint.id})" if start else ""))  # fmt: skip
         session.commit()  # committed before the message exists, so the worker always finds the row
     except IntegrityError:
         session.rollback()  # a concurrent request with the same Idempotency-Key won
@@ -101,9 +186,14 @@ def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
     the first job as the one asked for."""
     dataset = session.get(Dataset, existing.dataset_id) if existing.dataset_id else None
     paired = [bool(dataset.details.get("paired"))] if dataset is not None else [False, True]  # deleted: either
-    config = body.run_config(existing.config["data"]["modality"])  # the dataset's, as when the job was submitted
+    started, ref = existing.start_from, body.start_from
+    same_start = (started is None and ref is None) or (
+        started is not None and ref is not None and started["model"] == ref.model
+        and ref.version in (None, started["version"]))  # fmt: skip
+    base = existing.config if started else None  # the sections it took from the model, as it took them
+    config = body.run_config(existing.config["data"]["modality"], base)  # the dataset's, as when it was submitted
     configs = [config.for_data(p).model_dump(mode="json") for p in paired]
-    same = (existing.name == body.name and existing.config in configs
+    same = (existing.name == body.name and existing.config in configs and same_start
             and existing.dataset_id in (body.dataset_id, None))  # None: its dataset was deleted since  # fmt: skip
     if not same:
         raise Invalid(f"this Idempotency-Key was used for another request (job {existing.id}); "
@@ -161,19 +251,23 @@ def delete_job(session: Session, storage: Storage, principal: Principal, job_id:
     """Delete a finished job: its row, events, metrics, checkpoints and their files.
 
     A queued or running job is refused (cancel it first), and so is one that model versions were registered from,
-    since they serve its checkpoints. Its checkpoints are locked first, so that a registration reading one
-    (``FOR SHARE``) either commits before the check below sees it or finds the job gone."""
+    since they serve its checkpoints, or whose checkpoint a job not yet ended starts from. Its checkpoints are locked
+    first, so that a registration or a submission reading one (``FOR SHARE``) either commits before the checks below
+    see it or finds the job gone."""
     job = owned_job(session, principal, job_id, lock=True)
     if job.status not in TERMINAL:
         raise Conflict(f"job {job_id} is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) and delete it once "
                        "it has stopped", field="job_id")  # fmt: skip
-    session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job.id).with_for_update()).all()
+    rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id).with_for_update()))
     registered = session.execute(select(ModelVersion.name, ModelVersion.version).where(ModelVersion.job_id == job.id)
                                  .order_by(ModelVersion.name, ModelVersion.version)).all()  # fmt: skip
     if registered:
         versions = ", ".join(f"{name} version {version}" for name, version in registered)
         raise Conflict(f"job {job_id}'s checkpoints are registered as {versions}; delete those first "
                        "(DELETE /v1/models/{name}?version=N)", field="job_id")  # fmt: skip
+    if starting := sorted({job_id for job_id, _ in jobs_starting_from(session, rows)}):
+        raise Conflict(f"job {job_id}'s checkpoint is where job {', '.join(starting)} starts from; wait until it has "
+                       "ended, or cancel it", field="job_id")  # fmt: skip
     session.delete(job)  # events, metrics and checkpoint rows go with it (ON DELETE CASCADE)
     session.commit()
     storage.delete_checkpoints(job_id)
@@ -228,7 +322,8 @@ def to_read(job: Job | Row) -> JobRead:
     progress = Progress(epoch=job.epoch, step=job.step, total_steps=job.total_steps, fraction=round(fraction, 6),
                         samples_per_s=job.samples_per_s, eta_s=eta)  # fmt: skip
     return JobRead(
-        id=job.id, name=job.name, dataset_id=job.dataset_id, status=job.status, config=job.config, queue=job.queue,
+        id=job.id, name=job.name, dataset_id=job.dataset_id, status=job.status, config=job.config,
+        start_from=job.start_from, queue=job.queue,
         progress=progress, metrics=job.latest_metrics or {}, error=job.error, attempts=job.attempts, worker=job.worker,
         cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at,

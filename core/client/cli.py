@@ -207,13 +207,26 @@ def jobs_submit(
     ),
     name: str = typer.Option("job"),
     idempotency_key: str | None = typer.Option(None, help="Retrying with the same key creates one job."),
+    start_from: str | None = typer.Option(
+        None, help="Start from a registered model's weights: NAME (its newest version) or NAME:VERSION."
+    ),
 ) -> None:
     """Submit a training job."""
     try:
         run_config = json.loads(config.read_bytes()) if config is not None else {}
     except ValueError as error:  # not JSON, or not UTF-8
         raise typer.BadParameter(f"{config} is not a JSON file: {error}", param_hint="--config") from None
-    show(call(lambda: client().submit_job(dataset, run_config, name, idempotency_key)))
+    model, version = _model_and_version(start_from) if start_from else (None, None)
+    show(call(lambda: client().submit_job(dataset, run_config, name, idempotency_key, start_from=model,
+                                          start_version=version)))  # fmt: skip
+
+
+def _model_and_version(text: str) -> tuple[str, int | None]:
+    """NAME or NAME:VERSION."""
+    name, _, version = text.partition(":")  # a model's name has no ':'
+    if version and not version.isdigit():
+        raise typer.BadParameter(f"{text!r}: the version after ':' must be a number", param_hint="--start-from")
+    return name, int(version) if version else None
 
 
 @jobs.command("list")
@@ -290,7 +303,7 @@ def jobs_checkpoints(job_id: str) -> None:
 
 @jobs.command("events")
 def jobs_events(job_id: str) -> None:
-    """List a job's events in order: queued, waiting, running, resumed, requeued, and how it ended (with the error)."""
+    """List a job's events in order: queued, waiting, running, resumed (or started_from a model), requeued, and how it ended (with the error)."""
     table = _table("time", "event", "message")
     for event in call(lambda: client().job_events(job_id)):
         table.add_row(event["created_at"][:19], event["kind"], event["message"])

@@ -198,12 +198,17 @@ class Client:
 
     # jobs
     def submit_job(self, dataset_id: str, config: dict | None = None, name: str = "job",
-                   idempotency_key: str | None = None) -> dict:  # fmt: skip
-        """Submit a training job; a config without ``data.modality`` (or none: every default) takes the dataset's."""
+                   idempotency_key: str | None = None, start_from: str | None = None,
+                   start_version: int | None = None) -> dict:  # fmt: skip
+        """Submit a training job; a config without ``data.modality`` (or none: every default) takes the dataset's.
+
+        ``start_from``: the name of a registered model whose weights (``start_version``, by default its newest) the
+        job starts from; the config's model and head sections default to that model's."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        config = {} if config is None else config
-        return self._call("POST", "/v1/jobs", json={"dataset_id": dataset_id, "name": name, "config": config},
-                          headers=headers)  # fmt: skip
+        body = {"dataset_id": dataset_id, "name": name, "config": {} if config is None else config}
+        if start_from is not None:
+            body["start_from"] = {"model": start_from, "version": start_version}
+        return self._call("POST", "/v1/jobs", json=body, headers=headers)
 
     def list_jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict:
         params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}

@@ -131,11 +131,12 @@ def best_checkpoint(rows: list[Checkpoint]) -> Checkpoint:
 
 
 def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
-    """Delete the job's checkpoint rows but the newest ``keep``, the best and those a model version was registered
-    from; the storage keys of the deleted ones, for the caller to remove once this commits.
+    """Delete the job's checkpoint rows but the newest ``keep``, the best, those a model version was registered
+    from and those a job not yet ended starts from; the storage keys of the deleted ones, for the caller to remove
+    once this commits.
 
-    The rows are locked first, so a registration reading one of them (``FOR SHARE``) either finishes before this
-    looks for model versions, or finds the row gone.
+    The rows are locked first, so a registration or a submission reading one of them (``FOR SHARE``) either finishes
+    before this looks for model versions and jobs, or finds the row gone.
     """
     rows = list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
                                 .with_for_update()))  # fmt: skip
@@ -143,10 +144,19 @@ def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
         return []
     registered = set(session.scalars(select(ModelVersion.checkpoint_id).where(ModelVersion.job_id == job_id)))
     kept = {c.id for c in rows[-keep:]} | {best_checkpoint(rows).id} | registered
+    kept |= {checkpoint_id for _, checkpoint_id in jobs_starting_from(session, rows)}
     doomed = [c for c in rows if c.id not in kept]
     for checkpoint in doomed:
         session.delete(checkpoint)
     return [c.storage_key for c in doomed]
+
+
+def jobs_starting_from(session: Session, checkpoints: list[Checkpoint]) -> list[tuple[str, str]]:
+    """The jobs not yet ended that start from one of ``checkpoints``, as (job id, checkpoint id): each reads its
+    checkpoint's weights when it starts, and again when it is retried before its own first checkpoint."""
+    query = select(Job.id, Job.start_checkpoint_id).where(Job.start_checkpoint_id.in_([c.id for c in checkpoints]),
+                                                          Job.status.not_in(TERMINAL))  # fmt: skip
+    return [(job_id, checkpoint_id) for job_id, checkpoint_id in session.execute(query.order_by(Job.id))]
 
 
 def finish(session: Session, job_id: str, worker: str, status: str, error: str | None = None) -> bool:

@@ -117,6 +117,14 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(256))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"), index=True)
     config: Mapped[dict[str, Any]] = mapped_column()
+    # the registered model the job's weights start from: the checkpoint (null once its job is deleted, which is refused
+    # while this job may still read it) and, as submitted, {"model", "version", "checkpoint_id"} for the record
+    start_checkpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("checkpoint.id", ondelete="SET NULL", name="fk_job_start_checkpoint_id", use_alter=True),
+        index=True,
+        default=None,
+    )
+    start_from: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     queue: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)

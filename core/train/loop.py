@@ -1,4 +1,5 @@
-"""The training loop: ``fit(config, train, val, ...)`` trains one run from scratch or from a checkpoint.
+"""The training loop: ``fit(config, train, val, ...)`` trains one run from scratch, from a checkpoint of its own, or
+from the weights of another run's.
 
 Every random draw of step ``s`` comes from generators seeded by ``(seed, s)`` (the epoch's order by
 ``(seed, epoch)``), so a run resumed from the checkpoint of step ``s`` continues exactly as the uninterrupted
@@ -116,7 +117,7 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def _setup(
-    config: RunConfig, train: Records, val: Records | None, resume_from: Path | None
+    config: RunConfig, train: Records, val: Records | None, resume_from: Path | None, start_from: Path | None = None
 ) -> tuple[_Run, TrainerState | None]:  # fmt: skip
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.train.device)
@@ -136,6 +137,8 @@ def _setup(
     resumed = None
     if resume_from is not None:
         resumed = _restore(resume_from, model, loss_fn, optimizer, scaler, device)
+    elif start_from is not None:
+        _start(start_from, model, device)
     net: nn.Module = model
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -143,6 +146,17 @@ def _setup(
     run = _Run(config, device, model, net, loss_fn, optimizer, scaler, views, train_data, val_data, rank, world,
                per_epoch, total, text_keys(train))  # fmt: skip
     return run, resumed
+
+
+def _start(path: Path, model: nn.Module, device: torch.device) -> None:
+    """Load another run's model weights into this run's model, which must be built alike."""
+    try:
+        model.load_state_dict(load_weights(path, device))
+    except RuntimeError as error:  # load_state_dict's missing, unexpected or mis-shaped tensors, one to a line
+        problems = [line.strip() for line in str(error).splitlines()[1:]]
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise TrainingError(f"the model this job starts from is not built as its config builds one, so its weights "
+                            f"cannot be loaded: {' '.join(problems[:2]) or error}{more}") from None  # fmt: skip
 
 
 def _restore(
@@ -312,6 +326,7 @@ def fit(
     callback: TrainCallback | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     resume_from: Path | None = None,
+    start_from: Path | None = None,
 ) -> FitResult:
     """Train a run, reporting through ``callback`` and checkpointing into ``checkpoint_dir``.
 
@@ -323,12 +338,15 @@ def fit(
         callback: receives steps, evaluations and checkpoints (rank 0 only).
         should_stop: polled between steps; True stops cleanly after writing a checkpoint.
         resume_from: a checkpoint of this run to continue from.
+        start_from: a checkpoint of another run whose model weights (its input normalisation among them) this run
+            starts from, with a new optimiser, schedule and step count; ignored where ``resume_from`` is given,
+            whose weights already grew from them.
 
     Raises:
         TrainingError: the data or the numbers make the run impossible; the message says what to change.
     """
     config = config.for_data(paired=train.positives is not None)  # pairs train on their pairs unless told otherwise
-    run, resumed = _setup(config, train, val, resume_from)
+    run, resumed = _setup(config, train, val, resume_from, start_from)
     start = resumed.step if resumed else 0
     cb: TrainCallback = callback if (callback is not None and run.rank == 0) else NullCallback()
     checkpoint_dir = Path(checkpoint_dir)

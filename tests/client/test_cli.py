@@ -7,6 +7,7 @@ import gzip
 import json
 import threading
 import time
+import uuid
 import zipfile
 
 import httpx
@@ -592,3 +593,29 @@ def test_the_cli_and_the_client_name_a_text_files_columns(client, auth, tmp_path
         assert shown.exit_code == 0 and json.loads(shown.output)["details"]["text_column"] == "sentence", shown.output
         half = runner.invoke(app, [*cli, "--anchor-column", "question"])
         assert half.exit_code != 0 and "positive_column is missing" in half.output, half.output
+
+
+def test_the_cli_and_the_client_start_a_job_from_a_registered_model(client, auth, settings, tmp_path) -> None:
+    """`jobs submit --start-from NAME[:VERSION]` and ``submit_job(start_from=..., start_version=...)``."""
+    from tests.api.test_embeddings import trained_model
+    from tests.api.test_start_from import vectors
+
+    name, _ = trained_model(settings, client, auth, "vectors", name=f"cli-base-{uuid.uuid4().hex[:8]}")
+    dataset_id = vectors(client, auth)
+    (tmp_path / "c.json").write_text(json.dumps({"data": {"val_fraction": 0.0}, "train": {"batch_size": 8}}))
+    key = auth["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+        cli = ["--url", base, "--key", key, "jobs", "submit", "--dataset", dataset_id, "--config",
+               str(tmp_path / "c.json")]  # fmt: skip
+        for given in (name, f"{name}:1"):
+            submitted = runner.invoke(app, [*cli, "--start-from", given])
+            assert submitted.exit_code == 0, submitted.output
+            assert json.loads(submitted.output)["start_from"]["version"] == 1, given
+        bad = runner.invoke(app, [*cli, "--start-from", f"{name}:one"])
+        assert bad.exit_code != 0 and "the version after ':' must be a number" in bad.output, bad.output
+        missing = runner.invoke(app, [*cli, "--start-from", f"{name}:7"])
+        assert missing.exit_code != 0 and f"model {name!r} has no version 7" in missing.output, missing.output
+        job = python_client.submit_job(dataset_id, {"data": {"val_fraction": 0.0}, "train": {"batch_size": 8}},
+                                       start_from=name, start_version=1)  # fmt: skip
+        assert job["start_from"]["model"] == name and job["config"]["model"]["output_dim"] == 12

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from core.config import RunConfig
+from core.config import OptimConfig, RunConfig
 from core.data import Records
 from core.evaluate import knn_top1
 from core.inference import Embedder
@@ -103,6 +103,29 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, train) -
     a, b = _weights(full.last_checkpoint), _weights(rest.last_checkpoint)
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+
+def test_a_run_started_from_another_runs_weights_trains_on_from_them(tmp_path) -> None:
+    """``start_from`` loads another run's weights, its input standardisation among them, under its own optimiser and
+    step count; a model its config builds otherwise is refused with a message."""
+    source = fit(vector_config(), *vectors().split(0.25, 0), checkpoint_dir=tmp_path / "source")
+    other = vectors(seed=1)
+    other.vectors = other.vectors * 5 + 3  # other data, with other moments
+    config = vector_config(max_steps=1).model_copy(update={"optim": OptimConfig(lr=1e-8, weight_decay=0.0)})
+    steps = Recorder()
+    started = fit(config, other, None, checkpoint_dir=tmp_path / "started", callback=steps,
+                  start_from=source.last_checkpoint)  # fmt: skip
+    fresh = fit(config, other, None, checkpoint_dir=tmp_path / "fresh")
+    assert started.status == "completed" and [r.step for r in steps.steps] == [1]  # its own steps, from the first
+    theirs, ours, new = (_weights(run.last_checkpoint) for run in (source, started, fresh))
+    moved_by_forward_passes = ("running_mean", "running_var", "num_batches_tracked")  # the head's BatchNorm
+    for name in theirs:
+        if not name.endswith(moved_by_forward_passes):
+            assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    assert not torch.allclose(new["backbone.mean"], theirs["backbone.mean"], atol=0.5)  # a new run's standardisation
+    wider = config.model_copy(update={"model": config.model.model_copy(update={"hidden_dim": 64})})
+    with pytest.raises(TrainingError, match="not built as its config builds one.*size mismatch"):
+        fit(wider, other, None, checkpoint_dir=tmp_path / "wider", start_from=source.last_checkpoint)
 
 
 def test_stop_is_cooperative_and_keeps_the_last_checkpoint(tmp_path) -> None:

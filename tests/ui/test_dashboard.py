@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -224,6 +225,27 @@ def test_the_new_job_form_takes_a_dataset_beyond_those_listed_by_id(client, auth
     with logged_in(client.app, keys.make("no-datasets")) as (base, page):
         page.goto(f"{base}/ui/index.html#/new")
         expect(page.locator("[data-testid=no-datasets]")).to_contain_text("upload one first")
+
+
+@pytest.mark.slow
+def test_the_new_job_form_starts_a_job_from_a_registered_model(client, auth, settings) -> None:
+    """The form offers each registered version to start from; the job's page says which it started from."""
+    from tests.api.test_embeddings import trained_model
+    from tests.api.test_start_from import vectors
+
+    name, _ = trained_model(settings, client, auth, "vectors", name=f"ui-base-{uuid.uuid4().hex[:8]}")
+    dataset_id = vectors(client, auth)
+    with logged_in(client.app, auth["Authorization"].removeprefix("Bearer ")) as (base, page):
+        page.goto(f"{base}/ui/index.html#/new")
+        page.select_option("[data-testid=dataset]", dataset_id)
+        start = page.locator("[data-testid=start-from]")
+        expect(start.locator("option").first).to_have_text("new weights")
+        start.select_option(label=f"model {name} version 1 (vectors)")
+        page.fill("[data-testid=config]", json.dumps({"data": {"val_fraction": 0}, "train": {"batch_size": 8}}))
+        page.click("[data-testid=submit]")
+        expect(page.locator("[data-testid=job-start]")).to_have_text(f"started from model {name} version 1")
+        job = client.get(f"/v1/jobs/{page.url.rsplit('/', 1)[-1]}", headers=auth).json()
+    assert job["start_from"]["model"] == name and job["config"]["model"]["output_dim"] == 12
 
 
 @pytest.mark.slow

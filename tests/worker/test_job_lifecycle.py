@@ -135,7 +135,7 @@ def test_a_training_process_that_raises_names_its_error_in_the_job(settings, tmp
     config = RunConfig.model_validate(vector_config(num_devices=2, device="cpu"))
     with pytest.raises(TrainingError, match=r"training process [01] of 2 failed: CheckpointError: .*no-checkpoint"):
         run_distributed(settings, "job", "test", config, records, None, tmp_path / "out", tmp_path / "no-checkpoint",
-                        NeverStops())  # fmt: skip
+                        None, NeverStops())  # fmt: skip
 
 
 class client_db_key:  # noqa: N801 - used as a context manager
@@ -344,3 +344,38 @@ def test_a_job_holds_its_dataset_once_while_it_trains(client, auth, settings, mo
         tracemalloc.stop()
     assert held[0] < 1.25 * vectors.nbytes, (held[0], vectors.nbytes)  # before: 2.0x
     assert len(job_input.train) + len(job_input.val) == len(vectors)
+
+
+def test_a_job_started_from_a_registered_model_trains_on_from_its_weights(client, auth, worker, settings) -> None:
+    """A worker loads the registered checkpoint's weights before the first step: at a learning rate too small to move
+    them, the new job's checkpoint holds the model's weights, where the same job without ``start_from`` holds new
+    ones."""
+    from core.train.checkpoint import load_weights
+
+    dataset = upload(client, auth, vectors_csv(n=96))
+    source = wait_end(client, auth, submit(client, auth, dataset["id"], vector_config(epochs=2))["id"])
+    assert source["status"] == "succeeded", source["error"]
+    name = f"tuned-{source['id'][:8]}"
+    registered = client.post("/v1/models", headers=auth, json={"job_id": source["id"], "name": name})
+    assert registered.status_code == 201, registered.text
+    config = {**vector_config(epochs=1), "optim": {"lr": 1e-9, "weight_decay": 0.0}}
+    del config["model"], config["head"]  # the model's own
+    other = upload(client, auth, vectors_csv(seed=1))["id"]
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": other, "config": config,
+                                                           "start_from": {"model": name}})  # fmt: skip
+    assert response.status_code == 202, response.text
+    fresh = submit(client, auth, other, {**vector_config(epochs=1), "optim": config["optim"]})
+    started, fresh = wait_end(client, auth, response.json()["id"]), wait_end(client, auth, fresh["id"])
+    assert started["status"] == fresh["status"] == "succeeded", (started["error"], fresh["error"])
+    events = client.get(f"/v1/jobs/{started['id']}/events", headers=auth).json()
+    start_key = f"checkpoints/{source['id']}/step-{source['progress']['total_steps']:08d}"
+    assert f"starting from the weights of checkpoint {start_key}" in [e["message"] for e in events]
+
+    storage = Storage(settings.storage_root)
+    theirs = load_weights(storage.path(start_key))
+    ours, new = ({name: value.numpy() for name, value in load_weights(storage.path(checkpoint)).items()}
+                 for job in (started, fresh)
+                 for checkpoint in [f"checkpoints/{job['id']}/step-{job['progress']['total_steps']:08d}"])  # fmt: skip
+    parameters = [name for name in theirs if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(np.allclose(ours[name], theirs[name], atol=1e-6) for name in parameters)
+    assert not all(np.allclose(new[name], theirs[name], atol=1e-3) for name in parameters)

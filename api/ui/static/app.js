@@ -146,7 +146,8 @@ async function jobPage(id, stale = newDraw()) {
   page.head.replaceChildren(
     el("h2", {}, `${job.name} `, el("span", { class: `status-${job.status}`, "data-testid": "job-status" }, job.status)),
     el("p", { "data-testid": "job-progress" }, `step ${job.progress.step} / ${job.progress.total_steps} · epoch ${epochShown(job)} · attempts ${job.attempts}`,
-      job.error ? el("span", { class: "error" }, ` · ${job.error}`) : ""));
+      job.error ? el("span", { class: "error" }, ` · ${job.error}`) : ""),
+    job.start_from ? el("p", { "data-testid": "job-start" }, `started from model ${job.start_from.model} version ${job.start_from.version}`) : "");
   if (job.status === "queued" || job.status === "running") {
     page.head.append(el("button", { "data-testid": "cancel", onclick: () => act(async () => {
       await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); route();
@@ -282,8 +283,12 @@ async function datasetsPage(offset = 0, stale = newDraw()) {
 const DATASETS_LISTED = 200;
 
 async function newJobPage(chosen = "", stale = newDraw()) {
-  const datasets = await api(`/v1/datasets?limit=${DATASETS_LISTED}`);
+  const [datasets, models] = await Promise.all([api(`/v1/datasets?limit=${DATASETS_LISTED}`), api("/v1/models")]);
   if (stale()) return;
+  // a registered model's weights to start from (its model and head sections are then the config's defaults)
+  const start = el("select", { id: "start-from", "data-testid": "start-from" }, el("option", { value: "" }, "new weights"),
+    ...models.data.flatMap((entry) => entry.versions.map((v) => el("option", { value: JSON.stringify({ model: v.name, version: v.version }) },
+      `model ${v.name} version ${v.version} (${v.modality})`))));
   const select = el("select", { id: "dataset", "data-testid": "dataset" }, ...datasets.items.map((d) => el("option", { value: d.id, "data-modality": d.modality }, `${d.name} (${d.modality}, ${d.num_records})`)));
   // beyond the newest listed, a dataset is named by id (the CLI's `datasets list --offset` pages through them all)
   const byId = el("input", { id: "dataset-id", size: "34", placeholder: "dataset id", "data-testid": "dataset-id" });
@@ -309,7 +314,8 @@ async function newJobPage(chosen = "", stale = newDraw()) {
   if (byId.value) await fromId(); else fromList();
   const submit = el("button", { "data-testid": "submit", onclick: async () => {
     try {
-      const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: byId.value.trim() || select.value, name: name.value, config: JSON.parse(config.value) } });
+      const job = await api("/v1/jobs", { method: "POST", json: { dataset_id: byId.value.trim() || select.value, name: name.value,
+        start_from: start.value ? JSON.parse(start.value) : null, config: JSON.parse(config.value) } });
       location.hash = `#/jobs/${job.id}`;
     } catch (e) { error.textContent = e.message; }
   } }, "Submit job");
@@ -318,7 +324,7 @@ async function newJobPage(chosen = "", stale = newDraw()) {
       " (or POST /v1/datasets, or `embedtrain datasets upload FILE --modality ...`)")
     : el("span", {}, select, datasets.total > datasets.items.length ? ` (the ${datasets.items.length} newest of ${datasets.total}) or by id ` : " or by id ", byId);
   view.replaceChildren(el("h2", {}, "New training job"), el("p", {}, "Dataset ", listed), el("p", {}, "Name ", name),
-    el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
+    el("p", {}, "Start from ", start), el("p", {}, "Run config (the same JSON as POST /v1/jobs)"), config, submit, error);
 }
 
 async function modelsPage(stale = newDraw()) {
