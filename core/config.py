@@ -10,7 +10,7 @@ Only ``data.modality`` is required: the encoder and augmentation sections defaul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +20,12 @@ MAX_VAL_FRACTION = 0.5  # the largest share of a dataset held out for evaluation
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    WEIGHTS: ClassVar[tuple[str, ...]] = ()  # a model section's fields that shape its weights (RunConfig.weight_fields)
+
+    def shaping(self, field: str) -> Any:
+        """A field of ``WEIGHTS`` as far as it shapes the weights."""
+        return getattr(self, field)
 
 
 class DataConfig(_Strict):
@@ -35,15 +41,23 @@ class DataConfig(_Strict):
 class MLPConfig(_Strict):
     """MLP encoder for feature vectors."""
 
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("hidden_dim", "num_layers", "output_dim", "dropout")
+
     kind: Literal["mlp"] = "mlp"
     hidden_dim: int = Field(256, ge=4, le=8192)
     num_layers: int = Field(2, ge=1, le=8)
     output_dim: int = Field(128, ge=2, le=4096, description="Width of the backbone embedding.")
     dropout: float = Field(0.0, ge=0.0, le=0.9)
 
+    def shaping(self, field: str) -> Any:
+        """Dropout shapes the weights by being on or off: a Dropout layer shifts the names of the layers after it."""
+        return self.dropout > 0 if field == "dropout" else super().shaping(field)
+
 
 class ResNetConfig(_Strict):
     """Small ResNet with a CIFAR-style stem (3x3 conv, no max-pool) for small images."""
+
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("width", "blocks")
 
     kind: Literal["resnet"] = "resnet"
     width: int = Field(32, ge=4, le=256, description="Channels of the first stage; doubled at each later stage.")
@@ -65,6 +79,8 @@ class ResNetConfig(_Strict):
 
 class TransformerConfig(_Strict):
     """Hugging Face transformer from a local directory, mean-pooled."""
+
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("backbone",)
 
     kind: Literal["transformer"] = "transformer"
     backbone: Literal["all-MiniLM-L6-v2", "tiny-random-bert"] = Field(
@@ -96,6 +112,8 @@ def _fine_tunes_pretrained(model: Any) -> bool:
 
 class HeadConfig(_Strict):
     """SimCLR projection head (Linear-BN-ReLU-Linear) and which embedding is served."""
+
+    WEIGHTS: ClassVar[tuple[str, ...]] = ("projection_dim", "hidden_dim")
 
     projection_dim: int = Field(128, ge=2, le=4096)
     hidden_dim: int = Field(512, ge=2, le=8192)
@@ -292,6 +310,14 @@ class RunConfig(_Strict):
             elif isinstance(optim, OptimConfig) and "lr" not in optim.model_fields_set:
                 raw["optim"] = optim.model_copy(update={"lr": PRETRAINED_LR})
         return raw
+
+    def weight_fields(self) -> dict[str, Any]:
+        """The fields that shape the model's weights, by their path in the config (``"model.hidden_dim"``), as far
+        as they do: runs whose configs agree on these load each other's weights (with inputs of the same width)."""
+        sections = {"model": self.model, "head": self.head}
+        return {"model.kind": self.model.kind} | {
+            f"{name}.{field}": section.shaping(field) for name, section in sections.items() for field in section.WEIGHTS
+        }
 
     def for_data(self, paired: bool) -> RunConfig:
         """The config as it runs on its data: text records of anchor/positive pairs train on their pairs unless

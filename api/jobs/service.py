@@ -108,23 +108,23 @@ def _start_point(session: Session, storage: Storage, principal: Principal, ref: 
     return _Start(version, checkpoint, config, spec)
 
 
-def _differences(given: dict, theirs: dict) -> str:
-    return ", ".join(f"{key} {given.get(key)!r} (the model's {theirs.get(key)!r})"
-                     for key in sorted(given.keys() | theirs.keys()) if given.get(key) != theirs.get(key))  # fmt: skip
+def _at(config: RunConfig, path: str) -> object:
+    """The value of the field at ``path`` ("model.hidden_dim") in ``config``."""
+    section, field = path.split(".")
+    return getattr(getattr(config, section), field, None)
 
 
 def _check_start(config: RunConfig, start: _Start, dataset) -> None:  # noqa: ANN001 - a Dataset row
-    """The job must build the model it starts from, for the dataset's input."""
-    keep = "; leave it out of the config to take the model's own"
-    if config.model != start.config.model:
-        raise Invalid(f"config.model must build the model the job starts from, {start.name}: "
-                      f"{_differences(config.model.model_dump(), start.config.model.model_dump())}{keep}",
-                      field="config.model")  # fmt: skip
-    shape = ("projection_dim", "hidden_dim")
-    head, theirs = config.head.model_dump(include=set(shape)), start.config.head.model_dump(include=set(shape))
-    if head != theirs:
-        raise Invalid(f"config.head must build the head of {start.name}: {_differences(head, theirs)}{keep}",
-                      field="config.head")  # fmt: skip
+    """The job must build weights of the shapes of those it starts from, for the dataset's input; the fields that
+    leave them alone (pooling, max_length, image_size, head.serve, a dropout rate where the model has one) are the
+    job's own."""
+    ours, theirs = config.weight_fields(), start.config.weight_fields()
+    if differing := [path for path in ours if ours[path] != theirs.get(path)]:
+        section = differing[0].split(".")[0]
+        said = ", ".join(f"{path} {_at(config, path)!r} (the model's {_at(start.config, path)!r})"
+                         for path in differing)  # fmt: skip
+        raise Invalid(f"config.{section} must build the weights of {start.name}, which the job starts from: {said}; "
+                      "leave it out of the config to take the model's own", field=f"config.{section}")  # fmt: skip
     width = dataset.details.get("shape", [0, 0])[1] if dataset.modality in ("vectors", "image") else None
     expected = {"vectors": start.spec.features, "image": start.spec.channels}.get(dataset.modality)
     if width is not None and width != expected:

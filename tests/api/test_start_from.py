@@ -54,12 +54,12 @@ def test_a_job_starts_from_a_models_weights_with_its_model_and_head_sections(cli
     events = client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()
     assert events[0]["message"] == (f"queued on {job['queue']}, to start from model {name!r} version 1 "
                                     f"(checkpoint {version['checkpoint_id']})")  # fmt: skip
-    # a config that names its modality, and a head option that leaves the weights' shapes alone, are taken too
-    named = start_body(dataset_id, name, 1, head={"serve": "projection"})
+    # a config that names its modality, and options that leave the weights' shapes alone, are taken too
+    named = start_body(dataset_id, name, 1, head={"serve": "projection"}, model={"hidden_dim": 256})
     named["config"]["data"]["modality"] = "vectors"
     response = client.post("/v1/jobs", headers=auth, json=named)
     assert response.status_code == 202, response.text
-    assert response.json()["config"]["model"]["output_dim"] == 12
+    assert response.json()["config"]["model"] == job["config"]["model"]
     assert response.json()["config"]["head"]["serve"] == "projection"
     # a retried submission is the first job; the key reused for another start is refused
     key = {"Idempotency-Key": uuid.uuid4().hex}
@@ -82,11 +82,14 @@ def test_a_start_the_job_cannot_build_is_refused_naming_the_field(client, auth, 
         (auth, start_body(dataset_id, "no-such-model"), 404, "start_from.model", "model 'no-such-model' not found"),
         (auth, start_body(dataset_id, name, 9), 404, "start_from.version", f"model {name!r} has no version 9"),
         (other_owner, start_body(vectors(client, other_owner), name), 404, "start_from.model", "not found"),
-        (auth, start_body(dataset_id, name, model={"hidden_dim": 64}), 422, "config.model",
-         f"config.model must build the model the job starts from, model {name!r} version 1: hidden_dim 64 (the "
-         "model's 256); leave it out of the config to take the model's own"),
+        (auth, start_body(dataset_id, name, model={"hidden_dim": 64, "num_layers": 3}), 422, "config.model",
+         f"config.model must build the weights of model {name!r} version 1, which the job starts from: "
+         "model.hidden_dim 64 (the model's 256), model.num_layers 3 (the model's 2); leave it out of the config to "
+         "take the model's own"),
+        (auth, start_body(dataset_id, name, model={"dropout": 0.2}), 422, "config.model",  # a layer more
+         "model.dropout 0.2 (the model's 0.0)"),
         (auth, start_body(dataset_id, name, head={"projection_dim": 32}), 422, "config.head",
-         "projection_dim 32 (the model's 128)"),
+         "head.projection_dim 32 (the model's 128)"),
         (auth, start_body(vectors(client, auth, features=5), name), 422, "start_from.model",
          f"model {name!r} version 1 takes 6 features; the dataset's records have 5"),
         (auth, start_body(text, name), 422, "start_from.model", f"model {name!r} version 1 embeds vectors; the "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.config import PRETRAINED_LR, DataConfig, OptimConfig, RunConfig, TransformerConfig
+from core.data.records import InputSpec
+from core.encoders import build_model
 
 
 @pytest.mark.parametrize(
@@ -80,3 +82,44 @@ def test_the_options_each_variant_uses_are_accepted_and_stored_configs_read_back
                     "beta": 2.0}}, {"optim": {"name": "sgd", "momentum": 0.5}}, {"loss": {"variant": "dcl"}}):  # fmt: skip
         run = RunConfig.model_validate({"data": {"modality": "vectors"}, **section})
         assert RunConfig.model_validate(run.model_dump()) == run  # the defaults a stored config spells out pass
+
+
+# each section's fields, with another value: those of WEIGHTS change the shapes of the model's weights, the others not
+OTHER_VALUES = {
+    "mlp": {"hidden_dim": 64, "num_layers": 3, "output_dim": 32, "dropout": 0.3},
+    "resnet": {"width": 8, "blocks": (1, 1), "image_size": 16},
+    "transformer": {"backbone": "all-MiniLM-L6-v2", "max_length": 32, "pooling": "cls"},
+    "head": {"projection_dim": 16, "hidden_dim": 24, "serve": "projection"},
+}
+BASES = {
+    "mlp": ("vectors", {"kind": "mlp"}, InputSpec("vectors", features=6)),
+    "resnet": ("image", {"kind": "resnet", "width": 4, "blocks": [1, 1, 1]}, InputSpec("image", channels=1)),
+    "transformer": ("text", {"kind": "transformer", "backbone": "tiny-random-bert"}, InputSpec("text")),
+}
+
+
+def _shapes(config: RunConfig, spec: InputSpec) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(value.shape) for name, value in build_model(config, spec).state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", list(BASES))
+def test_the_fields_said_to_shape_the_weights_are_those_that_do(kind) -> None:
+    """A job that starts from a registered model is refused where its config differs from the model's in
+    ``weight_fields`` (api/jobs/service.py), and takes any other field as its own: each field of the model and head
+    sections is changed here, and the model built again, to see that exactly those fields change the weights'
+    shapes (a field added later fails here until it is put on one side or the other)."""
+    modality, model, spec = BASES[kind]
+    base = RunConfig.model_validate({"data": {"modality": modality}, "model": model, "head": {"hidden_dim": 8}})
+    shapes = _shapes(base, spec)
+    sections = {"model": type(base.model), "head": type(base.head)}
+    for section, cls in sections.items():
+        values = OTHER_VALUES[kind if section == "model" else "head"]
+        assert set(values) == set(cls.model_fields) - {"kind"}, f"{cls.__name__}: every field, and only those"
+        for field, value in values.items():
+            changed = base.model_copy(update={section: getattr(base, section).model_copy(update={field: value})})
+            assert (_shapes(changed, spec) != shapes) == (field in cls.WEIGHTS), f"{section}.{field}"
+            assert (changed.weight_fields() != base.weight_fields()) == (field in cls.WEIGHTS), f"{section}.{field}"
+    if kind == "mlp":  # dropout shapes them by being on: another rate, on, leaves them alone
+        on, other = (base.model_copy(update={"model": base.model.model_copy(update={"dropout": rate})})
+                     for rate in (0.1, 0.3))  # fmt: skip
+        assert _shapes(on, spec) == _shapes(other, spec) != shapes and on.weight_fields() == other.weight_fields()
