@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,19 +14,11 @@ from sqlalchemy.orm import Session
 
 from api.datasets.service import owned_dataset
 from api.errors import Conflict, Invalid, NotFound
-from api.jobs.schemas import (
-    CheckpointRead,
-    JobCreate,
-    JobRead,
-    MetricPoint,
-    Progress,
-    Projection,
-    ProjectionPoint,
-    StartFrom,
-)
+from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
+from api.jobs.start import check_start, start_point
 from core.config import MAX_VAL_FRACTION, RunConfig
 from core.data.readers import Columns, ReadLimits, read_records
-from core.data.records import MIN_HELD_OUT, InputSpec, held_out, short_of_a_batch
+from core.data.records import MIN_HELD_OUT, held_out, short_of_a_batch
 from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
@@ -37,7 +28,6 @@ from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Dataset, Job, JobEvent, Metric, ModelVersion
-from core.train.checkpoint import CheckpointError, read_config
 
 log = logging.getLogger("embedtrain.api")
 
@@ -65,74 +55,6 @@ def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset
                       field="config.augment.mode")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Start:
-    """The registered model a job starts from: its version, checkpoint, and the config and input it trained with."""
-
-    version: ModelVersion
-    checkpoint: Checkpoint
-    config: RunConfig
-    spec: InputSpec
-
-    @property
-    def name(self) -> str:
-        return f"model {self.version.name!r} version {self.version.version}"
-
-    def record(self) -> dict:
-        """What the job row keeps of it."""
-        return {"model": self.version.name, "version": self.version.version, "checkpoint_id": self.checkpoint.id}
-
-
-def _start_point(session: Session, storage: Storage, principal: Principal, ref: StartFrom, modality: str) -> _Start:
-    """The caller's model version ``ref`` names, which must embed ``modality`` (the dataset's), its checkpoint read
-    ``FOR SHARE`` until the job commits (so that the pruning of its job's checkpoints and the deletion of its job
-    wait, then see the job that starts from it)."""
-    query = select(ModelVersion).where(ModelVersion.owner == principal.owner, ModelVersion.name == ref.model)
-    if ref.version is not None:
-        query = query.where(ModelVersion.version == ref.version)
-    version = session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
-    if version is None:
-        if ref.version is None or session.scalar(select(ModelVersion.id).where(
-                ModelVersion.owner == principal.owner, ModelVersion.name == ref.model).limit(1)) is None:  # fmt: skip
-            raise NotFound(f"model {ref.model!r} not found", field="start_from.model")
-        raise NotFound(f"model {ref.model!r} has no version {ref.version}", field="start_from.version")
-    if version.modality != modality:
-        raise Invalid(f"model {ref.model!r} version {version.version} embeds {version.modality}; the dataset holds "
-                      f"{modality}", field="start_from.model")  # fmt: skip
-    checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.id == version.checkpoint_id)
-                                .with_for_update(read=True))  # fmt: skip
-    try:
-        config, spec = read_config(storage.path(checkpoint.storage_key))
-    except CheckpointError as error:
-        raise Conflict(f"model {ref.model!r} version {version.version}: {error}", field="start_from.model") from None
-    return _Start(version, checkpoint, config, spec)
-
-
-def _at(config: RunConfig, path: str) -> object:
-    """The value of the field at ``path`` ("model.hidden_dim") in ``config``."""
-    section, field = path.split(".")
-    return getattr(getattr(config, section), field, None)
-
-
-def _check_start(config: RunConfig, start: _Start, dataset) -> None:  # noqa: ANN001 - a Dataset row
-    """The job must build weights of the shapes of those it starts from, for the dataset's input; the fields that
-    leave them alone (pooling, max_length, image_size, head.serve, a dropout rate where the model has one) are the
-    job's own."""
-    ours, theirs = config.weight_fields(), start.config.weight_fields()
-    if differing := [path for path in ours if ours[path] != theirs.get(path)]:
-        section = differing[0].split(".")[0]
-        said = ", ".join(f"{path} {_at(config, path)!r} (the model's {_at(start.config, path)!r})"
-                         for path in differing)  # fmt: skip
-        raise Invalid(f"config.{section} must build the weights of {start.name}, which the job starts from: {said}; "
-                      "leave it out of the config to take the model's own", field=f"config.{section}")  # fmt: skip
-    width = dataset.details.get("shape", [0, 0])[1] if dataset.modality in ("vectors", "image") else None
-    expected = {"vectors": start.spec.features, "image": start.spec.channels}.get(dataset.modality)
-    if width is not None and width != expected:
-        unit = "features" if dataset.modality == "vectors" else "channels"
-        raise Invalid(f"{start.name} takes {expected} {unit}; the dataset's records have {width}",
-                      field="start_from.model")  # fmt: skip
-
-
 def submit_job(
     session: Session, settings: Settings, storage: Storage, principal: Principal, body: JobCreate,
     idempotency_key: str | None, request_id: str | None,
@@ -146,12 +68,12 @@ def submit_job(
         if existing is not None:
             return _replayed(session, existing, body), False
     dataset = owned_dataset(session, principal, body.dataset_id, lock="share")  # held until the job is committed
-    start = _start_point(session, storage, principal, body.start_from, dataset.modality) if body.start_from else None
+    start = start_point(session, storage, principal, body.start_from, dataset.modality) if body.start_from else None
     base = start.config.model_dump(mode="json") if start else None
     config = body.run_config(dataset.modality, base).for_data(bool(dataset.details.get("paired")))
     _check_fits(config, dataset)
     if start is not None:
-        _check_start(config, start, dataset)
+        check_start(config, start, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
               queue=queue_for(settings, config.train.device), idempotency_key=idempotency_key,
               request_id=request_id, start_checkpoint_id=start.checkpoint.id if start else None,

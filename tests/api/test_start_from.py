@@ -13,7 +13,7 @@ from core.store.db import transaction
 from core.store.jobs import prune_checkpoints
 from core.store.storage import Storage
 from core.store.tables import Checkpoint, Job
-from core.train.checkpoint import CheckpointError
+from core.train.checkpoint import WEIGHTS_FILE, CheckpointError
 from tests.api.test_embeddings import trained_model
 from worker.pipeline import load_input
 
@@ -72,8 +72,8 @@ def test_a_job_starts_from_a_models_weights_with_its_model_and_head_sections(cli
         assert refused.status_code == 422 and refused.json()["error"]["param"] == "Idempotency-Key", refused.text
 
 
-def test_a_start_the_job_cannot_build_is_refused_naming_the_field(client, auth, keys, base) -> None:
-    name, _ = base
+def test_a_start_the_job_cannot_build_is_refused_naming_the_field(client, auth, keys, settings, base) -> None:
+    name, version = base
     dataset_id = vectors(client, auth)
     text = client.post("/v1/datasets", headers=auth, data={"modality": "text"},
                        files={"file": ("t.txt", b"".join(b"line %d\n" % i for i in range(40)))}).json()["id"]  # fmt: skip
@@ -100,6 +100,12 @@ def test_a_start_the_job_cannot_build_is_refused_naming_the_field(client, auth, 
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert error["param"] == field and message in error["message"], error
+    with transaction(settings) as session:  # last: a model whose weights are gone from storage
+        key = session.get(Checkpoint, version["checkpoint_id"]).storage_key
+    (Storage(settings.storage_root).path(key) / WEIGHTS_FILE).unlink()
+    response = client.post("/v1/jobs", headers=auth, json=start_body(dataset_id, name))
+    assert response.status_code == 409 and response.json()["error"]["param"] == "start_from.model", response.text
+    assert response.json()["error"]["message"].startswith(f"model {name!r} version 1: checkpoint "), response.text
 
 
 def test_the_checkpoint_a_job_starts_from_is_kept_until_the_job_has_ended(client, auth, settings, base) -> None:
