@@ -257,6 +257,14 @@ class TrainConfig(_Strict):
         "older ones are deleted as new ones are written (a text model's, with its optimiser state, is ~260 MB). "
         "null keeps every one.",
     )  # fmt: skip
+    early_stop_patience: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="End the run once this many evaluations in a row (one an epoch) have not beaten the best so far "
+        "(k-NN top-1 where the data has labels, else the held-out loss); its best checkpoint is kept as 'best'. "
+        "null trains every step.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_devices: int = Field(1, ge=1, le=16, description="Processes (one per device) of a distributed run.")
 
@@ -338,6 +346,8 @@ class RunConfig(_Strict):
         if self.train.batch_size % self.train.num_devices:  # each process takes an equal share of the batch
             raise ValueError(f"train.batch_size {self.train.batch_size} must be divisible by train.num_devices "
                              f"{self.train.num_devices}")  # fmt: skip
+        if self.train.early_stop_patience is not None and self.data.val_fraction == 0:
+            raise ValueError("train.early_stop_patience needs evaluations: set data.val_fraction above 0")
         if self.train.grad_cache_sub_batch is not None:
             if self.train.precision == "fp16":
                 raise ValueError("train.grad_cache_sub_batch works with precision 'fp32' or 'bf16', not 'fp16'")

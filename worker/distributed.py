@@ -57,13 +57,13 @@ def _rank_main(
             recorder.flush(must=True)
         if rank == 0:
             path = str(result.last_checkpoint) if result.last_checkpoint else None
-            results.put(("ok", result.status, result.step, result.total_steps, path))
+            results.put(("ok", result.status, result.step, result.total_steps, path, result.early_stop))
     except TrainingError as error:
         if rank == 0:
-            results.put(("error", str(error), 0, 0, None))
+            results.put(("error", str(error), 0, 0, None, None))
     except Exception as error:  # the job's error says what broke, not only that a process exited
         message = f"training process {rank} of {world} failed: {type(error).__name__}: {error}"
-        results.put(("error", message, 0, 0, None))
+        results.put(("error", message, 0, 0, None, None))
         results.close()
         results.join_thread()
         raise  # its traceback goes to the worker's log, and the exit code stops the other ranks
@@ -108,7 +108,7 @@ def run_distributed(
     if results.empty():
         codes = [proc.exitcode for proc in procs]
         raise TrainingError(f"a training process of the distributed run exited abnormally (exit codes {codes})")
-    kind, status, step, total, path = results.get()
+    kind, status, step, total, path, early_stop = results.get()
     if kind == "error":
         raise TrainingError(status)
-    return FitResult(status, step, total, Path(path) if path else None)
+    return FitResult(status, step, total, Path(path) if path else None, early_stop=early_stop)

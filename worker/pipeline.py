@@ -110,6 +110,8 @@ def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> N
             recorder.event("started_from", f"starting from the weights of checkpoint {storage.key_of(job.start_from)}")
         result = _train(settings, storage, job_id, worker, job, recorder, heartbeat)
         recorder.flush(must=True)
+        if result.early_stop:
+            recorder.event("stopped_early", result.early_stop)
         if result.status == "completed":
             status = "succeeded"
         elif heartbeat.cancelled.is_set():

@@ -236,7 +236,8 @@ def events(session: Session, job: Job) -> list[JobEvent]:
 
 def to_read(job: Job | Row) -> JobRead:
     """The API view of a job (an ORM object or a row of the job table), with progress and ETA."""
-    fraction = job.step / job.total_steps if job.total_steps else (1.0 if job.status == "succeeded" else 0.0)
+    # a job that succeeded is done, at its last step or where it stopped early (train.early_stop_patience)
+    fraction = 1.0 if job.status == "succeeded" else job.step / job.total_steps if job.total_steps else 0.0
     eta = None
     if job.status == "running" and job.samples_per_s and job.total_steps:
         batch = job.config.get("train", {}).get("batch_size", 1)

@@ -271,7 +271,8 @@ def jobs_watch(job_id: str, poll: float = typer.Option(1.0, help="Seconds betwee
 
         def update(job: dict) -> None:
             p, loss = job["progress"], job["metrics"].get("loss")
-            progress.update(task, total=p["total_steps"] or None, completed=p["step"], description=job["status"],
+            done = p["total_steps"] if job["status"] == "succeeded" else p["step"]  # succeeded: perhaps stopped early
+            progress.update(task, total=p["total_steps"] or None, completed=done, description=job["status"],
                             loss=f"{loss:.4f}" if loss is not None else "-",
                             rate=f"{p['samples_per_s']:.0f}" if p["samples_per_s"] else "-")  # fmt: skip
 
@@ -303,7 +304,7 @@ def jobs_checkpoints(job_id: str) -> None:
 
 @jobs.command("events")
 def jobs_events(job_id: str) -> None:
-    """List a job's events in order: queued, waiting, running, resumed (or started_from a model), requeued, and how it ended (with the error)."""
+    """List a job's events in order: queued, waiting, running, resumed (or started_from a model), requeued, stopped_early, and how it ended (with the error)."""
     table = _table("time", "event", "message")
     for event in call(lambda: client().job_events(job_id)):
         table.add_row(event["created_at"][:19], event["kind"], event["message"])

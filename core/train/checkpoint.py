@@ -5,7 +5,7 @@ A checkpoint is a directory::
     model.safetensors    model weights; metadata holds the run config and the input spec
     trainer.safetensors  optimiser tensors, loss parameters (learnable temperature), RNG state
     trainer.json         step, epoch, optimiser param groups and scalars, grad-scaler state, metrics (its own
-                         step's evaluation and the best one so far)
+                         step's evaluation and the best one so far, and the evaluations since that one)
 
 It is written under a temporary name, every file fsynced, then renamed into place, so a crash mid-write leaves
 the previous checkpoint untouched and no partial directory under the final name.
@@ -68,6 +68,7 @@ class TrainerState:
     rng: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)  # the evaluation at this step, if any
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best evaluation up to this step
+    stale_evaluations: int = 0  # evaluations since the best, for train.early_stop_patience
 
 
 def _fsync(path: Path) -> None:
@@ -120,6 +121,7 @@ def save_checkpoint(path: Path, model: nn.Module, config: RunConfig, spec: Input
             "scaler": trainer.scaler,
             "metrics": trainer.metrics,
             "best_metrics": trainer.best_metrics,
+            "stale_evaluations": trainer.stale_evaluations,
         }
         (tmp / "trainer.json").write_text(json.dumps(meta))
         for child in tmp.iterdir():
@@ -184,6 +186,7 @@ def load_trainer_state(path: Path) -> TrainerState:
         rng=tensors["rng.cpu"],
         metrics=meta.get("metrics", {}),
         best_metrics=meta.get("best_metrics", {}),
+        stale_evaluations=int(meta.get("stale_evaluations", 0)),
     )
 
 

@@ -51,6 +51,7 @@ class FitResult:
     total_steps: int
     last_checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
+    early_stop: str | None = None  # why a completed run ended before its last step (train.early_stop_patience)
 
 
 @dataclass
@@ -293,7 +294,8 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
 
 
 def _checkpoint(
-    run: _Run, directory: Path, step: int, metrics: dict[str, float], best: dict[str, float], cb: TrainCallback
+    run: _Run, directory: Path, step: int, metrics: dict[str, float], best: dict[str, float], stale: int,
+    cb: TrainCallback,
 ) -> Path:  # fmt: skip
     state = TrainerState(
         step=step,
@@ -304,17 +306,28 @@ def _checkpoint(
         rng=torch.get_rng_state(),
         metrics=metrics,
         best_metrics=best,
+        stale_evaluations=stale,
     )
     path = save_checkpoint(directory / f"step-{step:08d}", run.model, run.config, run.train.records.spec, state)
     cb.on_checkpoint(CheckpointInfo(path=path, step=step, epoch=state.epoch, metrics=dict(metrics)))
     return path
 
 
-def _stop_requested(run: _Run, should_stop: Callable[[], bool]) -> bool:
-    flag = torch.tensor([1 if run.rank == 0 and should_stop() else 0])
+_GO_ON, _STOP, _EARLY = 0, 1, 2
+
+
+def _signal(run: _Run, should_stop: Callable[[], bool], early: bool) -> int:
+    """Rank 0's word before each step: go on, stop as asked, or end early (``early``: its evaluation said so)."""
+    flag = torch.tensor([_GO_ON if run.rank else _EARLY if early else _STOP if should_stop() else _GO_ON])
     if run.world > 1:  # every rank must leave the loop at the same step, or collectives hang
         dist.broadcast(flag, src=0)
-    return bool(flag.item())
+    return int(flag.item())
+
+
+def _early_stop(best: dict[str, float], patience: int, step: int, total: int) -> str:
+    name = "knn_top1" if "knn_top1" in best else "val_loss"
+    return (f"stopped early at step {step} of {total}: {patience} evaluation{'s' * (patience > 1)} in a row did not "
+            f"beat the best so far ({name} {best[name]:.4g}); train.early_stop_patience is {patience}")  # fmt: skip
 
 
 def fit(
@@ -352,15 +365,23 @@ def fit(
     checkpoint_dir = Path(checkpoint_dir)
     seed, batch_size, local = config.train.seed, config.train.batch_size, config.train.batch_size // run.world
     last_path, metrics, evaluated_at = resume_from, {}, -1  # a checkpoint carries the metrics of its own step only
-    # the best evaluation so far (a resumed run's from its checkpoint): one that beats it is checkpointed, for "best"
-    best = resumed.best_metrics if resumed else {}
+    # the best evaluation so far (a resumed run's from its checkpoint): one that beats it is checkpointed, for "best";
+    # ``stale`` evaluations since it did not, and at train.early_stop_patience of them the run ends (``early``)
+    best, stale = (resumed.best_metrics, resumed.stale_evaluations) if resumed else ({}, 0)
+    patience, early = config.train.early_stop_patience, None
+    if patience is not None and stale >= patience and start < run.total_steps:  # resumed where it was to end
+        early = _early_stop(best, patience, start, run.total_steps)
     order, order_epoch = None, -1
     tick, step, saved_at = time.perf_counter(), start, start  # saved_at: the step of the newest checkpoint
     run.model.train()
     for step in range(start, run.total_steps):
-        if _stop_requested(run, should_stop):
+        signal = _signal(run, should_stop, early is not None)
+        if signal == _EARLY:  # checkpointed at the evaluation that said so
+            return FitResult("completed", step, run.total_steps, last_path, metrics, early or "stopped early")
+        if signal == _STOP:
             if run.rank == 0 and step > saved_at:  # not again where the step just done was checkpointed
-                last_path = _checkpoint(run, checkpoint_dir, step, metrics if evaluated_at == step else {}, best, cb)
+                last_path = _checkpoint(run, checkpoint_dir, step, metrics if evaluated_at == step else {}, best,
+                                        stale, cb)  # fmt: skip
             return FitResult("stopped", step, run.total_steps, last_path, metrics)
         epoch, index = divmod(step, run.steps_per_epoch)
         if epoch != order_epoch:  # same order on every rank; each takes its slice of the global batch
@@ -396,11 +417,16 @@ def fit(
                     cb.on_eval(EvalReport(step=done, epoch=epoch, metrics=metrics))
                 score = checkpoint_score(metrics)
                 if score is not None and (not best or score > checkpoint_score(best)):
-                    best, improved = metrics, True
+                    best, improved, stale = metrics, True, 0
+                elif score is not None:
+                    stale += 1
+                    if patience is not None and stale >= patience and done < run.total_steps:
+                        early = _early_stop(best, patience, done, run.total_steps)
             tick = time.perf_counter()  # evaluation time is not training throughput
-        # checkpoint at the interval, at the end, and where an evaluation beat the ones before
-        if run.rank == 0 and (done % config.train.checkpoint_every_steps == 0 or done == run.total_steps or improved):
-            last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, best, cb)
+        # checkpoint at the interval, at the end, where an evaluation beat the ones before, and where the run ends early
+        interval = done % config.train.checkpoint_every_steps == 0
+        if run.rank == 0 and (interval or done == run.total_steps or improved or early is not None):
+            last_path = _checkpoint(run, checkpoint_dir, done, metrics if evaluated_at == done else {}, best, stale, cb)
             saved_at, tick = done, time.perf_counter()
         if run.world > 1 and done % run.steps_per_epoch == 0:
             dist.barrier()  # ranks > 0 wait for rank 0's evaluation and checkpoint

@@ -123,3 +123,10 @@ def test_the_fields_said_to_shape_the_weights_are_those_that_do(kind) -> None:
         on, other = (base.model_copy(update={"model": base.model.model_copy(update={"dropout": rate})})
                      for rate in (0.1, 0.3))  # fmt: skip
         assert _shapes(on, spec) == _shapes(other, spec) != shapes and on.weight_fields() == other.weight_fields()
+
+
+def test_early_stopping_without_evaluations_is_refused() -> None:
+    with pytest.raises(ValueError, match="train.early_stop_patience needs evaluations: set data.val_fraction above 0"):
+        RunConfig.model_validate(
+            {"data": {"modality": "vectors", "val_fraction": 0}, "train": {"early_stop_patience": 2}}
+        )

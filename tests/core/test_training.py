@@ -128,6 +128,48 @@ def test_a_run_started_from_another_runs_weights_trains_on_from_them(tmp_path) -
         fit(wider, other, None, checkpoint_dir=tmp_path / "wider", start_from=source.last_checkpoint)
 
 
+def _stop_by_rule(evals: list, patience: int) -> int | None:
+    """The step of the evaluation at which ``patience`` in a row have not beaten the best before them."""
+    best, stale = None, 0
+    for report in evals:
+        score = checkpoint_score(report.metrics)
+        if best is None or score > best:
+            best, stale = score, 0
+        else:
+            stale += 1
+            if stale == patience:
+                return report.step
+    return None
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_a_run_ends_early_once_its_evaluations_stop_beating_the_best(tmp_path, patience) -> None:
+    """``train.early_stop_patience``: the run ends at the evaluation the rule names, read off an uninterrupted run's
+    evaluations, with a checkpoint there and the reason said; a run stopped one evaluation before and resumed ends
+    at the same step (the count of evaluations that did not beat the best is in its checkpoint)."""
+    records_train, records_val = vectors().split(0.25, 0)
+    every = Recorder()
+    fit(vector_config(epochs=30), records_train, records_val, checkpoint_dir=tmp_path / "every", callback=every)
+    expected, total = _stop_by_rule(every.evals, patience), 30 * 4
+    assert expected is not None and expected < total, [(r.step, r.metrics) for r in every.evals]
+
+    config = vector_config(epochs=30, early_stop_patience=patience)
+    seen = Recorder()
+    early = fit(config, records_train, records_val, checkpoint_dir=tmp_path / "early", callback=seen)
+    assert (early.status, early.step, early.total_steps) == ("completed", expected, total)
+    assert early.early_stop.startswith(f"stopped early at step {expected} of {total}: {patience} evaluation")
+    assert [r.step for r in seen.evals] == [r.step for r in every.evals if r.step <= expected]
+    assert early.last_checkpoint.name == f"step-{expected:08d}" and is_complete(early.last_checkpoint)
+
+    before = expected - 4  # the evaluation before (4 steps an epoch), one short of the patience where it is 2
+    stops = iter([False] * before + [True])
+    part = fit(config, records_train, records_val, checkpoint_dir=tmp_path / "resumed", should_stop=lambda: next(stops))
+    assert part.status == "stopped" and part.step == before
+    rest = fit(config, records_train, records_val, checkpoint_dir=tmp_path / "resumed",
+               resume_from=part.last_checkpoint)  # fmt: skip
+    assert (rest.status, rest.step, rest.early_stop) == ("completed", expected, early.early_stop)
+
+
 def test_stop_is_cooperative_and_keeps_the_last_checkpoint(tmp_path) -> None:
     recorder = Recorder()
     calls = []

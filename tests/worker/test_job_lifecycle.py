@@ -379,3 +379,21 @@ def test_a_job_started_from_a_registered_model_trains_on_from_its_weights(client
     parameters = [name for name in theirs if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert all(np.allclose(ours[name], theirs[name], atol=1e-6) for name in parameters)
     assert not all(np.allclose(new[name], theirs[name], atol=1e-3) for name in parameters)
+
+
+def test_a_job_that_stops_improving_ends_early_and_says_why(client, auth, worker) -> None:
+    """``train.early_stop_patience`` through a worker: the job succeeds before its last step, with an event saying at
+    which step and why, and its checkpoints end there."""
+    dataset = upload(client, auth, vectors_csv(n=96))  # three clusters apart: k-NN top-1 reaches 1.0 and stays
+    job = wait_end(
+        client, auth, submit(client, auth, dataset["id"], vector_config(epochs=40, early_stop_patience=1))["id"]
+    )
+    assert job["status"] == "succeeded", job["error"]
+    step, total = job["progress"]["step"], job["progress"]["total_steps"]
+    assert step < total and job["progress"]["fraction"] == 1.0, job["progress"]  # done, where it stopped
+    events = client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()
+    said = [e["message"] for e in events if e["kind"] == "stopped_early"]
+    assert len(said) == 1 and said[0].startswith(f"stopped early at step {step} of {total}: 1 evaluation in a row"), (
+        events
+    )
+    assert client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()[-1]["step"] == step
