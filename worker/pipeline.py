@@ -68,10 +68,16 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         columns, dataset_id = dataset.columns, dataset.id
         keys = [c.storage_key for c in checkpoints]
         start = session.get(Checkpoint, job.start_checkpoint_id) if job.start_checkpoint_id else None
-        start_key = start.storage_key if start is not None else None
-        if job.start_from and start is None and not keys:  # its job deleted: refused while this one could need it
-            raise CheckpointError(f"the checkpoint this job starts from ({job.start_from['checkpoint_id']}, of model "
-                                  f"{job.start_from['model']!r}) was deleted; submit the job again")  # fmt: skip
+        start_key, started_from = (start.storage_key if start is not None else None), job.start_from
+    resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
+    start_path = storage.path(start_key) if start_key else None
+    if resume is None and started_from:  # a checkpoint of its own holds the weights that grew from the model's
+        if start_path is None:  # its job deleted: refused while this one could need it, so only once it had ended
+            raise CheckpointError(f"the checkpoint this job starts from ({started_from['checkpoint_id']}, of model "
+                                  f"{started_from['model']!r}) was deleted; submit the job again")  # fmt: skip
+        if not is_complete(start_path):
+            raise CheckpointError(f"the checkpoint this job starts from ({start_key}) is missing from storage or "
+                                  "incomplete; register another checkpoint and submit the job again")  # fmt: skip
     try:
         config = RunConfig.model_validate(raw_config)
     except ValidationError as error:
@@ -81,11 +87,6 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         raise TrainingError("data.use_labels is true but the dataset has no labels; upload labels or set it false")
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:
         raise TrainingError("augment.mode is 'pairs' but the dataset has no anchor/positive columns")
-    resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
-    start_path = storage.path(start_key) if start_key else None
-    if resume is None and start_path is not None and not is_complete(start_path):
-        raise CheckpointError(f"the checkpoint this job starts from ({start_key}) is missing from storage or "
-                              "incomplete; register another checkpoint and submit the job again")  # fmt: skip
     return JobInput(config, *records.split(config.data.val_fraction, config.train.seed), resume, start_path)
 
 

@@ -135,3 +135,7 @@ def test_the_checkpoint_a_job_starts_from_is_kept_until_the_job_has_ended(client
     with pytest.raises(CheckpointError, match=rf"the checkpoint this job starts from \({start_id}, of model "
                                               rf"'{name}'\) was deleted; submit the job again"):  # fmt: skip
         load_input(settings, Storage(settings.storage_root), job["id"])
+    with transaction(settings) as session:  # a checkpoint row of its own whose files never became whole: the same
+        session.add(Checkpoint(job_id=job["id"], step=3, epoch=0, storage_key=f"checkpoints/{job['id']}/step-00000003"))
+    with pytest.raises(CheckpointError, match="was deleted; submit the job again"):  # before: new weights, unsaid
+        load_input(settings, Storage(settings.storage_root), job["id"])
