@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, cancel, delete, metrics, checkpoints, events."""
+"""/v1/jobs: submit, list, read, cancel, resume, delete, metrics, checkpoints, events."""
 
 from __future__ import annotations
 
@@ -77,6 +77,17 @@ def cancel_job(session: SessionDep, principal: PrincipalDep, job_id: str) -> Job
     2 s by default), keeping its last checkpoint. A cancelled job is returned as it is; one that has succeeded or
     failed is refused with a 409."""
     return service.to_read(service.cancel_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead)
+def resume_job(request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
+               job_id: str) -> JobRead:  # fmt: skip
+    """Queue a cancelled or failed job again, with its attempts anew: it goes on from its last checkpoint (weights,
+    optimiser, schedule and step), or starts over where it wrote none. A queued or running job is returned as it is
+    (409 while it is stopping after a cancel); one that has succeeded is refused with a 409."""
+    request.app.state.job_limiter.check(principal.key_id, "job submissions")
+    job = service.resume_job(session, settings, principal, job_id, getattr(request.state, "request_id", None))
+    return service.to_read(job)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,4 @@
-"""Job rules: submission (committed, then sent by task name), owner-scoped reads, cancellation."""
+"""Job rules: submission (committed, then sent by task name), owner-scoped reads, cancellation and resumption."""
 
 from __future__ import annotations
 
@@ -23,7 +23,15 @@ from core.inference import Embedder
 from core.inspect import embed_records, project_2d
 from core.store.broker import queue_for, send_train
 from core.store.db import read_first
-from core.store.jobs import TERMINAL, add_event, best_checkpoint, jobs_starting_from, mark_dispatched, request_cancel
+from core.store.jobs import (
+    TERMINAL,
+    add_event,
+    best_checkpoint,
+    jobs_starting_from,
+    mark_dispatched,
+    reopen,
+    request_cancel,
+)
 from core.store.keys import Principal
 from core.store.settings import Settings
 from core.store.storage import Storage
@@ -92,6 +100,12 @@ def submit_job(
         if existing is None:
             raise
         return _replayed(session, existing, body), False
+    _send(session, settings, job, request_id)
+    return job, True
+
+
+def _send(session: Session, settings: Settings, job: Job, request_id: str | None) -> None:
+    """Send the committed, queued job to its queue."""
     try:
         send_train(settings, job.id, job.queue, request_id)
         mark_dispatched(session, job.id)
@@ -99,7 +113,6 @@ def submit_job(
     except Exception as error:  # the broker is away: the job stays queued and the sweeper sends it later
         session.rollback()
         log.warning("job %s queued but not sent (%s); the sweeper will send it", job.id, type(error).__name__)
-    return job, True
 
 
 def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
@@ -125,7 +138,7 @@ def _replayed(session: Session, existing: Job, body: JobCreate) -> Job:
 
 def owned_job(session: Session, principal: Principal, job_id: str, lock: bool = False) -> Job:
     """The job if the caller may see it (its row locked ``FOR UPDATE`` with ``lock``); another owner's answers 404."""
-    job = session.get(Job, job_id, with_for_update=lock or None)
+    job = session.get(Job, job_id, with_for_update=lock or None, populate_existing=lock)  # locked: read anew
     if job is None or (job.owner != principal.owner and not principal.is_admin):
         raise NotFound(f"job {job_id} not found", field="job_id")
     return job
@@ -166,6 +179,42 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
         raise Conflict(f"job {job_id} has already {job.status}; there is nothing to cancel", field="job_id")
     request_cancel(session, job)
     session.commit()
+    return job
+
+
+def resume_job(session: Session, settings: Settings, principal: Principal, job_id: str, request_id: str | None) -> Job:
+    """Queue a cancelled or failed job again: it goes on from its last checkpoint, or starts over without one.
+
+    A job that is queued or running is returned as it is (a resume sent twice), unless it is stopping after a cancel;
+    one that has succeeded is refused. Its dataset, and the checkpoint it starts from, are read ``FOR SHARE`` before
+    the job's row is locked, the order in which their deletion takes them, so that a deletion beside this either
+    commits first (and this is refused) or waits and then sees the job queued (and is refused)."""
+    job = owned_job(session, principal, job_id)
+    if job.dataset_id is not None:
+        session.execute(select(Dataset.id).where(Dataset.id == job.dataset_id).with_for_update(read=True))
+    if job.start_checkpoint_id is not None:
+        session.execute(select(Checkpoint.id).where(Checkpoint.id == job.start_checkpoint_id)
+                        .with_for_update(read=True))  # fmt: skip
+    job = owned_job(session, principal, job_id, lock=True)  # gone meanwhile (deleted): 404
+    if job.status in ("queued", "running"):
+        if job.cancel_requested:
+            raise Conflict(f"job {job_id} is stopping after a cancel; resume it once it is cancelled", field="job_id")
+        return job
+    if job.status == "succeeded":
+        raise Conflict(f"job {job_id} has succeeded; there is nothing left to train. To train on from its weights, "
+                       "register a checkpoint (POST /v1/models) and submit a job with start_from", field="job_id")  # fmt: skip
+    if job.dataset_id is None:
+        raise Conflict(f"job {job_id}'s dataset was deleted; upload it again and submit a new job", field="job_id")
+    rows = _checkpoint_rows(session, job)
+    if not rows and job.start_from is not None and job.start_checkpoint_id is None:
+        raise Conflict(f"job {job_id} has no checkpoint of its own, and the one it starts from (model "
+                       f"{job.start_from['model']!r} version {job.start_from['version']}) was deleted; submit a new "
+                       "job", field="job_id")  # fmt: skip
+    where = f"it goes on from its checkpoint at step {rows[-1].step}" if rows else "it starts over (no checkpoint)"
+    how = "was cancelled" if job.status == "cancelled" else "failed"
+    reopen(session, job, f"resumed by its owner after it {how}: {where}")
+    session.commit()
+    _send(session, settings, job, request_id)
     return job
 
 

@@ -30,8 +30,8 @@ from core.data.readers import DatasetError, ReadLimits, format_of_name, gunzip, 
 app = typer.Typer(help="Train and serve contrastive embedding models over the embedtrain REST API.",
                   no_args_is_help=True)  # fmt: skip
 datasets = typer.Typer(help="Upload, list, show and delete datasets.", no_args_is_help=True)
-jobs = typer.Typer(help="Submit, list, show, watch, cancel and delete training jobs; their checkpoints, events and "
-                   "metrics.", no_args_is_help=True)  # fmt: skip
+jobs = typer.Typer(help="Submit, list, show, watch, cancel, resume and delete training jobs; their checkpoints, events "
+                   "and metrics.", no_args_is_help=True)  # fmt: skip
 models = typer.Typer(help="Register, deploy, undeploy, list, download and delete models.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys (creating needs an admin key).", no_args_is_help=True)
 for sub, name in ((datasets, "datasets"), (jobs, "jobs"), (models, "models"), (keys, "keys")):
@@ -251,6 +251,12 @@ def jobs_show(job_id: str) -> None:
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job."""
     show(call(lambda: client().cancel_job(job_id)))
+
+
+@jobs.command("resume")
+def jobs_resume(job_id: str) -> None:
+    """Queue a cancelled or failed job again: it goes on from its last checkpoint (or starts over without one)."""
+    show(call(lambda: client().resume_job(job_id)))
 
 
 @jobs.command("delete")

@@ -220,6 +220,10 @@ class Client:
     def cancel_job(self, job_id: str) -> dict:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def resume_job(self, job_id: str) -> dict:
+        """Queue a cancelled or failed job again: it goes on from its last checkpoint."""
+        return self._call("POST", f"/v1/jobs/{job_id}/resume")
+
     def delete_job(self, job_id: str) -> None:
         """Delete a finished job with its metrics, events and checkpoints."""
         self._call("DELETE", f"/v1/jobs/{job_id}")

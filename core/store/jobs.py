@@ -1,7 +1,8 @@
 """Job state in the database, the queue of record. Functions take ``session`` and never commit.
 
 States: ``queued -> running -> succeeded | failed | cancelled``; a running job whose lease expired goes back
-to ``queued`` (or to ``failed`` after ``max_attempts`` deliveries). A worker owns a job while it holds an
+to ``queued`` (or to ``failed`` after ``max_attempts`` deliveries), and a ``cancelled`` or ``failed`` one goes back
+to ``queued`` when its owner resumes it (:func:`reopen`). A worker owns a job while it holds an
 unexpired lease; claiming is one conditional UPDATE, so two deliveries of the same message never run one job
 twice at once.
 
@@ -205,6 +206,15 @@ def request_cancel(session: Session, job: Job) -> None:
     else:
         add_event(session, job.id, "cancel_requested", "stop requested; the job stops at its worker's next heartbeat "
                   "(every EMBEDTRAIN_HEARTBEAT_S seconds) and keeps its last checkpoint")  # fmt: skip
+
+
+def reopen(session: Session, job: Job, message: str) -> None:
+    """Queue a cancelled or failed job again, with ``max_attempts`` tries anew: the attempt that takes it goes on
+    from its last complete checkpoint (weights, optimiser, schedule and step), as a retried job does."""
+    job.status, job.cancel_requested, job.error, job.attempts = "queued", False, None, 0
+    job.finished_at = job.lease_expires_at = job.dispatched_at = None
+    job.updated_at = utcnow()
+    add_event(session, job.id, "resume_requested", message)
 
 
 def mark_dispatched(session: Session, job_id: str) -> None:

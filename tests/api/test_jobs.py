@@ -9,7 +9,7 @@ import pytest
 from core.store.db import transaction
 from core.store.jobs import record_progress
 from core.store.keys import revoke_key
-from core.store.tables import Job
+from core.store.tables import Checkpoint, Job, utcnow
 
 
 def dataset(client, auth, rows: int = 40) -> dict:
@@ -182,6 +182,66 @@ def test_a_job_that_has_ended_is_not_cancelled(client, auth, settings, ended) ->
     assert refused.json()["error"]["message"] == f"job {job_id} has already {ended}; there is nothing to cancel"
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["cancel_requested"] is False
     assert [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()] == ["queued"]
+
+
+def test_a_cancelled_or_failed_job_is_queued_again_by_a_resume(client, auth, keys, settings) -> None:
+    """POST /v1/jobs/{id}/resume: a cancelled or failed job is queued and sent again with its attempts anew, saying
+    where it goes on from; a queued one is returned as it is; one that succeeded, one stopping after a cancel and one
+    whose dataset is gone are refused; another owner's answers 404."""
+    data = dataset(client, auth)["id"]
+    job_id = client.post("/v1/jobs", headers=auth, json=body(data)).json()["id"]
+
+    def resume(key: dict = auth):  # noqa: ANN202
+        return client.post(f"/v1/jobs/{job_id}/resume", headers=key)
+
+    def messages() -> list[tuple[str, str]]:
+        return [(e["kind"], e["message"]) for e in client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()]
+
+    def set_row(**values) -> None:
+        with transaction(settings) as session:
+            row = session.get(Job, job_id)
+            for name, value in values.items():
+                setattr(row, name, value)
+
+    assert resume().status_code == 202 and resume().json()["status"] == "queued"  # queued: as it is
+    assert len(messages()) == 1
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
+    resumed = resume()
+    assert resumed.status_code == 202, resumed.text
+    job = resumed.json()
+    assert (job["status"], job["cancel_requested"], job["error"], job["finished_at"]) == ("queued", False, None, None)
+    assert messages()[-1] == ("resume_requested", "resumed by its owner after it was cancelled: it starts over (no "
+                              "checkpoint)")  # fmt: skip
+    with transaction(settings) as session:
+        assert session.get(Job, job_id).dispatched_at is not None  # sent to its queue
+        for step in (10, 30):
+            session.add(Checkpoint(job_id=job_id, step=step, epoch=0, storage_key=f"checkpoints/{job_id}/{step}"))
+    set_row(status="failed", attempts=3, error="worker lost", finished_at=utcnow(), dispatched_at=None)
+    job = resume().json()
+    assert (job["status"], job["attempts"], job["error"]) == ("queued", 0, None)
+    assert messages()[-1] == ("resume_requested", "resumed by its owner after it failed: it goes on from its "
+                              "checkpoint at step 30")  # fmt: skip
+
+    assert resume({"Authorization": f"Bearer {keys.make('someone-else')}"}).status_code == 404
+    assert client.post("/v1/jobs/nope/resume", headers=auth).status_code == 404
+    set_row(status="running", cancel_requested=True)
+    stopping = resume()
+    assert stopping.status_code == 409, stopping.text
+    assert (
+        stopping.json()["error"]["message"]
+        == f"job {job_id} is stopping after a cancel; resume it once it is cancelled"
+    )
+    set_row(status="succeeded", cancel_requested=False)
+    done = resume()
+    assert done.status_code == 409 and "has succeeded; there is nothing left to train" in done.text, done.text
+    set_row(status="cancelled")
+    assert client.delete(f"/v1/datasets/{data}", headers=auth).status_code == 204
+    gone = resume()
+    assert gone.status_code == 409, gone.text
+    assert (
+        gone.json()["error"]["message"] == f"job {job_id}'s dataset was deleted; upload it again and submit a new job"
+    )
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "cancelled"
 
 
 def thinned_by_rule(points: list, max_points: int) -> list:

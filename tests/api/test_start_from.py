@@ -126,7 +126,16 @@ def test_the_checkpoint_a_job_starts_from_is_kept_until_the_job_has_ended(client
                                                   "from; wait until it has ended, or cancel it")  # fmt: skip
     # once the job has ended, both may go; the job keeps the record of where it started
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()["status"] == "cancelled"
+    # ... unless it is resumed first: queued again, it holds its start checkpoint again
+    assert client.post(f"/v1/jobs/{job['id']}/resume", headers=auth).json()["status"] == "queued"
+    assert client.delete(f"/v1/jobs/{source_id}", headers=auth).status_code == 409
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()["status"] == "cancelled"
     assert client.delete(f"/v1/jobs/{source_id}", headers=auth).status_code == 204
+    refused = client.post(f"/v1/jobs/{job['id']}/resume", headers=auth)  # refused now, not failed in the worker
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["message"] == (f"job {job['id']} has no checkpoint of its own, and the one it "
+                                                  f"starts from (model {name!r} version 1) was deleted; submit a new "
+                                                  "job")  # fmt: skip
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["start_from"]["checkpoint_id"] == start_id
     with transaction(settings) as session:
         row = session.get(Job, job["id"])

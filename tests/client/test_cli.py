@@ -619,3 +619,23 @@ def test_the_cli_and_the_client_start_a_job_from_a_registered_model(client, auth
         job = python_client.submit_job(dataset_id, {"data": {"val_fraction": 0.0}, "train": {"batch_size": 8}},
                                        start_from=name, start_version=1)  # fmt: skip
         assert job["start_from"]["model"] == name and job["config"]["model"]["output_dim"] == 12
+
+
+def test_the_cli_and_the_client_resume_a_cancelled_job(client, auth) -> None:
+    """`jobs resume ID` and ``resume_job``: a cancelled job is queued again; one that cannot be is refused, saying
+    why."""
+    from tests.worker.test_job_lifecycle import submit, upload
+
+    job_id = submit(client, auth, upload(client, auth, vectors_csv(n=40))["id"], vector_config())["id"]
+    key = auth["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner(env={"COLUMNS": "200"})
+    with LiveServer(client.app) as base, Client(base, key) as python_client:
+        assert python_client.cancel_job(job_id)["status"] == "cancelled"
+        resumed = runner.invoke(app, ["--url", base, "--key", key, "jobs", "resume", job_id])
+        assert resumed.exit_code == 0, resumed.output
+        assert json.loads(resumed.output)["status"] == "queued"
+        assert python_client.resume_job(job_id)["status"] == "queued"  # queued already: as it is
+        python_client.cancel_job(job_id)
+        assert python_client.resume_job(job_id)["status"] == "queued"
+        unknown = runner.invoke(app, ["--url", base, "--key", key, "jobs", "resume", "no-such-job"])
+        assert unknown.exit_code != 0 and "job no-such-job not found" in unknown.output, unknown.output

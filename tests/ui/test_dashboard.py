@@ -116,7 +116,8 @@ def test_dashboard_submits_a_job_watches_it_and_draws_its_curves(client, auth, w
 def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
     """Every 2 s refresh of a running job's page keeps the model name typed beside a checkpoint and the picture's
     choice, and fetches the picture (held-out records embedded on the server) only when a checkpoint is chosen.
-    Before, the refresh drew the page anew: what was typed vanished and the picture was fetched every time."""
+    Before, the refresh drew the page anew: what was typed vanished and the picture was fetched every time. Cancelled,
+    the job is resumed from its page and runs again."""
     key = auth["Authorization"].removeprefix("Bearer ")
     dataset = upload(client, auth, vectors_csv(n=160))
     config = {  # runs for minutes unless cancelled; a checkpoint every 100 steps, all kept
@@ -150,6 +151,10 @@ def test_a_running_jobs_page_refreshes_in_place(client, auth, worker) -> None:
         ), pictures  # fmt: skip
         page.click("[data-testid=register-100]")
         expect(page.locator("#notice")).to_have_text("registered typed-while-running v1")
+        page.click("[data-testid=cancel]")
+        expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
+        page.click("[data-testid=resume]")  # queued again, and taken by the worker
+        expect(page.locator("[data-testid=job-status]")).to_have_text("running", timeout=60_000)
         page.click("[data-testid=cancel]")
         expect(page.locator("[data-testid=job-status]")).to_have_text("cancelled", timeout=60_000)
 

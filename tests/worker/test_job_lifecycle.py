@@ -1,4 +1,4 @@
-"""Jobs through a real Celery worker on PostgreSQL and Redis: cancel, late bad data, NaN, two processes."""
+"""Jobs through a real Celery worker on PostgreSQL and Redis: cancel, resume, late bad data, NaN, two processes."""
 
 from __future__ import annotations
 
@@ -68,6 +68,35 @@ def test_cancel_a_running_job_keeps_its_last_checkpoint(client, auth, worker) ->
     # a model can be registered from the cancelled job's last checkpoint
     model = client.post("/v1/models", headers=auth, json={"job_id": job["id"], "checkpoint": "last", "name": "part"})
     assert model.status_code == 201, model.text
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_resumed_goes_on_from_its_last_checkpoint(client, auth, worker) -> None:
+    """POST /v1/jobs/{id}/resume: the worker takes the job again and goes on from the checkpoint written when it
+    stopped, not from the start; cancelled again, it stops further on, after one attempt of its own."""
+    dataset = upload(client, auth, vectors_csv())
+    config = vector_config(epochs=500, checkpoint_every_steps=50, keep_checkpoints=None)  # the one it stopped at stays
+    job_id = submit(client, auth, dataset["id"], config)["id"]
+    wait_for(lambda: job_of(client, auth, job_id)["progress"]["step"] > 20, 60, what="the job to make progress")
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 202
+    first = wait_end(client, auth, job_id, timeout=30)
+    assert first["status"] == "cancelled", first
+    stop = first["progress"]["step"]
+    resumed = client.post(f"/v1/jobs/{job_id}/resume", headers=auth)
+    assert resumed.status_code == 202 and resumed.json()["status"] == "queued", resumed.text
+    wait_for(lambda: (j := job_of(client, auth, job_id))["status"] == "running" and j["progress"]["step"] > stop + 20,
+             60, what="the resumed job to make progress")  # fmt: skip
+    events = client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()
+    said = [(e["kind"], e["message"]) for e in events]
+    assert ("resume_requested", f"resumed by its owner after it was cancelled: it goes on from its checkpoint at step "
+            f"{stop}") in said, said  # fmt: skip
+    assert ("resumed", f"resuming from checkpoint checkpoints/{job_id}/step-{stop:08d}") in said, said
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 202
+    second = wait_end(client, auth, job_id, timeout=30)
+    assert second["status"] == "cancelled" and second["progress"]["step"] > stop + 20, second
+    assert second["attempts"] == 1, second
+    steps = [c["step"] for c in client.get(f"/v1/jobs/{job_id}/checkpoints", headers=auth).json()]
+    assert stop in steps and steps[-1] == second["progress"]["step"], steps
 
 
 @pytest.mark.slow

@@ -153,6 +153,11 @@ async function jobPage(id, stale = newDraw()) {
       await api(`/v1/jobs/${id}/cancel`, { method: "POST" }); route();
     }) }, "Cancel"));
   } else {
+    if (job.status === "cancelled" || job.status === "failed") {
+      page.head.append(el("button", { "data-testid": "resume", onclick: () => act(async () => {
+        await api(`/v1/jobs/${id}/resume`, { method: "POST" }); route();
+      }) }, "Resume"));
+    }
     page.head.append(el("button", { "data-testid": "delete-job", onclick: () => act(async () => {
       if (!confirm(`Delete job ${job.name} with its metrics and checkpoints?`)) return;
       await api(`/v1/jobs/${id}`, { method: "DELETE" });
