@@ -310,7 +310,7 @@ def jobs_checkpoints(job_id: str) -> None:
 
 @jobs.command("events")
 def jobs_events(job_id: str) -> None:
-    """List a job's events in order: queued, waiting, running, resumed (or started_from a model), requeued, stopped_early, and how it ended (with the error)."""
+    """List a job's events in order: queued, waiting, running, resumed (or started_from a model), requeued, stopped_early, how it ended (with the error), and resume_requested where its owner resumed it."""
     table = _table("time", "event", "message")
     for event in call(lambda: client().job_events(job_id)):
         table.add_row(event["created_at"][:19], event["kind"], event["message"])
