@@ -270,8 +270,14 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Per-epoch evaluation on the held-out split."""
+    """Evaluation on the held-out split: at each epoch's end, and of the starting weights before the first step."""
 
+    at_start: bool = Field(
+        True,
+        description="Evaluate the starting weights before the first step, as step 0: the baseline every curve starts "
+        "from (the pretrained or start_from model's, or a new initialisation's). It is not a candidate for "
+        "'best' and does not count toward early stopping.",
+    )
     knn_k: int = Field(20, ge=1, le=1000)
     linear_probe: bool = True
     max_samples: int = Field(2000, ge=10, le=100_000, description="Records of each split used by evaluation.")

@@ -250,8 +250,24 @@ def _dropout_on(model: nn.Module) -> Iterator[None]:
 
 
 def _evaluate(run: _Run, step: int) -> dict[str, float]:
-    if run.val is None:
-        return {}
+    """The held-out metrics at ``step`` (0: the starting weights); a value that is not finite fails the run."""
+    return _finite(_measure(run, step), step) if run.val is not None else {}
+
+
+def _finite(metrics: dict[str, float], step: int) -> dict[str, float]:
+    """``metrics`` if every value is finite, else a TrainingError saying what to change: NaN cannot be stored (JSON
+    has no NaN, and a SQLite REAL column takes it as NULL), so that the job failed as an internal error."""
+    if not (bad := [name for name, value in metrics.items() if not math.isfinite(value)]):
+        return metrics
+    if step == 0:
+        raise TrainingError(f"evaluating the starting weights, before any step, gave {', '.join(bad)} that are not "
+                            "finite: the model's outputs on the held-out records overflow. Values near float32's "
+                            "largest (3.4e38) do on the way through the model: scale the data down")  # fmt: skip
+    raise TrainingError(f"the evaluation at step {step} gave {', '.join(bad)} that are not finite; lower optim.lr, "
+                        "raise loss.temperature, or use precision 'fp32'")  # fmt: skip
+
+
+def _measure(run: _Run, step: int) -> dict[str, float]:
     config, model = run.config, run.model
     seed = _step_seed(config.train.seed, 2 * 10**9 + step)
     val_index = run.val.sample_index(config.eval.max_samples, seed)
@@ -346,7 +362,7 @@ def fit(
     Args:
         config: the whole run.
         train: training records.
-        val: held-out records for per-epoch evaluation, or None.
+        val: held-out records for evaluation (of the starting weights, and at each epoch's end), or None.
         checkpoint_dir: directory that receives ``step-XXXXXXXX`` checkpoints.
         callback: receives steps, evaluations and checkpoints (rank 0 only).
         should_stop: polled between steps; True stops cleanly after writing a checkpoint.
@@ -372,8 +388,13 @@ def fit(
     if patience is not None and stale >= patience and start < run.total_steps:  # resumed where it was to end
         early = _early_stop(best, patience, start, run.total_steps)
     order, order_epoch = None, -1
-    tick, step, saved_at = time.perf_counter(), start, start  # saved_at: the step of the newest checkpoint
     run.model.train()
+    if start == 0 and config.eval.at_start:  # the starting weights' evaluation: the curves' baseline, never "best"
+        if run.rank == 0 and (baseline := _evaluate(run, 0)):
+            cb.on_eval(EvalReport(step=0, epoch=0, metrics=baseline))
+        if run.world > 1:
+            dist.barrier()  # ranks > 0 wait for rank 0's evaluation
+    tick, step, saved_at = time.perf_counter(), start, start  # saved_at: the step of the newest checkpoint
     for step in range(start, run.total_steps):
         signal = _signal(run, should_stop, early is not None)
         if signal == _EARLY:  # checkpointed at the evaluation that said so

@@ -129,9 +129,10 @@ def test_a_run_started_from_another_runs_weights_trains_on_from_them(tmp_path) -
 
 
 def _stop_by_rule(evals: list, patience: int) -> int | None:
-    """The step of the evaluation at which ``patience`` in a row have not beaten the best before them."""
+    """The step of the evaluation at which ``patience`` in a row have not beaten the best before them (the starting
+    weights' evaluation, at step 0, is not one of them)."""
     best, stale = None, 0
-    for report in evals:
+    for report in (r for r in evals if r.step > 0):
         score = checkpoint_score(report.metrics)
         if best is None or score > best:
             best, stale = score, 0
@@ -140,6 +141,53 @@ def _stop_by_rule(evals: list, patience: int) -> int | None:
             if stale == patience:
                 return report.step
     return None
+
+
+def test_the_starting_weights_are_evaluated_first_as_a_baseline_never_as_the_best(tmp_path) -> None:
+    """``eval.at_start``: the weights a run starts from are evaluated before its first step, as step 0, without
+    changing what it trains. Started from a model the run then spoils (a learning rate far too high), the baseline
+    scores above every evaluation after it; yet the first of those is checkpointed as the best so far, and early
+    stopping counts from it. Off, no evaluation at step 0; nor in a run resumed past it."""
+    train, val = vectors().split(0.25, 0)
+    source = fit(vector_config(epochs=10), train, val, checkpoint_dir=tmp_path / "source").last_checkpoint
+    config = vector_config(epochs=4, checkpoint_every_steps=1000)  # 4 steps an epoch: evaluations at 4, 8, 12, 16
+    config = config.model_copy(update={"optim": config.optim.model_copy(update={"lr": 0.3, "warmup_steps": 0})})
+    seen = Recorder()
+    fit(config, train, val, checkpoint_dir=tmp_path / "on", callback=seen, start_from=source)
+    scores = {report.step: checkpoint_score(report.metrics) for report in seen.evals}
+    assert list(scores) == [0, 4, 8, 12, 16]
+    assert all(scores[0] > score for step, score in scores.items() if step), scores  # the source's k-NN top-1: 1.0
+    assert [c.step for c in seen.checkpoints] == [4, 16]  # 4: the best so far, not measured against step 0
+
+    off = config.model_copy(update={"eval": config.eval.model_copy(update={"at_start": False})})
+    unseen = Recorder()
+    fit(off, train, val, checkpoint_dir=tmp_path / "off", callback=unseen, start_from=source)
+    assert [r.step for r in unseen.evals] == [4, 8, 12, 16]
+    assert [r.loss for r in unseen.steps] == [r.loss for r in seen.steps]  # the same training, step for step
+    assert [r.metrics for r in unseen.evals] == [r.metrics for r in seen.evals[1:]]
+
+    patient = config.model_copy(update={"train": config.train.model_copy(update={"early_stop_patience": 1})})
+    early = fit(patient, train, val, checkpoint_dir=tmp_path / "early", start_from=source)
+    assert early.step == 8, early  # 8 did not beat 4, the first evaluation after the start
+    resumed = Recorder()
+    stops = iter([False] * 5 + [True])
+    part = fit(config, train, val, checkpoint_dir=tmp_path / "part", start_from=source, should_stop=lambda: next(stops))
+    fit(config, train, val, checkpoint_dir=tmp_path / "part", callback=resumed, resume_from=part.last_checkpoint)
+    assert [r.step for r in resumed.evals] == [8, 12, 16]
+
+
+def test_an_evaluation_that_is_not_finite_fails_the_run_saying_what_to_change() -> None:
+    """A metric of NaN or inf cannot be stored (JSON has no NaN): the run fails with a TrainingError instead, its
+    advice by whether any step had been taken."""
+    from core.train.loop import _finite
+
+    assert _finite({"val_loss": 1.5, "knn_top1": 0.5}, 8) == {"val_loss": 1.5, "knn_top1": 0.5}
+    with pytest.raises(TrainingError, match=r"^the evaluation at step 8 gave val_loss, uniformity that are not finite; "
+                       "lower optim.lr"):  # fmt: skip
+        _finite({"val_loss": float("nan"), "uniformity": float("-inf"), "knn_top1": 0.5}, 8)
+    with pytest.raises(TrainingError, match=r"^evaluating the starting weights, before any step, gave alignment .* "
+                       "scale the data down$"):  # fmt: skip
+        _finite({"alignment": float("inf")}, 0)
 
 
 @pytest.mark.parametrize("patience", [1, 2])
@@ -247,7 +295,7 @@ def test_held_out_dropout_views_of_text_differ_and_evaluation_changes_nothing(tm
     train, val = records.split(0.25, seed=0)
     recorder = Recorder()
     evaluated = fit(_text_config(), train, val, checkpoint_dir=tmp_path / "eval", callback=recorder)
-    assert [e.step for e in recorder.evals] == [3, 6]
+    assert [e.step for e in recorder.evals] == [0, 3, 6]  # the starting weights', then each epoch's
     for report in recorder.evals:
         assert report.metrics["alignment"] > 1e-3 and report.metrics["pos_sim_mean"] < 0.999
 
@@ -292,7 +340,7 @@ def test_a_checkpoint_carries_only_its_own_steps_metrics_and_each_better_evaluat
     train, val = vectors().split(0.25, 0)  # 72 records, 4 steps an epoch: evaluations at steps 4, 8 and 12
     recorder = Recorder()
     fit(vector_config(checkpoint_every_steps=3, epochs=3), train, val, checkpoint_dir=tmp_path, callback=recorder)
-    evaluated = {report.step: report.metrics for report in recorder.evals}
+    evaluated = {report.step: report.metrics for report in recorder.evals if report.step}  # 0: the baseline
     assert sorted(evaluated) == [4, 8, 12]
     better, best = set(), None
     for step in sorted(evaluated):

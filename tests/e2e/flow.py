@@ -62,11 +62,11 @@ def digits_flow(client, auth, storage_root, expected_queue: str) -> None:
 
     series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
     assert [p["step"] for p in series["loss"]] == list(range(1, total + 1))
-    assert [p["step"] for p in series["knn_top1"]] == [total // 2, total]
+    assert [p["step"] for p in series["knn_top1"]] == [0, total // 2, total]  # the starting weights', each epoch's
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()
     # the interval's, the end's, and the first epoch's evaluation (the best so far): 11 steps an epoch
     assert [c["step"] for c in checkpoints] == [5, 10, total // 2, 15, 20, total]
-    assert checkpoints[2]["metrics"]["knn_top1"] == series["knn_top1"][0]["value"] and not checkpoints[1]["metrics"]
+    assert checkpoints[2]["metrics"]["knn_top1"] == series["knn_top1"][1]["value"] and not checkpoints[1]["metrics"]
     evaluated = [c for c in checkpoints if "knn_top1" in c["metrics"]]  # the one "best" names is marked
     best = max(evaluated, key=lambda c: (c["metrics"]["knn_top1"], c["step"]))
     assert [c["id"] for c in checkpoints if c["best"]] == [best["id"]], checkpoints

@@ -112,8 +112,17 @@ def test_bad_data_found_late_fails_the_job_with_a_message(client, auth, worker, 
 
 @pytest.mark.slow
 def test_overflowing_values_fail_the_job_with_an_actionable_nan_message(client, auth, worker) -> None:
+    """Values that overflow on the way through the model fail the job saying so: at the evaluation of the starting
+    weights, before any step (metrics of NaN, which JSON cannot hold, would fail the job as an internal error), or
+    without that evaluation, at the first step's loss."""
     dataset = upload(client, auth, vectors_csv(scale=3e37))  # finite float32, but their variance overflows
     job = wait_end(client, auth, submit(client, auth, dataset["id"], vector_config())["id"])
+    assert job["status"] == "failed"
+    assert job["error"].startswith("evaluating the starting weights, before any step, gave val_loss, "), job["error"]
+    assert job["error"].endswith("overflow. Values near float32's largest (3.4e38) do on the way through the model: "
+                                 "scale the data down"), job["error"]  # fmt: skip
+    config = {**vector_config(), "eval": {"knn_k": 5, "linear_probe": False, "at_start": False}}
+    job = wait_end(client, auth, submit(client, auth, dataset["id"], config)["id"])
     assert job["status"] == "failed"
     assert "the loss became nan at step 1" in job["error"] and "lower optim.lr" in job["error"]
 

@@ -168,8 +168,8 @@ async function jobPage(id, stale = newDraw()) {
     lineChart("Loss", { loss: series(metrics, "loss"), val_loss: series(metrics, "val_loss") }, "chart-loss"),
     lineChart("Learning rate", { lr: series(metrics, "lr") }, "chart-lr"),
     lineChart("Temperature", { temperature: series(metrics, "temperature") }, "chart-temperature"),
-    lineChart("Alignment and uniformity (per epoch)", { alignment: series(metrics, "alignment"), uniformity: series(metrics, "uniformity") }, "chart-geometry"),
-    lineChart("k-NN and linear probe top-1 (per epoch)", { knn_top1: series(metrics, "knn_top1"), linear_probe_top1: series(metrics, "linear_probe_top1") }, "chart-accuracy"),
+    lineChart("Alignment and uniformity (at the start, then per epoch)", { alignment: series(metrics, "alignment"), uniformity: series(metrics, "uniformity") }, "chart-geometry"),
+    lineChart("k-NN and linear probe top-1 (at the start, then per epoch)", { knn_top1: series(metrics, "knn_top1"), linear_probe_top1: series(metrics, "linear_probe_top1") }, "chart-accuracy"),
     lineChart("Negative similarity diagnostics", { pos_sim_mean: series(metrics, "pos_sim_mean"), neg_sim_mean: series(metrics, "neg_sim_mean"), neg_sim_max: series(metrics, "neg_sim_max") }, "chart-diagnostics"),
     lineChart("Entropy of the weights on negatives", { neg_weight_entropy_ratio: series(metrics, "neg_weight_entropy_ratio") }, "chart-entropy"));
   showCheckpoints(page, checkpoints);
