@@ -35,7 +35,31 @@ class DataConfig(_Strict):
     val_fraction: float = Field(
         0.1, ge=0.0, le=MAX_VAL_FRACTION, description="Share of records held out for evaluation."
     )
+    val_dataset_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A dataset to evaluate on instead of records held out of the training dataset, which is then "
+        "trained on whole (val_fraction 0): of the same modality, features or channels, and pairs or not.",
+    )
     use_labels: bool = Field(False, description="Supervised contrastive (SupCon): same-label records are positives.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _held_out_one_way(cls, raw: Any) -> Any:
+        """A held-out dataset replaces the held-out share: ``val_fraction`` is then 0, and one above 0 is refused."""
+        if not isinstance(raw, dict) or raw.get("val_dataset_id") is None:
+            return raw
+        fraction = raw.get("val_fraction", 0)
+        if isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction > 0:
+            raise ValueError("data.val_fraction holds records out of the training dataset and data.val_dataset_id "
+                             "names a dataset to evaluate on: give one of them")  # fmt: skip
+        return {**raw, "val_fraction": 0.0}
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run has held-out records to evaluate on."""
+        return self.val_fraction > 0 or self.val_dataset_id is not None
 
 
 class MLPConfig(_Strict):
@@ -352,8 +376,9 @@ class RunConfig(_Strict):
         if self.train.batch_size % self.train.num_devices:  # each process takes an equal share of the batch
             raise ValueError(f"train.batch_size {self.train.batch_size} must be divisible by train.num_devices "
                              f"{self.train.num_devices}")  # fmt: skip
-        if self.train.early_stop_patience is not None and self.data.val_fraction == 0:
-            raise ValueError("train.early_stop_patience needs evaluations: set data.val_fraction above 0")
+        if self.train.early_stop_patience is not None and not self.data.evaluates:
+            raise ValueError("train.early_stop_patience needs evaluations: set data.val_fraction above 0, or name a "
+                             "held-out dataset in data.val_dataset_id")  # fmt: skip
         if self.train.grad_cache_sub_batch is not None:
             if self.train.precision == "fp16":
                 raise ValueError("train.grad_cache_sub_batch works with precision 'fp32' or 'bf16', not 'fp16'")

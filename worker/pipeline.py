@@ -40,8 +40,9 @@ def _is_cpu_oom(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class JobInput:
-    """What a job trains on, read from its rows: its dataset split into the records trained on and those held out
-    (the file as read is not kept beside them: the split copies the records, and both would be held to the end)."""
+    """What a job trains on, read from its rows: its dataset split into the records trained on and those held out,
+    or trained on whole beside a held-out dataset (the file as read is not kept beside them: the split copies the
+    records, and both would be held to the end)."""
 
     config: RunConfig
     train: Records
@@ -56,8 +57,8 @@ def worker_name() -> str:
 
 
 def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
-    """Parse the config, read the dataset, and find the last complete checkpoint to resume from, and the checkpoint
-    of the model the job starts from."""
+    """Parse the config, read the dataset (and the held-out dataset it names), and find the last complete checkpoint
+    to resume from, and the checkpoint of the model the job starts from."""
     with transaction(settings) as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id)
@@ -69,6 +70,9 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         keys = [c.storage_key for c in checkpoints]
         start = session.get(Checkpoint, job.start_checkpoint_id) if job.start_checkpoint_id else None
         start_key, started_from = (start.storage_key if start is not None else None), job.start_from
+        held_id = (raw_config.get("data") or {}).get("val_dataset_id")
+        held = session.get(Dataset, held_id) if held_id else None
+        held_read = (held.storage_key, held.id, held.modality, held.format, held.columns) if held else None
     resume = next((storage.path(k) for k in keys if is_complete(storage.path(k))), None)
     start_path = storage.path(start_key) if start_key else None
     if resume is None and started_from:  # a checkpoint of its own holds the weights that grew from the model's
@@ -82,12 +86,20 @@ def load_input(settings: Settings, storage: Storage, job_id: str) -> JobInput:
         config = RunConfig.model_validate(raw_config)
     except ValidationError as error:
         raise TrainingError(f"the stored config is no longer valid: {error}") from None
+    if held_id and held_read is None:
+        raise TrainingError(f"the held-out dataset {held_id} (data.val_dataset_id) was deleted; submit the job again "
+                            "with another, or with data.val_fraction")  # fmt: skip
     records = read_records(storage.dataset_file(key, dataset_id), modality, fmt, settings.read_limits, columns)
     if config.data.use_labels and records.labels is None:
         raise TrainingError("data.use_labels is true but the dataset has no labels; upload labels or set it false")
     if config.augment.kind == "text" and config.augment.mode == "pairs" and records.positives is None:
         raise TrainingError("augment.mode is 'pairs' but the dataset has no anchor/positive columns")
-    return JobInput(config, *records.split(config.data.val_fraction, config.train.seed), resume, start_path)
+    train, val = records.split(config.data.val_fraction, config.train.seed)
+    if held_read is not None:  # every record of it is held out, and the training dataset is trained on whole
+        held_key, held_id, held_modality, held_fmt, held_columns = held_read
+        val = read_records(storage.dataset_file(held_key, held_id), held_modality, held_fmt, settings.read_limits,
+                           held_columns)  # fmt: skip
+    return JobInput(config, train, val, resume, start_path)
 
 
 def run_job(job_id: str, settings: Settings, request_id: str | None = None) -> None:

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path, PurePath
 from typing import BinaryIO, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound, TooLarge
@@ -155,9 +155,15 @@ def _shape(records) -> tuple[int, ...]:  # noqa: ANN001 - Records
     return (len(records),)
 
 
+def record_width(dataset: Dataset) -> int | None:
+    """A vectors dataset's features, an image dataset's channels; None for texts."""
+    return dataset.details.get("shape", [0, 0])[1] if dataset.modality in ("vectors", "image") else None
+
+
 def owned_dataset(
-    session: Session, principal: Principal, dataset_id: str, lock: Literal["share", "update"] | None = None
-) -> Dataset:
+    session: Session, principal: Principal, dataset_id: str, lock: Literal["share", "update"] | None = None,
+    field: str = "dataset_id",
+) -> Dataset:  # fmt: skip
     """The dataset if the caller may see it; another owner's answers 404 like a missing one.
 
     ``lock`` holds the row until the transaction ends (PostgreSQL; SQLite's writers take turns anyway): a job's
@@ -165,7 +171,7 @@ def owned_dataset(
     submission refers to a dataset deleted beside it."""
     dataset = session.get(Dataset, dataset_id, with_for_update={"read": lock == "share"} if lock else None)
     if dataset is None or (dataset.owner != principal.owner and not principal.is_admin):
-        raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+        raise NotFound(f"dataset {dataset_id} not found", field=field)
     return dataset
 
 
@@ -180,11 +186,10 @@ def list_datasets(session: Session, principal: Principal, limit: int, offset: in
 
 
 def delete_dataset(session: Session, storage: Storage, principal: Principal, dataset_id: str) -> None:
-    """Delete a dataset no queued or running job uses."""
+    """Delete a dataset no queued or running job uses, to train on or to evaluate on (``data.val_dataset_id``)."""
     dataset = owned_dataset(session, principal, dataset_id, lock="update")
-    active = session.scalar(
-        select(func.count()).where(Job.dataset_id == dataset.id, Job.status.in_(("queued", "running")))
-    )
+    used = or_(Job.dataset_id == dataset.id, Job.config["data"]["val_dataset_id"].as_string() == dataset.id)
+    active = session.scalar(select(func.count()).where(used, Job.status.in_(("queued", "running"))))
     if active:
         raise Conflict(f"dataset {dataset_id} is used by {active} queued or running job(s); cancel them first")
     key = dataset.storage_key

@@ -12,7 +12,7 @@ from sqlalchemy import Row, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.datasets.service import owned_dataset
+from api.datasets.service import owned_dataset, record_width
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import CheckpointRead, JobCreate, JobRead, MetricPoint, Progress, Projection, ProjectionPoint
 from api.jobs.start import check_start, start_point
@@ -63,6 +63,31 @@ def _check_fits(config: RunConfig, dataset) -> None:  # noqa: ANN001 - a Dataset
                       field="config.augment.mode")  # fmt: skip
 
 
+def _held_out_dataset(session: Session, principal: Principal, config: RunConfig, dataset) -> Dataset | None:  # noqa: ANN001
+    """The dataset ``data.val_dataset_id`` names, if it can stand in for the training dataset's held-out records;
+    read ``FOR SHARE`` until the job commits, so that its deletion waits, then sees the job (and is refused)."""
+    if config.data.val_dataset_id is None:
+        return None
+    field = "config.data.val_dataset_id"
+    held = owned_dataset(session, principal, config.data.val_dataset_id, lock="share", field=field)
+    if held.modality != dataset.modality:
+        raise Invalid(
+            f"the held-out dataset holds {held.modality}; the training dataset {dataset.modality}", field=field
+        )
+    if record_width(held) != record_width(dataset):
+        unit = "features" if dataset.modality == "vectors" else "channels"
+        raise Invalid(f"the held-out dataset's records have {record_width(held)} {unit}; the training dataset's "
+                      f"{record_width(dataset)}", field=field)  # fmt: skip
+    if bool(held.details.get("paired")) != bool(dataset.details.get("paired")):
+        paired, plain = ("held-out", "training") if held.details.get("paired") else ("training", "held-out")
+        raise Invalid(f"the {paired} dataset holds anchor/positive pairs and the {plain} dataset does not",
+                      field=field)  # fmt: skip
+    if held.num_records < MIN_HELD_OUT:
+        raise Invalid(f"the held-out dataset has {held.num_records} record(s); an evaluation needs at least "
+                      f"{MIN_HELD_OUT}", field=field)  # fmt: skip
+    return held
+
+
 def submit_job(
     session: Session, settings: Settings, storage: Storage, principal: Principal, body: JobCreate,
     idempotency_key: str | None, request_id: str | None,
@@ -80,6 +105,7 @@ def submit_job(
     base = start.config.model_dump(mode="json") if start else None
     config = body.run_config(dataset.modality, base).for_data(bool(dataset.details.get("paired")))
     _check_fits(config, dataset)
+    _held_out_dataset(session, principal, config, dataset)
     if start is not None:
         check_start(config, start, dataset)
     job = Job(owner=principal.owner, name=body.name, dataset_id=dataset.id, config=config.model_dump(mode="json"),
@@ -190,8 +216,10 @@ def resume_job(session: Session, settings: Settings, principal: Principal, job_i
     the job's row is locked, the order in which their deletion takes them, so that a deletion beside this either
     commits first (and this is refused) or waits and then sees the job queued (and is refused)."""
     job = owned_job(session, principal, job_id)
-    if job.dataset_id is not None:
-        session.execute(select(Dataset.id).where(Dataset.id == job.dataset_id).with_for_update(read=True))
+    held_id = job.config["data"].get("val_dataset_id")
+    used = [dataset_id for dataset_id in (job.dataset_id, held_id) if dataset_id is not None]
+    if used:
+        session.execute(select(Dataset.id).where(Dataset.id.in_(used)).with_for_update(read=True))
     if job.start_checkpoint_id is not None:
         session.execute(select(Checkpoint.id).where(Checkpoint.id == job.start_checkpoint_id)
                         .with_for_update(read=True))  # fmt: skip
@@ -205,6 +233,9 @@ def resume_job(session: Session, settings: Settings, principal: Principal, job_i
                        "register a checkpoint (POST /v1/models) and submit a job with start_from", field="job_id")  # fmt: skip
     if job.dataset_id is None:
         raise Conflict(f"job {job_id}'s dataset was deleted; upload it again and submit a new job", field="job_id")
+    if held_id is not None and session.get(Dataset, held_id) is None:
+        raise Conflict(f"job {job_id}'s held-out dataset {held_id} (data.val_dataset_id) was deleted; submit a new "
+                       "job", field="job_id")  # fmt: skip
     rows = _checkpoint_rows(session, job)
     if not rows and job.start_from is not None and job.start_checkpoint_id is None:
         raise Conflict(f"job {job_id} has no checkpoint of its own, and the one it starts from (model "
@@ -332,10 +363,12 @@ def projection(session: Session, storage: Storage, settings: Settings, job: Job,
     chosen = rows[-1] if checkpoint_id is None else next((c for c in rows if c.id == checkpoint_id), None)
     if chosen is None:
         raise NotFound(f"checkpoint {checkpoint_id} not found in job {job.id}", field="checkpoint_id")
-    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
-    if dataset is None:
-        raise Invalid("the job's dataset was deleted", field="job_id")
     config = RunConfig.model_validate(job.config)
+    held_id = config.data.val_dataset_id  # its records are the held-out ones, all of them
+    dataset_id = held_id or job.dataset_id
+    dataset = session.get(Dataset, dataset_id) if dataset_id else None
+    if dataset is None:
+        raise Invalid(f"the job's {'held-out ' if held_id else ''}dataset was deleted", field="job_id")
     dataset_file = storage.dataset_file(dataset.storage_key, dataset.id)
     picture = _picture(storage.path(chosen.storage_key), dataset_file, dataset.modality, dataset.format,
                        dataset.columns, settings.read_limits, config.data.val_fraction, config.train.seed,

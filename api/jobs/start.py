@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.datasets.service import record_width
 from api.errors import Conflict, Invalid, NotFound
 from api.jobs.schemas import StartFrom
 from core.config import RunConfig
@@ -78,7 +79,7 @@ def check_start(config: RunConfig, start: StartPoint, dataset) -> None:  # noqa:
                          for path in differing)  # fmt: skip
         raise Invalid(f"config.{section} must build the weights of {start.name}, which the job starts from: {said}; "
                       "leave it out of the config to take the model's own", field=f"config.{section}")  # fmt: skip
-    width = dataset.details.get("shape", [0, 0])[1] if dataset.modality in ("vectors", "image") else None
+    width = record_width(dataset)
     expected = {"vectors": start.spec.features, "image": start.spec.channels}.get(dataset.modality)
     if width is not None and width != expected:
         unit = "features" if dataset.modality == "vectors" else "channels"

@@ -244,6 +244,72 @@ def test_a_cancelled_or_failed_job_is_queued_again_by_a_resume(client, auth, key
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "cancelled"
 
 
+def upload_file(client, auth, modality: str, name: str, content: bytes) -> str:
+    response = client.post("/v1/datasets", headers=auth, data={"modality": modality}, files={"file": (name, content)})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_a_held_out_dataset_is_evaluated_on_and_the_training_dataset_trained_on_whole(client, auth, keys, settings):
+    """``data.val_dataset_id``: the worker reads every record of the named dataset as the held-out ones and trains
+    on every record of the job's (``val_fraction`` 0, and one above 0 refused beside it); a dataset that could not
+    stand in for held-out records is refused naming the field; while a job may still read it, it cannot be deleted,
+    and a job whose held-out dataset is gone is not resumed."""
+    from core.store.storage import Storage
+    from core.train.loop import TrainingError
+    from worker.pipeline import load_input
+
+    train_id, held_id = dataset(client, auth, rows=40)["id"], dataset(client, auth, rows=13)["id"]
+    config = {"data": {"modality": "vectors", "val_dataset_id": held_id}, "train": {"batch_size": 8}}
+    response = client.post("/v1/jobs", headers=auth, json={"dataset_id": train_id, "config": config})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["config"]["data"]["val_fraction"] == 0.0 and job["config"]["data"]["val_dataset_id"] == held_id
+    job_input = load_input(settings, Storage(settings.storage_root), job["id"])
+    assert (len(job_input.train), len(job_input.val)) == (40, 13)
+    patient = {**config, "train": {"batch_size": 8, "early_stop_patience": 2}}  # it has evaluations to count
+    assert client.post("/v1/jobs", headers=auth, json={"dataset_id": train_id, "config": patient}).status_code == 202
+
+    def refused(data: dict, status: int, field: str = "config.data.val_dataset_id", dataset_id: str = train_id) -> str:
+        answer = client.post("/v1/jobs", headers=auth, json={"dataset_id": dataset_id, "config": {
+            "data": data, "train": {"batch_size": 8}}})  # fmt: skip
+        assert answer.status_code == status and answer.json()["error"]["param"] == field, answer.text
+        return answer.json()["error"]["message"]
+
+    both = refused({"modality": "vectors", "val_dataset_id": held_id, "val_fraction": 0.2}, 422, "config.data")
+    assert "data.val_fraction holds records out of the training dataset and data.val_dataset_id" in both
+    assert refused({"modality": "vectors", "val_dataset_id": "nope"}, 404) == "dataset nope not found"
+    theirs = dataset(client, {"Authorization": f"Bearer {keys.make('someone-else')}"})["id"]
+    assert refused({"modality": "vectors", "val_dataset_id": theirs}, 404) == f"dataset {theirs} not found"
+    texts = upload_file(client, auth, "text", "t.txt", b"".join(b"text number %d\n" % i for i in range(10)))
+    assert refused({"modality": "vectors", "val_dataset_id": texts}, 422) == (
+        "the held-out dataset holds text; the training dataset vectors")  # fmt: skip
+    wider = upload_file(client, auth, "vectors", "w.csv", b"a,b,c\n" + b"1,2,3\n" * 5)
+    assert refused({"modality": "vectors", "val_dataset_id": wider}, 422) == (
+        "the held-out dataset's records have 3 features; the training dataset's 2")  # fmt: skip
+    one = upload_file(client, auth, "vectors", "o.csv", b"a,b\n1,2\n")
+    assert refused({"modality": "vectors", "val_dataset_id": one}, 422) == (
+        "the held-out dataset has 1 record(s); an evaluation needs at least 2")  # fmt: skip
+    pairs = upload_file(client, auth, "text", "p.jsonl", b"".join(b'{"anchor": "q%d", "positive": "a%d"}\n' % (i, i)
+                                                                   for i in range(8)))  # fmt: skip
+    assert refused({"modality": "text", "val_dataset_id": pairs}, 422, dataset_id=texts) == (
+        "the held-out dataset holds anchor/positive pairs and the training dataset does not")  # fmt: skip
+
+    busy = client.delete(f"/v1/datasets/{held_id}", headers=auth)
+    assert busy.status_code == 409 and "used by 2 queued or running job(s)" in busy.text, busy.text
+    for row in client.get("/v1/jobs?status=queued", headers=auth).json()["items"]:
+        assert client.post(f"/v1/jobs/{row['id']}/cancel", headers=auth).status_code == 202
+    assert client.delete(f"/v1/datasets/{held_id}", headers=auth).status_code == 204
+    gone = client.post(f"/v1/jobs/{job['id']}/resume", headers=auth)
+    assert gone.status_code == 409, gone.text
+    assert gone.json()["error"]["message"] == (f"job {job['id']}'s held-out dataset {held_id} (data.val_dataset_id) "
+                                               "was deleted; submit a new job")  # fmt: skip
+    with transaction(settings) as session:
+        session.get(Job, job["id"]).status = "queued"  # as if still queued: the worker says what is missing
+    with pytest.raises(TrainingError, match=rf"the held-out dataset {held_id} \(data.val_dataset_id\) was deleted"):
+        load_input(settings, Storage(settings.storage_root), job["id"])
+
+
 def thinned_by_rule(points: list, max_points: int) -> list:
     """Every k-th of ``points`` from the first, and the last, for the least k whose points number at most
     ``max_points``."""

@@ -99,6 +99,23 @@ def test_a_cancelled_job_resumed_goes_on_from_its_last_checkpoint(client, auth, 
     assert stop in steps and steps[-1] == second["progress"]["step"], steps
 
 
+def test_a_job_evaluates_on_its_held_out_dataset(client, auth, worker) -> None:
+    """``data.val_dataset_id`` through a worker: every evaluation, from the starting weights' on, runs on the named
+    dataset, and the job's picture of held-out embeddings draws its records, all 37 of them (a tenth of the
+    training dataset, the default share, would be 20)."""
+    train = upload(client, auth, vectors_csv(n=200))["id"]
+    held = upload(client, auth, vectors_csv(n=37, seed=5), name="held.csv")["id"]
+    config = vector_config(epochs=2)
+    config["data"] = {"modality": "vectors", "val_dataset_id": held}
+    job = wait_end(client, auth, submit(client, auth, train, config)["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["total_steps"] == 2 * (200 // 16)  # trained on every record of its dataset
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()["series"]
+    assert [p["step"] for p in series["knn_top1"]] == [0, 12, 24], series.keys()
+    picture = client.get(f"/v1/jobs/{job['id']}/projection", headers=auth)
+    assert picture.status_code == 200 and len(picture.json()["points"]) == 37, picture.text
+
+
 @pytest.mark.slow
 def test_bad_data_found_late_fails_the_job_with_a_message(client, auth, worker, settings) -> None:
     dataset = upload(client, auth, vectors_csv())
