@@ -255,8 +255,8 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
 
 
 def _finite(metrics: dict[str, float], step: int) -> dict[str, float]:
-    """``metrics`` if every value is finite, else a TrainingError saying what to change: NaN cannot be stored (JSON
-    has no NaN, and a SQLite REAL column takes it as NULL), so that the job failed as an internal error."""
+    """``metrics`` if every value is finite, else a TrainingError saying what to change. NaN cannot be stored (JSON
+    has no NaN, and a SQLite REAL column takes it as NULL): unchecked, the job failed as an internal error."""
     if not (bad := [name for name, value in metrics.items() if not math.isfinite(value)]):
         return metrics
     if step == 0:
