@@ -70,6 +70,7 @@ def run_config(epochs: int) -> dict:
         "model": {"kind": "resnet", "width": 16, "blocks": [1, 1], "image_size": 32},
         "loss": {"temperature": 0.2},
         "train": {"epochs": epochs, "batch_size": 128, "checkpoint_every_steps": 10**6, "device": "cpu"},
+        "eval": {"at_start": False},  # measured as before eval.at_start: each epoch's evaluation alone
     }
 
 

@@ -88,7 +88,8 @@ def run_config(lr: float | None, epochs: int, batch: int, backbone: str) -> RunC
     optim = {} if lr is None else {"lr": lr}
     return RunConfig.model_validate({"data": {"modality": "text"}, "model": {"kind": "transformer", "backbone": backbone},
                                      "optim": optim, "train": {"epochs": epochs, "batch_size": batch,
-                                     "checkpoint_every_steps": 10**6, "device": "cpu"}})  # fmt: skip
+                                     "checkpoint_every_steps": 10**6, "device": "cpu"},
+                                     "eval": {"at_start": False}})  # the baseline: untrained() below  # fmt: skip
 
 
 @torch.no_grad()
